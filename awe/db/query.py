@@ -1,0 +1,513 @@
+"""The Astro-WISE query language, compiled to SQL.
+
+::
+
+    q = (RawBiasFrame.instrument.name == 'WFI') & (RawBiasFrame.chip.name == 'ccd50')
+    len(q); list(q); q[0]
+    for b in q: print(b.filename, b.imstat.median, b.imstat.stdev)
+    q.order_by('psf_radius')
+    (CoaddedRegriddedFrame.OBJECT == '3C273').max('creation_date')
+
+A comparison of a class attribute makes a :class:`Query`; ``&``, ``|`` and ``~``
+combine them. Paths through references (``.chip.name``), embedded groups
+(``.imstat.median``) and lineage roles (``ReducedScienceFrame.raw.filename``)
+become joins or ``EXISTS`` sub-queries. Every query runs in the database and
+sees only what the current context may see.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:  # pragma: no cover
+    from awe.db.persistent import Embedded, Field, Input, Persistent, Ref
+
+__all__ = ["Query", "Attr", "RefPath", "EmbeddedPath", "InputPath", "QueryError"]
+
+
+class QueryError(AttributeError, TypeError):
+    """A query names an attribute the class does not have, or is used wrongly."""
+
+
+# --------------------------------------------------------------------- paths
+class _Path:
+    """Something reached from a class: a column, a reference, an embedded group."""
+
+    def __init__(self, cls: type, refs: tuple) -> None:
+        self._cls = cls
+        self._refs = refs  # tuple of Ref descriptors walked from cls
+
+    def _owner(self) -> type:
+        return self._refs[-1].target if self._refs else self._cls
+
+    def _label(self) -> str:
+        return ".".join([self._cls.__name__] + [r.name for r in self._refs])
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        owner = self._owner()
+        fld = owner._fields.get(name)
+        if fld is None:
+            raise QueryError(
+                f"{self._label()} has no attribute {name!r}; valid attributes are {sorted(owner._fields)}"
+            )
+        from awe.db.persistent import Embedded, Ref
+        if isinstance(fld, Ref):
+            return RefPath(self._cls, self._refs + (fld,))
+        if isinstance(fld, Embedded):
+            return EmbeddedPath(self._cls, self._refs, fld)
+        return Attr(self._cls, self._refs, fld)
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self._label()} is a query path, not a value: compare it (==, <, like) to make a query")
+
+
+class RefPath(_Path):
+    """``RawBiasFrame.chip``: attribute access continues into the referenced class."""
+
+    def __eq__(self, other: Any) -> "Query":  # type: ignore[override]
+        return self.object_id == (other.object_id if other is not None else None)
+
+    def __ne__(self, other: Any) -> "Query":  # type: ignore[override]
+        return self.object_id != (other.object_id if other is not None else None)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class EmbeddedPath(_Path):
+    """``RawBiasFrame.imstat``: ``.median`` etc. are columns."""
+
+    def __init__(self, cls: type, refs: tuple, embedded: "Embedded") -> None:
+        super().__init__(cls, refs)
+        self._embedded = embedded
+
+    def __getattr__(self, name: str) -> "Attr":
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name not in self._embedded.parts:
+            raise QueryError(
+                f"{self._label()}.{self._embedded.name} has no attribute {name!r}; "
+                f"valid attributes are {list(self._embedded.parts)}"
+            )
+        return Attr(self._cls, self._refs, None, column=self._embedded.column(name),
+                    label=f"{self._embedded.name}.{name}")
+
+
+class InputPath:
+    """``ReducedScienceFrame.raw``: a condition on an input becomes ``EXISTS (...)``."""
+
+    def __init__(self, cls: type, role: "Input") -> None:
+        self._cls = cls
+        self._role = role
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        target = self._role.target
+        inner = getattr(target, name)
+        return _InputAttr(self._cls, self._role, inner)
+
+    def __bool__(self) -> bool:
+        raise TypeError("a query path is not a value: compare it to make a query")
+
+
+class _Comparable:
+    """Comparison operators that make queries."""
+
+    def _cond(self, op: str, value: Any) -> "Query":
+        raise NotImplementedError
+
+    def __eq__(self, value: Any) -> "Query":  # type: ignore[override]
+        return self._cond("==", value)
+
+    def __ne__(self, value: Any) -> "Query":  # type: ignore[override]
+        return self._cond("!=", value)
+
+    def __lt__(self, value: Any) -> "Query":
+        return self._cond("<", value)
+
+    def __le__(self, value: Any) -> "Query":
+        return self._cond("<=", value)
+
+    def __gt__(self, value: Any) -> "Query":
+        return self._cond(">", value)
+
+    def __ge__(self, value: Any) -> "Query":
+        return self._cond(">=", value)
+
+    def like(self, pattern: str) -> "Query":
+        """Wildcard match: ``*`` any characters, ``?`` one character (``.like('3C*')``)."""
+        return self._cond("like", pattern)
+
+    def between(self, low: Any, high: Any) -> "Query":
+        """``low <= value < high``."""
+        return self._cond(">=", low) & self._cond("<", high)
+
+    def in_(self, values: Sequence[Any]) -> "Query":
+        """Match any of the values."""
+        return self._cond("in", list(values))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __bool__(self) -> bool:
+        raise TypeError("a query path is not a value: compare it (==, <, like) to make a query")
+
+
+class Attr(_Comparable):
+    """A column reached from a class, e.g. ``RawBiasFrame.EXPTIME``."""
+
+    def __init__(self, cls: type, refs: tuple, fld: "Field | None", column: str | None = None,
+                 label: str | None = None) -> None:
+        self._cls = cls
+        self._refs = refs
+        self._field = fld
+        self._column = column or fld.column  # type: ignore[union-attr]
+        self._label = label or (fld.name if fld else self._column)
+
+    def _cond(self, op: str, value: Any) -> "Query":
+        return Query(self._cls, _Compare(self, op, value))
+
+    def _sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        return comp.column(self._refs, self._column)
+
+    def __repr__(self) -> str:
+        return ".".join([self._cls.__name__] + [r.name for r in self._refs] + [self._label])
+
+
+class _InputAttr(_Comparable):
+    def __init__(self, cls: type, role: "Input", inner: Any) -> None:
+        self._cls = cls
+        self._role = role
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _InputAttr(self._cls, self._role, getattr(self._inner, name))
+
+    def _cond(self, op: str, value: Any) -> "Query":
+        inner_query = self._inner._cond(op, value)
+        return Query(self._cls, _Exists(self._role, inner_query))
+
+
+# --------------------------------------------------------------------- conditions
+def _like_pattern(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+class _Cond:
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        raise NotImplementedError
+
+
+class _Compare(_Cond):
+    def __init__(self, attr: Attr, op: str, value: Any) -> None:
+        self.attr, self.op, self.value = attr, op, _coerce(value)
+
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        col = self.attr._sql(comp)
+        op, value = self.op, self.value
+        if op == "like":
+            return col.like(_like_pattern(str(value)), escape="\\")
+        if op == "in":
+            return col.in_(value)
+        if value is None:
+            if op == "==":
+                return col.is_(None)
+            if op == "!=":
+                return col.is_not(None)
+            raise QueryError(f"cannot compare {self.attr!r} {op} None")
+        return {"==": col.__eq__, "!=": col.__ne__, "<": col.__lt__, "<=": col.__le__,
+                ">": col.__gt__, ">=": col.__ge__}[op](value)
+
+
+class _And(_Cond):
+    def __init__(self, *parts: _Cond) -> None:
+        self.parts = parts
+
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        return sa.and_(*(p.sql(comp) for p in self.parts))
+
+
+class _Or(_And):
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        return sa.or_(*(p.sql(comp) for p in self.parts))
+
+
+class _Not(_Cond):
+    def __init__(self, part: _Cond) -> None:
+        self.part = part
+
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        return sa.not_(self.part.sql(comp))
+
+
+class _Raw(_Cond):
+    """A condition built directly from the compiler (used by ``select``)."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        return self.builder(comp)
+
+
+class _Exists(_Cond):
+    def __init__(self, role: "Input", inner: "Query") -> None:
+        self.role, self.inner = role, inner
+
+    def sql(self, comp: "_Compiler") -> sa.ColumnElement:
+        from awe.db.schema import links
+        link = links.alias()
+        sub = _Compiler(self.inner.cls, comp.visible)
+        cond = sa.and_(link.c.child_id == comp.base.c.object_id, link.c.role == self.role.name,
+                       link.c.parent_id == sub.base.c.object_id, sub.where(self.inner._cond))
+        return sa.exists(sa.select(sa.literal(1)).select_from(sub.from_clause().join(link, sa.true())).where(cond))
+
+
+def _coerce(value: Any) -> Any:
+    from awe.db.persistent import Persistent
+    if isinstance(value, Persistent):
+        return value.object_id
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
+        return value.item()
+    return value
+
+
+# --------------------------------------------------------------------- compiler
+class _Compiler:
+    """Turns paths into columns of a base table alias plus outer joins."""
+
+    def __init__(self, cls: type, visible: Sequence[int] | None) -> None:
+        self.cls = cls
+        self.visible = visible
+        self.base = cls.__table__.alias()
+        self.joins: dict[tuple, sa.Alias] = {}
+        self.join_list: list[tuple[sa.Alias, sa.ColumnElement]] = []
+
+    def column(self, refs: tuple, column: str) -> sa.ColumnElement:
+        table = self.base
+        for depth in range(len(refs)):
+            key = refs[: depth + 1]
+            ref = refs[depth]
+            if key not in self.joins:
+                alias = ref.target.__table__.alias()
+                self.joins[key] = alias
+                self.join_list.append((alias, alias.c.object_id == table.c[ref.column]))
+            table = self.joins[key]
+        try:
+            return table.c[column]
+        except KeyError:
+            raise QueryError(f"column {column} is not in table {table.name}") from None
+
+    def from_clause(self) -> sa.FromClause:
+        clause: sa.FromClause = self.base
+        for alias, on in self.join_list:
+            clause = clause.outerjoin(alias, on)
+        return clause
+
+    def where(self, cond: _Cond | None) -> sa.ColumnElement:
+        parts = []
+        if self.visible is not None:
+            parts.append(self.base.c.project_id.in_(list(self.visible)))
+        parts.append(self.base.c.class_name.in_(self.cls.subclass_names()))
+        if cond is not None:
+            parts.append(cond.sql(self))
+        return sa.and_(*parts)
+
+
+# --------------------------------------------------------------------- query
+class Query:
+    """A selection of objects of one class; runs in the database when used.
+
+    ``len(q)`` counts, iterating yields the objects, ``q[i]`` / ``q[a:b]`` index
+    in the current order, ``q.order_by('psf_radius')`` sorts (in place, and
+    returns the query), ``q.max('creation_date')`` returns the object with the
+    largest value.
+    """
+
+    def __init__(self, cls: type, cond: _Cond | None = None) -> None:
+        self.cls = cls
+        self._cond = cond
+        self._order: list[tuple[Any, bool]] = []
+
+    # combination ------------------------------------------------------
+    def _merge_class(self, other: "Query") -> type:
+        if issubclass(self.cls, other.cls):
+            return self.cls
+        if issubclass(other.cls, self.cls):
+            return other.cls
+        raise QueryError(f"cannot combine a query on {self.cls.__name__} with one on {other.cls.__name__}")
+
+    def _combine(self, other: Any, kind: type[_And]) -> "Query":
+        if not isinstance(other, Query):
+            return NotImplemented
+        parts = [c for c in (self._cond, other._cond) if c is not None]
+        result = Query(self._merge_class(other), kind(*parts) if parts else None)
+        result._order = list(self._order or other._order)
+        return result
+
+    def __and__(self, other: Any) -> "Query":
+        return self._combine(other, _And)
+
+    def __or__(self, other: Any) -> "Query":
+        return self._combine(other, _Or)
+
+    def __invert__(self) -> "Query":
+        return Query(self.cls, _Not(self._cond) if self._cond is not None else _Raw(lambda c: sa.false()))
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a query has no truth value: combine queries with & (and), | (or), ~ (not) - "
+            "'q1 and q2' silently drops q1. Use len(q) to count."
+        )
+
+    def filter(self, cond: "Query") -> "Query":
+        """The same as ``self & cond``."""
+        return self & cond
+
+    # ordering ---------------------------------------------------------
+    def order_by(self, *names: str, descending: bool = False) -> "Query":
+        """Sort by attributes (``'psf_radius'``, ``'-creation_date'``, ``'chip.name'``); in place."""
+        self._order = []
+        for name in names:
+            desc = descending
+            if name.startswith("-"):
+                name, desc = name[1:], True
+            self._order.append((self._path(name), desc))
+        return self
+
+    def _path(self, name: str) -> Attr:
+        target: Any = self.cls
+        for part in name.split("."):
+            target = getattr(target, part)
+        if not isinstance(target, Attr):
+            raise QueryError(f"{self.cls.__name__}.{name} is not a sortable attribute")
+        return target
+
+    # execution --------------------------------------------------------
+    def _compiler(self) -> _Compiler:
+        from awe.db.context import context
+        return _Compiler(self.cls, context.visible_project_ids() if context.applies_to(self.cls) else None)
+
+    def _select(self, columns: Any = None, ordered: bool = True) -> tuple[sa.Select, _Compiler]:
+        comp = self._compiler()
+        where = comp.where(self._cond)
+        order = [(a._sql(comp).desc() if d else a._sql(comp).asc()) for a, d in self._order]
+        selected = columns(comp) if columns else [comp.base]
+        stmt = sa.select(*selected).select_from(comp.from_clause()).where(where)
+        if ordered:
+            stmt = stmt.order_by(*order, comp.base.c.object_id)
+        return stmt, comp
+
+    def sql(self) -> str:
+        """The SQL this query runs (for the curious)."""
+        return str(self._select()[0])
+
+    def _execute(self, stmt: sa.Select) -> list[Any]:
+        from awe.db.context import context
+        with context.engine.connect() as conn:
+            return list(conn.execute(stmt).mappings())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def count(self) -> int:
+        stmt, _ = self._select(lambda comp: [sa.func.count()], ordered=False)
+        return int(self._scalar(stmt))
+
+    def _scalar(self, stmt: sa.Select) -> Any:
+        from awe.db.context import context
+        with context.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def _objects(self, stmt: sa.Select) -> list[Any]:
+        return [self.cls._from_row(row) for row in self._execute(stmt)]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._objects(self._select()[0]))
+
+    def list(self) -> list[Any]:
+        return self._objects(self._select()[0])
+
+    def __getitem__(self, index: int | slice) -> Any:
+        stmt = self._select()[0]
+        if isinstance(index, slice):
+            if (index.start or 0) < 0 or (index.stop or 0) < 0 or index.step not in (None, 1):
+                return self.list()[index]
+            stmt = stmt.offset(index.start or 0)
+            if index.stop is not None:
+                stmt = stmt.limit(max(index.stop - (index.start or 0), 0))
+            return self._objects(stmt)
+        if index < 0:
+            index += self.count()
+        result = self._objects(stmt.offset(index).limit(1)) if index >= 0 else []
+        if not result:
+            raise IndexError(f"query on {self.cls.__name__} has no object number {index}")
+        return result[0]
+
+    def first(self) -> Any | None:
+        """The first object in the current order, or None."""
+        result = self._objects(self._select()[0].limit(1))
+        return result[0] if result else None
+
+    def _extreme(self, name: str, desc: bool) -> Any | None:
+        attr = self._path(name)
+        comp = self._compiler()
+        where = comp.where(self._cond)
+        column = attr._sql(comp)
+        stmt = (sa.select(comp.base).select_from(comp.from_clause()).where(where, column.is_not(None))
+                .order_by(column.desc() if desc else column.asc(), comp.base.c.object_id.desc()).limit(1))
+        result = self._objects(stmt)
+        return result[0] if result else None
+
+    def max(self, name: str) -> Any | None:
+        """The object with the largest ``name`` (e.g. the newest by ``'creation_date'``), or None."""
+        return self._extreme(name, True)
+
+    def min(self, name: str) -> Any | None:
+        """The object with the smallest ``name``, or None."""
+        return self._extreme(name, False)
+
+    def values(self, name: str) -> list[Any]:
+        """One attribute of every object, in the current order (fetched in one query)."""
+        attr = self._path(name)
+        stmt, _ = self._select(lambda comp: [attr._sql(comp)])
+        from awe.db.context import context
+        with context.engine.connect() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def __repr__(self) -> str:
+        return f"<Query on {self.cls.__name__}>"
+
+
+def observing_night(date: str | _dt.date, longitude_deg: float) -> tuple[_dt.datetime, _dt.datetime]:
+    """UTC start and end of the observing night ``date`` (local noon to local noon).
+
+    Parameters
+    ----------
+    date : str or date
+        ``'2003-03-03'``: the night starting on the evening of that date.
+    longitude_deg : float
+        East longitude of the observatory (La Silla: -70.73).
+    """
+    if isinstance(date, str):
+        try:
+            date = _dt.date.fromisoformat(date)
+        except ValueError:
+            raise ValueError(f"date {date!r} is not an ISO date like '2003-03-03'") from None
+    if isinstance(date, _dt.datetime):
+        date = date.date()
+    noon_utc = _dt.datetime.combine(date, _dt.time(12)) - _dt.timedelta(hours=longitude_deg / 15.0)
+    return noon_utc, noon_utc + _dt.timedelta(days=1)
+
+
+def night_of(when: _dt.datetime, longitude_deg: float) -> _dt.date:
+    """The observing night (its evening date) an observation at UTC ``when`` belongs to."""
+    local = when + _dt.timedelta(hours=longitude_deg / 15.0)
+    return (local - _dt.timedelta(hours=12)).date()

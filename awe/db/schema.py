@@ -1,0 +1,108 @@
+"""The tables: users, projects and their members, every product (``objects``) and lineage links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from awe.db.persistent import (JSON, DateTime, Embedded, Field, Float, Integer, Persistent, String, metadata,
+                               utcnow)
+
+__all__ = ["users", "projects", "memberships", "links", "DBObject", "Entity", "ImStat", "imstat_field"]
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", String(64), nullable=False, unique=True),
+    sa.Column("password_hash", String(256), nullable=True),
+    sa.Column("created", DateTime, nullable=False, default=utcnow),
+)
+
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("id", Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", String(64), nullable=False, unique=True),
+    sa.Column("description", String(256), nullable=True),
+    # private: one user's MYDB; group: its members; public: everyone reads and publishes
+    sa.Column("kind", String(16), nullable=False),
+    sa.Column("owner_id", Integer, sa.ForeignKey("users.id"), nullable=True),
+    sa.Column("created", DateTime, nullable=False, default=utcnow),
+)
+
+memberships = sa.Table(
+    "memberships", metadata,
+    sa.Column("project_id", Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+class Entity(Persistent, abstract=True):
+    """Reference data shared by every context (instruments, chips, filters)."""
+
+
+class DBObject(Persistent, abstract=True):
+    """Every product: a file in the data storage with its metadata, context and lineage."""
+
+    __tablename__ = "objects"
+
+    filename = Field(String(255), "unique file name in the data storage", unique=True, index=True)
+    project_id = Field(Integer, "project (context) the object belongs to", index=True)
+    creator = Field(String(64), "user who made the object")
+    creation_date = Field(DateTime, "when the object was made (UTC)", index=True)
+    quality_flags = Field(Integer, "system quality bitmask, 0 = fine", default=0, mutable=True)
+    is_valid = Field(Integer, "user verdict: 0 = bad, 1 = fine (default), 2 = inspected and fine",
+                     default=1, mutable=True)
+    process_params = Field(JSON, "process parameters the object was made with")
+    software_version = Field(String(32), "awe version that made the object")
+    provenance = Field(String(40), "hash of (class, output-affecting parameters, input ids, code version)",
+                       index=True)
+    checksum = Field(String(64), "sha256 of the stored file")
+    timestamp_start = Field(DateTime, "start of the validity range (calibrations)", index=True)
+    timestamp_end = Field(DateTime, "end of the validity range (calibrations)", index=True)
+
+    @property
+    def project(self) -> str | None:
+        """Name of the project (context) holding the object."""
+        from awe.db.context import context
+        return context.project_name(self.project_id) if self.project_id is not None else None
+
+    def dependencies(self, raw_only: bool = False) -> list["DBObject"]:
+        """Every object this one was made from, walking back to the raw frames."""
+        from awe.db.lineage import dependencies
+        return dependencies(self, raw_only=raw_only)
+
+    def derived(self) -> list["DBObject"]:
+        """Every object made (directly or not) from this one."""
+        from awe.db.lineage import derived
+        return derived(self)
+
+    def inputs(self) -> dict[str, list["DBObject"]]:
+        """The direct inputs by role."""
+        return {name: role.values(self) for name, role in self._inputs.items()}
+
+
+@dataclass(frozen=True)
+class ImStat:
+    """Statistics of a frame's data area."""
+
+    mean: float | None = None
+    median: float | None = None
+    stdev: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+def imstat_field() -> Embedded:
+    return Embedded({k: (Float, f"{k} of the data area [ADU]") for k in ("mean", "median", "stdev", "min", "max")},
+                    ImStat, "statistics of the data area")
+
+
+links = sa.Table(
+    "links", metadata,
+    sa.Column("child_id", Integer, sa.ForeignKey("objects.object_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", String(64), primary_key=True),
+    sa.Column("position", Integer, primary_key=True),
+    sa.Column("parent_id", Integer, sa.ForeignKey("objects.object_id"), nullable=False, index=True),
+)
+

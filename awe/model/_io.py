@@ -1,0 +1,105 @@
+"""FITS reading and writing for products: the one place that knows the file format."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from astropy.io import fits
+
+__all__ = ["read_image", "read_header", "write_image", "inspect_image", "FitsFormatError"]
+
+
+class FitsFormatError(ValueError):
+    """A file is not a readable FITS image."""
+
+
+def _first_image_hdu(hdul: fits.HDUList, path: Path) -> fits.ImageHDU | fits.PrimaryHDU:
+    for hdu in hdul:
+        if hdu.is_image and hdu.data is not None:
+            return hdu
+    raise FitsFormatError(f"{path}: no image data in any HDU")
+
+
+def read_image(path: str | Path, ext: int | str | None = None) -> np.ndarray:
+    """The pixels of ``ext`` (default: the first HDU with image data) as float32."""
+    path = Path(path)
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            hdu = hdul[ext] if ext is not None else _first_image_hdu(hdul, path)
+            return np.asarray(hdu.data, dtype=np.float32)
+    except (OSError, TypeError, ValueError) as exc:
+        if isinstance(exc, FitsFormatError):
+            raise
+        raise FitsFormatError(f"{path}: cannot read FITS image ({exc}); the file may be corrupt or truncated") \
+            from None
+
+
+def read_header(path: str | Path, ext: int | str = 0) -> fits.Header:
+    path = Path(path)
+    try:
+        return fits.getheader(path, ext)
+    except (OSError, TypeError, ValueError, IndexError, KeyError) as exc:
+        raise FitsFormatError(f"{path}: cannot read FITS header of extension {ext} ({exc})") from None
+
+
+def write_image(path: str | Path, data: np.ndarray, header: Mapping[str, Any] | fits.Header | None = None,
+                extra: Mapping[str, np.ndarray] | None = None, dtype: Any = np.float32) -> Path:
+    """Write ``data`` (and named extra image extensions) atomically: temp file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdr = fits.Header()
+    for key, value in (header.items() if header is not None else []):
+        if isinstance(value, tuple):
+            hdr[key] = value
+        else:
+            hdr[key] = _fits_value(value)
+    hdus = [fits.PrimaryHDU(np.asarray(data, dtype=dtype), header=hdr)]
+    for name, arr in (extra or {}).items():
+        hdus.append(fits.ImageHDU(np.asarray(arr), name=name))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=path.parent)
+    os.close(fd)
+    try:
+        fits.HDUList(hdus).writeto(tmp, overwrite=True)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fits_value(value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if value is None:
+        return ""
+    return value
+
+
+def inspect_image(frame: Any, ax: Any = None, path: str | Path | None = None) -> Any:
+    """Figure of a frame's pixels (ZScale) titled with its class, file and statistics."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from astropy.visualization import ZScaleInterval
+
+    data = frame.load()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 8))
+    vmin, vmax = ZScaleInterval().get_limits(data[np.isfinite(data)])
+    ax.imshow(data, origin="lower", cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
+    stat = getattr(frame, "imstat", None)
+    subtitle = f"median {stat.median:.4g}, stdev {stat.stdev:.4g}" if stat and stat.median is not None else ""
+    ax.set_title(f"{type(frame).__name__}\n{frame.filename}\n{subtitle}", fontsize=7)
+    fig = fig or ax.figure
+    if path is not None:
+        fig.savefig(path, dpi=90)
+    return fig

@@ -1,0 +1,90 @@
+"""Reference data shared by every context: instruments, their chips and filters.
+
+Rows are made from the instrument descriptions in :mod:`awe.instruments` the
+first time an instrument is used (:func:`ensure_instrument`).
+"""
+
+from __future__ import annotations
+
+
+from awe.db.persistent import Float, Integer, Field, Ref, String
+from awe.db.schema import Entity
+
+__all__ = ["Instrument", "Chip", "Filter", "ensure_instrument", "lookup_entity"]
+
+
+class Instrument(Entity):
+    """A camera on a telescope (``WFI`` on the MPG/ESO 2.2m)."""
+
+    __tablename__ = "instruments"
+    name = Field(String(32), "instrument name", unique=True)
+    telescope = Field(String(32), "telescope name")
+    observatory = Field(String(64), "observatory")
+    longitude = Field(Float, "east longitude of the observatory [deg]")
+    latitude = Field(Float, "latitude of the observatory [deg]")
+    pixel_scale = Field(Float, "pixel scale [arcsec/pixel]")
+
+    @property
+    def spec(self):
+        """The full instrument description (chips, geometry, filters)."""
+        from awe.instruments import get_instrument
+        return get_instrument(self.name)
+
+
+class Chip(Entity):
+    """One CCD of an instrument (``ccd50``); ``index`` is its MEF extension and file suffix."""
+
+    __tablename__ = "chips"
+    name = Field(String(32), "chip name", index=True)
+    index = Field(Integer, "extension number in the raw MEF file (1..N)")
+    instrument = Ref("Instrument", "instrument the chip belongs to")
+
+    @property
+    def spec(self):
+        return self.instrument.spec.chip(self.name)
+
+
+class Filter(Entity):
+    """A filter, by its Astro-WISE id (``#844``) and ESO name (``BB#Rc/162_ESO844``)."""
+
+    __tablename__ = "filters"
+    name = Field(String(32), "Astro-WISE filter id", index=True)
+    eso_name = Field(String(64), "ESO filter name")
+    band = Field(String(16), "photometric band")
+    wavelength = Field(Float, "central wavelength [nm]")
+    instrument = Ref("Instrument", "instrument the filter belongs to")
+
+
+def ensure_instrument(name: str) -> Instrument:
+    """The Instrument row for ``name``, creating it (with chips and filters) from its description."""
+    from awe.db.context import context
+    from awe.instruments import get_instrument
+    spec = get_instrument(name)
+    found = list(Instrument.name == spec.name)
+    if found:
+        return found[0]
+    inst_t, chip_t, filt_t = Instrument.__table__, Chip.__table__, Filter.__table__
+    with context.engine.begin() as conn:
+        iid = conn.execute(inst_t.insert().values(
+            class_name="Instrument", name=spec.name, telescope=spec.telescope, observatory=spec.observatory,
+            longitude=spec.longitude_deg, latitude=spec.latitude_deg, pixel_scale=spec.pixel_scale,
+        )).inserted_primary_key[0]
+        conn.execute(chip_t.insert(), [dict(class_name="Chip", name=c.name, index=c.index, instrument_id=iid)
+                                       for c in spec.chips])
+        conn.execute(filt_t.insert(), [dict(class_name="Filter", name=f.id, eso_name=f.eso_name, band=f.band,
+                                            wavelength=f.wavelength_nm, instrument_id=iid) for f in spec.filters])
+    context.forget_entities()
+    return list(Instrument.name == spec.name)[0]
+
+
+def lookup_entity(cls: type, instrument: Instrument, name: str) -> Entity:
+    """The chip or filter ``name`` of ``instrument`` (filters also by ESO name)."""
+    query = (cls.instrument.object_id == instrument.object_id) & (cls.name == name)
+    if cls is Filter:
+        query = (cls.instrument.object_id == instrument.object_id) & ((cls.name == name) | (cls.eso_name == name))
+    found = list(query)
+    if not found:
+        raise LookupError(f"{instrument.name} has no {cls.__name__.lower()} {name!r}")
+    return found[0]
+
+

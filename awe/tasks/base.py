@@ -1,0 +1,270 @@
+"""The Task base: select inputs, run the pure step, build products, check them, commit.
+
+::
+
+    task = BiasTask(instrument='WFI', chip='ccd50', overscan=6, commit=1)
+    task.execute()
+
+``commit=0`` writes the products to the working folder only; ``commit=1``
+stores them (file into the data storage, then the database rows, atomically).
+``inspect=1`` saves each step's QA figure as PNG in the working folder.
+``logfile=1`` (or a file name) also writes the log there. ``help(SomeTask)``
+lists the selection keywords and the parameters.
+
+A subclass declares ``products`` (the classes it makes: their parameter
+groups form ``Pars(SomeTask)``), ``selection`` (keyword -> doc) and implements
+:meth:`Task.make`, which returns ``[(product, local_file), ...]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+from awe import __version__
+from awe.db.context import context
+from awe.db.lineage import provenance_hash
+from awe.db.schema import DBObject
+from awe.model.frames import BaseFrame, product_filename
+from awe.pars import ParamGroup, Pars
+
+__all__ = ["Task", "TaskError", "MissingCalibrationError", "select_calibration"]
+
+
+class TaskError(RuntimeError):
+    """A task cannot run: its inputs are missing or unusable."""
+
+
+class MissingCalibrationError(TaskError, LookupError):
+    """No valid calibration product for a frame."""
+
+
+_ALIASES = {"i": "instrument", "c": "chip", "f": "filter", "o": "object", "d": "date"}
+_COMMON = {
+    "pars": "parameters: a Pars or the dict of Pars.get()",
+    "commit": "1: store the products in the database and data storage; 0: working folder only",
+    "inspect": "1: save the QA figures as PNG in the working folder",
+    "logfile": "1 (or a file name): also write the log to a file in the working folder",
+    "redo": "1: make the product again even if an identical one exists",
+}
+
+
+class Task:
+    """Base class of every processing task."""
+
+    products: ClassVar[tuple[type, ...]] = ()
+    selection: ClassVar[dict[str, str]] = {}
+    #: keyword shortcuts for parameters: ``overscan`` -> (product, group, name)
+    shortcuts: ClassVar[dict[str, tuple[str, str, str]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        doc = (cls.__doc__ or cls.__name__).rstrip()
+        lines = [doc, "", "Selection keywords", "------------------"]
+        lines += [f"{k} : {v}" for k, v in cls.selection.items()]
+        lines += [f"{k} : sets {'.'.join(v)}" for k, v in cls.shortcuts.items()]
+        lines += [f"{k} : {v}" for k, v in _COMMON.items()]
+        described = Pars(cls).describe() if cls.products else ""
+        if described:
+            lines += ["", "Parameters (Pars)", "-----------------", described]
+        cls.__doc__ = "\n".join(lines)
+
+    def __init__(self, pars: "Pars | dict | None" = None, commit: int | bool = 0, inspect: int | bool = 0,
+                 logfile: int | bool | str = 0, redo: int | bool = 0, **selection: Any) -> None:
+        selection = {_ALIASES.get(k, k): v for k, v in selection.items()}
+        allowed = set(self.selection) | set(self.shortcuts)
+        unknown = set(selection) - allowed
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown keyword(s) {sorted(unknown)}; valid keywords are "
+                f"{sorted(allowed | set(_COMMON))} (see help({type(self).__name__}))"
+            )
+        self.pars = Pars(type(self), pars.get() if isinstance(pars, Pars) else pars)
+        for key in list(selection):
+            if key in self.shortcuts:
+                product, group, name = self.shortcuts[key]
+                setattr(self.pars.group(product, group), name, selection.pop(key))
+        self.selection_values = selection
+        self.commit = bool(commit)
+        self.inspect = bool(inspect)
+        self.logfile = logfile
+        self.redo = bool(redo)
+        self.log = logging.getLogger(f"awe.tasks.{type(self).__name__}")
+        self.results: list[DBObject] = []
+
+    # ------------------------------------------------------------------ running
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("selection_values", {})
+        if name in type(self).selection:
+            return values.get(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def workdir(self) -> Path:
+        return Path(context.settings.workdir)
+
+    def execute(self) -> list[DBObject]:
+        """Run the task; returns the products (committed when ``commit=1``)."""
+        with self._log_to_file():
+            self.log.info("%s started: %s, commit=%d", type(self).__name__, self.selection_values, self.commit)
+            made = self.make()
+            if self.commit:
+                from awe.db.commit import commit
+                fresh = [(obj, path) for obj, path in made if obj.object_id is None]
+                if fresh:
+                    commit(fresh)
+            self.results = [obj for obj, _ in made]
+            self.log.info("%s done: %d product(s)", type(self).__name__, len(self.results))
+        return self.results
+
+    def make(self) -> list[tuple[DBObject, Path | None]]:
+        """Select inputs, compute, write products to the working folder; subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__}.make")
+
+    @contextlib.contextmanager
+    def _log_to_file(self) -> Iterator[None]:
+        if not self.logfile:
+            yield
+            return
+        name = self.logfile if isinstance(self.logfile, str) else f"{type(self).__name__}.log"
+        handler = logging.FileHandler(self.workdir / name)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("awe")
+        root.addHandler(handler)
+        previous = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(previous)
+            handler.close()
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def params(self, product: type, group: str = "process_params") -> ParamGroup:
+        """The parameter values of ``product``'s ``group``."""
+        return self.pars.group(product.__name__, group)
+
+    def require(self, *names: str) -> None:
+        """Raise a clear error when selection keywords are missing."""
+        missing = [n for n in names if self.selection_values.get(n) is None]
+        if missing:
+            raise TypeError(f"{type(self).__name__} needs the keyword(s) {missing} (see help({type(self).__name__}))")
+
+    def new_product(self, cls: type, inputs: dict[str, Any], template: BaseFrame | None = None,
+                    category: str = "Cal", step: str | None = None, **attributes: Any) -> DBObject:
+        """A new product with its inputs, parameters, provenance and unique file name.
+
+        ``template`` (an input frame) gives instrument, chip, filter and header attributes.
+        """
+        obj = cls()
+        if template is not None:
+            for key in ("instrument", "chip", "filter", "OBJECT", "DATE_OBS", "MJD_OBS", "EXPTIME", "AIRMASS",
+                        "RA", "DEC"):
+                if key in cls._fields:
+                    setattr(obj, key, getattr(template, key))
+        for key, value in inputs.items():
+            setattr(obj, key, value)
+        for key, value in attributes.items():
+            setattr(obj, key, value)
+        groups = self.pars.get().get(cls.__name__, {})
+        obj.process_params = groups
+        role_values = {name: role.values(obj) for name, role in cls._inputs.items()}
+        obj.provenance = provenance_hash(cls.__name__, self.pars.output_affecting(cls.__name__), role_values,
+                                         __version__)
+        inst = getattr(obj, "instrument", None)
+        chip = getattr(obj, "chip", None)
+        filt = getattr(obj, "filter", None)
+        obj.filename = product_filename(category, step or cls.__name__[:5], inst.name if inst else None,
+                                        filt.name if filt else None, chip.name if chip else None,
+                                        context.user, obj.provenance)
+        return obj
+
+    def existing(self, obj: DBObject) -> DBObject | None:
+        """A committed, valid product identical to ``obj`` (same provenance), unless ``redo=1``."""
+        if self.redo:
+            return None
+        cls = type(obj)
+        found = ((cls.provenance == obj.provenance) & (cls.quality_flags == 0) & (cls.is_valid != 0)).max(
+            "creation_date")
+        if found is not None and type(found) is cls:
+            self.log.info("an identical %s exists already: %s (made %s); using it (redo=1 makes it again)",
+                          cls.__name__, found.filename, found.creation_date)
+            return found
+        return None
+
+    def output_path(self, obj: DBObject) -> Path:
+        """Where the product's file goes in the working folder."""
+        path = self.workdir / obj.filename
+        obj._local_path = path
+        return path
+
+    def figure_path(self, obj: DBObject | str, what: str = "") -> Path:
+        stem = obj.filename[:-5] if isinstance(obj, DBObject) else str(obj)
+        return self.workdir / f"{stem}{('-' + what) if what else ''}.png"
+
+
+def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filter: bool = False,
+                       extra: "Any | None" = None, check: Any = None) -> DBObject:
+    """The calibration of type ``cls`` to use for ``frame``: newest valid one whose validity covers it.
+
+    Candidates share the frame's instrument and chip (and filter when
+    ``filter``); ``extra`` is an additional query condition; ``check(candidate)``
+    may return a reason to refuse a candidate. The log says which one was
+    chosen and why each other candidate was not.
+    """
+    query = (cls.instrument.name == frame.instrument.name) & (cls.chip.name == frame.chip.name)
+    if filter and frame.filter is not None:
+        query &= cls.filter.name == frame.filter.name
+    if extra is not None:
+        query &= extra
+    candidates = list(query.order_by("-creation_date"))
+    when = frame.DATE_OBS
+    chosen = None
+    reasons: list[str] = []
+    for cand in candidates:
+        why = None
+        if cand.quality_flags:
+            from awe.model.frames import QualityFlags
+            why = f"quality_flags={cand.quality_flags} {QualityFlags.describe(cand.quality_flags)}"
+        elif cand.is_valid == 0:
+            why = "marked invalid (is_valid=0)"
+        elif when is not None and cand.timestamp_start is not None and not (
+                cand.timestamp_start <= when <= (cand.timestamp_end or _dt.datetime.max)):
+            why = f"validity {cand.timestamp_start} .. {cand.timestamp_end} does not cover {when}"
+        elif check is not None:
+            why = check(cand)
+        elif chosen is not None:
+            why = f"older than {chosen.filename}"
+        if why is None and chosen is None:
+            chosen = cand
+        else:
+            reasons.append(f"{cand.filename}: {why or 'older than the chosen one'}")
+    what = f"{frame.instrument.name} {frame.chip.name}" + (f" {frame.filter.name}" if filter and frame.filter else "")
+    if chosen is None:
+        detail = ("; candidates refused: " + "; ".join(reasons)) if reasons else "; there are none"
+        raise MissingCalibrationError(
+            f"no valid {cls.__name__} for {frame.filename} ({what}, {when}){detail}. "
+            f"Make one first (e.g. {_task_for(cls)})"
+        )
+    log.info("%s for %s: chose %s (made %s, valid %s .. %s)", cls.__name__, frame.filename, chosen.filename,
+             chosen.creation_date, chosen.timestamp_start, chosen.timestamp_end)
+    for reason in reasons:
+        log.info("  not chosen: %s", reason)
+    return chosen
+
+
+def _task_for(cls: type) -> str:
+    return f"{cls.__name__.replace('Frame', '').replace('Map', '')}Task(instrument=..., chip=..., commit=1)"
+
+
+def as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        return [value]
+    return list(value)

@@ -1,0 +1,56 @@
+"""Shared fixtures: fresh databases (SQLite and a throw-away PostgreSQL), a simulated night."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from awe.config import load_settings
+from awe.db.context import context
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from tests._postgres import PostgresServer
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+def _connect(tmp_path: Path, url: str | None, user: str = "tester", **extra):
+    settings = load_settings(home=str(tmp_path / "home"), workdir=str(tmp_path / "work"), user=user,
+                             database_url=url, storage=str(tmp_path / "storage"), **extra)
+    (tmp_path / "work").mkdir(exist_ok=True)
+    context.connect(settings, create_user=True)
+    return context
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path, monkeypatch):
+    """A connected context on a fresh, empty database: run once on SQLite and once on PostgreSQL."""
+    url = None
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres").new_database()
+    monkeypatch.chdir(tmp_path)
+    yield _connect(tmp_path, url)
+    context.close()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path, monkeypatch):
+    """A connected context on a fresh SQLite database."""
+    monkeypatch.chdir(tmp_path)
+    yield _connect(tmp_path, None)
+    context.close()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch, tmp_path):
+    """Tests never read the developer's ~/.awe or AWE_* variables."""
+    for key in list(os.environ):
+        if key.startswith("AWE_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path / "userhome"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
