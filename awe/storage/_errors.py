@@ -8,6 +8,12 @@ __all__ = ["StorageError", "MissingFileError", "CorruptFileError"]
 class StorageError(OSError):
     """A data-storage operation failed; the message names the file and what to do."""
 
+    def __str__(self) -> str:
+        # the message already names the file: do not let OSError prefix it with ``filename``
+        if self.errno is None and len(self.args) == 1:
+            return str(self.args[0])
+        return super().__str__()
+
 
 class MissingFileError(StorageError, FileNotFoundError):
     """The file is not in the data storage."""

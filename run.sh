@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# awe in one command, on a machine with Python >= 3.11 and git:
+#   bash run.sh demo    set up, then run the course reduction on a simulated WFI night
+#                       (embedded SQLite database and local storage under ./awe-home)
+#   bash run.sh test    set up (incl. a PostgreSQL server binary), then run every test
+#   bash run.sh bench   set up, then run the benchmarks (full-size chips: minutes, GBs)
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+
+setup_python() {
+    if [ ! -x .venv/bin/python ]; then
+        "$PYTHON" -m venv .venv
+    fi
+    if [ ! -f .venv/.awe-installed ] || [ pyproject.toml -nt .venv/.awe-installed ]; then
+        .venv/bin/python -m pip install -q --upgrade pip
+        .venv/bin/python -m pip install -q -e ".[test,bench]"
+        touch .venv/.awe-installed
+    fi
+}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+setup_postgres() {
+    # the database tests run on SQLite and on a throw-away PostgreSQL server they start themselves
+    if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        return
+    fi
+    echo "installing PostgreSQL (server binaries for the database tests)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+}
+
+case "${1:-}" in
+    demo)
+        setup_python
+        shift
+        export AWE_HOME=${AWE_HOME:-$PWD/awe-home}
+        mkdir -p awe-work
+        cd awe-work
+        exec ../.venv/bin/awe demo "$@"
+        ;;
+    test)
+        setup_python
+        setup_postgres
+        shift
+        exec .venv/bin/python -m pytest "$@"
+        ;;
+    bench)
+        setup_python
+        shift
+        for bench in benchmarks/bench_*.py; do
+            echo "== $bench"
+            .venv/bin/python "$bench" "$@"
+        done
+        ;;
+    *)
+        echo "usage: bash run.sh demo|test|bench" >&2
+        exit 2
+        ;;
+esac
