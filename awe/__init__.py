@@ -14,8 +14,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe.db.context", "context"),
-          "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None),
-          "dpu": ("awe.dpu", "dpu")}
+          "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None)}
 
 
 def _modules() -> list[str]:
@@ -29,10 +28,7 @@ def namespace() -> dict[str, Any]:
         module = importlib.import_module(module_name)
         names.update({n: getattr(module, n) for n in module.__all__})
     for name in _EXTRA:
-        try:
-            names[name] = __getattr__(name)
-        except ImportError:  # dpu arrives with its own issue
-            continue
+        names[name] = __getattr__(name)
     return names
 
 

@@ -2,7 +2,7 @@
 
 Usage in a test module::
 
-    from conftest_s3 import s3_endpoint, s3_url  # noqa: F401  (pytest fixtures)
+    from tests.conftest_s3 import s3_endpoint, s3_url  # noqa: F401  (pytest fixtures)
 
 ``s3_endpoint`` (session) starts ``moto.server.ThreadedMotoServer`` on
 127.0.0.1 and a free port with dummy AWS credentials in the environment;
@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-__all__ = ["s3_endpoint", "s3_url"]
+__all__ = ["s3_endpoint", "s3_url", "free_port"]
 
 _DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -31,7 +31,8 @@ _DUMMY_ENV = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -48,7 +49,7 @@ def s3_endpoint():
         mp.delenv("AWS_PROFILE", raising=False)
         mp.delenv("AWS_ENDPOINT_URL", raising=False)
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log on stderr
-        port = _free_port()
+        port = free_port()
         server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         try:

@@ -31,10 +31,7 @@ from awe.storage import (
 )
 from awe.storage._names import TEMP_PREFIX, relative_key
 
-try:  # tests/ as a plain folder (rootdir-relative imports) or as a package
-    from conftest_s3 import s3_endpoint, s3_url  # noqa: F401  (pytest fixtures)
-except ImportError:  # pragma: no cover
-    from tests.conftest_s3 import s3_endpoint, s3_url  # noqa: F401
+from tests.conftest_s3 import free_port, s3_endpoint, s3_url  # noqa: F401  (pytest fixtures)
 
 RAW = "WFI.2003-03-03T19:23:24.843_1.fits"
 SCI = "Sci-AWUSER-WFI-----#844-ccd50-Red---Sci-54637.9045189-f077a92d.fits"
@@ -99,9 +96,8 @@ def break_rename(storage: DataStorage, monkeypatch) -> None:
         monkeypatch.setattr(storage._backend.fs, "copy", boom)
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
-def storage(request, tmp_path):
-    """An empty storage of each kind, with a local cache folder."""
+def _empty_storage(request, tmp_path):
+    """An empty storage of the kind ``request.param``, with a local cache folder."""
     cache = tmp_path / "cache"
     if request.param == "local":
         yield DataStorage(tmp_path / "ds", cache_dir=cache)
@@ -112,6 +108,10 @@ def storage(request, tmp_path):
     else:
         url, options = request.getfixturevalue("s3_url")
         yield DataStorage(url, cache_dir=cache, **options)
+
+
+storage = pytest.fixture(params=["local", "memory", "s3"], name="storage")(_empty_storage)
+remote_storage = pytest.fixture(params=["memory", "s3"], name="remote_storage")(_empty_storage)
 
 
 # ---------------------------------------------------------------- round trip
@@ -226,9 +226,8 @@ def test_retrieve_keeps_a_verified_copy_in_place(storage, tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------- cache
-def test_cache_hit_and_repair(storage, tmp_path, monkeypatch):
-    if storage.is_local:
-        pytest.skip("a local storage is read in place, without a cache")
+def test_cache_hit_and_repair(remote_storage, tmp_path, monkeypatch):
+    storage = remote_storage
     data = payload(11)
     digest = storage.store(write(tmp_path / "work", SCI, data))
     storage.retrieve(SCI, tmp_path / "one", checksum=digest)
@@ -418,7 +417,7 @@ def http_storage(tmp_path):
     root = tmp_path / "served"
     handler = functools.partial(_QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield DataStorage(root), DataStorage(f"http://127.0.0.1:{server.server_address[1]}/")
@@ -448,3 +447,23 @@ def test_http_storage_is_read_only(http_storage, tmp_path):
         remote.delete(SCI)
     with pytest.raises(StorageError, match="cannot be listed"):
         list(remote.list())
+
+
+def test_s3_unusable_bucket_or_endpoint(s3_url, tmp_path, monkeypatch):
+    url, options = s3_url
+    local = write(tmp_path, RAW, payload(100))
+    nobucket = DataStorage(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/ds", **options)
+    with pytest.raises(StorageError, match="could not store") as info:
+        nobucket.store(local)
+    assert not isinstance(info.value, MissingFileError) and RAW in str(info.value)
+    from botocore.exceptions import EndpointConnectionError
+
+    ds = DataStorage(url, **options)
+
+    def unreachable(*args, **kwargs):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9/bucket")
+
+    monkeypatch.setattr(ds._backend.fs, "info", unreachable)
+    with pytest.raises(StorageError, match="could not look up") as info:
+        ds.exists(RAW)
+    assert RAW in str(info.value) and url in str(info.value) and "Could not connect" in str(info.value)

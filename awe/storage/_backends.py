@@ -32,6 +32,10 @@ class Backend(ABC):
 
     url: str
     writable: bool = True
+    listable: bool = True
+    is_local: bool = False
+    #: exception types (besides OSError) meaning the storage could not be reached or refused
+    errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
     def open_read(self, key: str) -> BinaryIO:
@@ -73,6 +77,8 @@ class Backend(ABC):
 
 class LocalBackend(Backend):
     """A folder on a local (or mounted) file system; writes are fsync'ed and atomic."""
+
+    is_local = True
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -160,7 +166,10 @@ class FsspecBackend(Backend):
 
     Object stores cannot rename atomically: an upload goes to a temporary key,
     is checked for size, then copied server-side to the final key (a copy
-    appears whole or not at all) and the temporary key is deleted.
+    appears whole or not at all) and the temporary key is deleted. Object
+    stores have no "create unless exists": two writers storing *different*
+    content under one name at the same instant could both pass the existence
+    check; unique names (which include a content hash) make that moot.
     """
 
     def __init__(self, url: str, **storage_options: Any) -> None:
@@ -169,7 +178,8 @@ class FsspecBackend(Backend):
         self.fs, root = fsspec.core.url_to_fs(url, **storage_options)
         self.protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         self.http = self.protocol in ("http", "https")
-        self.writable = not self.http
+        self.writable = self.listable = not self.http
+        self.errors = _client_errors()
         self.root = root.rstrip("/")
         self.url = url.rstrip("/")
 
@@ -229,6 +239,24 @@ class FsspecBackend(Backend):
             name = self.fs._strip_protocol(name)
             if name.startswith(prefix) and info.get("type", "file") == "file":
                 yield name[len(prefix):], _mtime(info)
+
+
+def _client_errors() -> tuple[type[BaseException], ...]:
+    """Exception types of the usual remote clients that are not OSError (connection failures...)."""
+    found: list[type[BaseException]] = []
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        found += [BotoCoreError, ClientError]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientError as HTTPClientError
+
+        found.append(HTTPClientError)
+    except ImportError:
+        pass
+    return tuple(found)
 
 
 def _mtime(info: dict) -> float | None:

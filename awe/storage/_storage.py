@@ -79,7 +79,7 @@ class DataStorage:
     @property
     def is_local(self) -> bool:
         """True when the storage is a folder on a local (or mounted) file system."""
-        return self._backend.local_path("") is not None
+        return self._backend.is_local
 
     # ------------------------------------------------------------------ writing
     def store(self, local_path: str | Path, filename: str | None = None) -> str:
@@ -110,7 +110,7 @@ class DataStorage:
         if not local_path.is_file():
             raise FileNotFoundError(errno.ENOENT, f"cannot store {filename}: no such local file", str(local_path))
         key = relative_key(filename)
-        with self._translate(filename, "store"):
+        with self._translate(filename, "store", missing=False):
             if self._backend.exists(key):
                 return self._same_as_stored(filename, key, sha256_file(local_path), local_path.stat().st_size)
             temp = temp_key(key, uuid4().hex)
@@ -298,7 +298,7 @@ class DataStorage:
     # ------------------------------------------------------------- for vacuum
     def _entries(self) -> Iterator[tuple[KeyInfo, float | None]]:
         """Every stored and temporary file with its modification time."""
-        if getattr(self._backend, "http", False):
+        if not self._backend.listable:
             raise StorageError(f"storage {self.url} is served over HTTP and cannot be listed; list it on the server")
         with self._translate("(listing)", "list"):
             for key, mtime in self._backend.walk():
@@ -322,15 +322,24 @@ class DataStorage:
             )
 
     @contextmanager
-    def _translate(self, filename: str, action: str) -> Iterator[None]:
-        """Turn the backend's OS errors into storage errors that name the file."""
+    def _translate(self, filename: str, action: str, missing: bool = True) -> Iterator[None]:
+        """Turn the backend's errors into storage errors that name the file.
+
+        With ``missing``, a ``FileNotFoundError`` means the file is not stored
+        (:class:`MissingFileError`); otherwise (storing) it is a failure like any other.
+        """
         try:
             yield
         except StorageError:
             raise
         except FileNotFoundError as exc:
+            if not missing:
+                raise StorageError(
+                    f"could not {action} {filename} in storage {self.url}: {exc}; check that the storage "
+                    "URL (bucket, folder) exists"
+                ) from exc
             raise MissingFileError(filename, self.url) from exc
-        except OSError as exc:
+        except (OSError, *self._backend.errors) as exc:
             raise StorageError(
                 f"could not {action} {filename} in storage {self.url}: {exc}; nothing was changed under "
                 "that name: check that the storage is reachable and writable, then retry"

@@ -1,0 +1,279 @@
+"""Science products of the reduction (spec sections 6-8) and the illumination correction.
+
+* :class:`ReducedScienceFrame`: one chip of a raw science (or standard-field)
+  exposure, overscan-corrected, trimmed, de-biased, flat-fielded and, when a
+  valid one exists, illumination-corrected; with its background, noise and
+  seeing measured.
+* :class:`WeightFrame`: its weight map (normalised flat x hot/cold pixel maps x
+  saturation x cosmic rays x satellite tracks); 0 marks a pixel to ignore.
+* :class:`SatelliteMap`: the satellite tracks found by the Hough transform
+  (a uint8 mask, 1 on a track, and the track parameters).
+* :class:`IlluminationCorrection`: a calibration, per chip and filter, of the
+  smooth large-scale multiplicative correction that makes the photometry of a
+  flat-fielded frame uniform over the chip. ``red.illumination`` is the one a
+  reduced frame was corrected with, and
+  ``red.illumination.illuminationcorrection`` its fitted surface, so the
+  spec's ``red.illumination.illuminationcorrection.inspect()`` draws it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from awe.db.persistent import JSON, Field, Float, Input, Inputs, Integer
+from awe.db.query import Query
+from awe.model.frames import BaseFrame
+from awe.pars import Param, ParamGroup
+
+__all__ = [
+    "ReducedScienceFrame", "ReducedScienceParams", "WeightFrame", "WeightParams", "SatelliteMap",
+    "SatelliteParams", "IlluminationCorrection", "IlluminationFit",
+]
+
+
+# ---------------------------------------------------------------------------- parameters
+class ReducedScienceParams(ParamGroup):
+    """``ReducedScienceFrame.process_params``: how a raw science frame is reduced."""
+
+    OVERSCAN_CORRECTION = Param(6, "overscan correction method; must be the one of the master bias "
+                                   "(0 none, 1-4 column/region level, 5-6 per-row overscan)")
+    COSMIC_SIGCLIP = Param(4.5, "cosmic rays: Laplacian-to-noise detection limit", unit="sigma")
+    COSMIC_SIGFRAC = Param(0.3, "cosmic rays: fraction of COSMIC_SIGCLIP for neighbouring pixels")
+    COSMIC_OBJLIM = Param(5.0, "cosmic rays: minimum contrast between the Laplacian and the fine structure "
+                               "(higher spares more star cores)")
+    COSMIC_NITER = Param(4, "cosmic rays: L.A.Cosmic iterations")
+    COSMIC_GROW = Param(1, "cosmic rays: grow the mask by this many pixels", unit="pixel")
+    READ_NOISE = Param(0.0, "read noise; 0 takes the instrument's value", unit="e-")
+    BACKGROUND_MESH = Param(64, "background: mesh size of the background map (full-size pixels; scaled "
+                                "to the frame's binning)", unit="pixel")
+    SEEING_MIN_SNR = Param(30.0, "seeing: minimum signal-to-noise of the stars used")
+
+
+class WeightParams(ParamGroup):
+    """``WeightFrame.process_params``: which masks enter the weight map."""
+
+    SATURATION_LEVEL = Param(45000.0, "raw level above which a pixel is saturated (and its weight 0)",
+                             unit="ADU")
+    USE_COSMIC_MASK = Param(True, "zero weight on cosmic-ray pixels")
+    USE_SATELLITE_MASK = Param(True, "zero weight on satellite-track pixels")
+
+
+class SatelliteParams(ParamGroup):
+    """``SatelliteMap.process_params`` (spec section 8)."""
+
+    DETECTION_THRESHOLD = Param(5.0, "pixels above background + DETECTION_THRESHOLD x rms vote in the "
+                                     "Hough transform", unit="sigma")
+    HOUGH_THRESHOLD = Param(1000.0, "minimum Hough accumulator votes of a track, in full-size pixels "
+                                    "along the track (scaled to the frame's binning)")
+
+
+# ---------------------------------------------------------------------------- products
+class ReducedScienceFrame(BaseFrame):
+    """A reduced science (or standard-field) frame of one chip, in ADU on the trimmed grid.
+
+    Made by :class:`~awe.tasks.reduce.ReduceTask` from ``raw`` with ``bias``,
+    ``flat``, ``hot_pixels``, ``cold_pixels`` and, when a valid one exists,
+    ``illumination``. The FITS header keeps the raw WCS, moved to the trimmed
+    grid, and the gain.
+    """
+
+    parameter_groups = {"process_params": ReducedScienceParams}
+
+    raw = Input("RawScienceFrame", "the raw frame")
+    bias = Input("BiasFrame", "master bias subtracted")
+    flat = Input("MasterFlatFrame", "master flat divided")
+    hot_pixels = Input("HotPixelMap", "hot pixels (zero weight)")
+    cold_pixels = Input("ColdPixelMap", "cold pixels (zero weight)")
+    illumination = Input("IlluminationCorrection", "illumination correction applied, if any", optional=True)
+
+    overscan_correction = Field(Integer, "overscan correction method used")
+    gain = Field(Float, "gain [e-/ADU]")
+    read_noise = Field(Float, "read noise used for the noise model [e-]")
+    background = Field(Float, "median sky background [ADU]")
+    background_rms = Field(Float, "sky noise [ADU]")
+    psf_radius = Field(Float, "PSF radius: half the median FWHM of the stars [arcsec]")
+    seeing = Field(Float, "median FWHM of the stars [arcsec]")
+    n_stars_seeing = Field(Integer, "number of stars the seeing was measured on")
+    n_cosmic_pixels = Field(Integer, "pixels flagged as cosmic rays")
+    n_satellite_tracks = Field(Integer, "satellite tracks found")
+    n_saturated_pixels = Field(Integer, "saturated pixels")
+
+    @classmethod
+    def select(cls, instrument: str | None = None, chip: str | None = None, filter: str | None = None,
+               date: str | _dt.date | None = None, object: str | None = None,
+               raw_filenames: Iterable[str] | str | None = None, **attributes: Any) -> Query:
+        """Valid reduced frames matching the keywords (see :meth:`BaseFrame.select`).
+
+        ``raw_filenames`` selects the frames reduced from these raw chip files
+        (``'WFI.2003-03-04T04:42:29.496_1.fits'``).
+        """
+        query = super().select(instrument=instrument, chip=chip, filter=filter, date=date, object=object,
+                               **attributes)
+        if raw_filenames is not None:
+            names = [raw_filenames] if isinstance(raw_filenames, str) else list(raw_filenames)
+            query &= cls.raw.filename.in_(names)
+        return query
+
+    @property
+    def weight(self) -> "WeightFrame | None":
+        """The newest valid weight map made for this frame."""
+        return _newest_derived(WeightFrame, "reduced", self)
+
+    @property
+    def satellites(self) -> "SatelliteMap | None":
+        """The newest valid satellite map made for this frame."""
+        return _newest_derived(SatelliteMap, "reduced", self)
+
+
+class WeightFrame(BaseFrame):
+    """The weight map of a reduced frame: relative inverse variance, 0 on pixels to ignore.
+
+    ``weight = normalised flat x hot x cold x (not saturated) x (not cosmic) x
+    (not on a satellite track)``; float32 on the trimmed grid.
+    """
+
+    parameter_groups = {"process_params": WeightParams}
+
+    reduced = Input("ReducedScienceFrame", "the reduced frame")
+    flat = Input("MasterFlatFrame", "master flat (the relative sensitivity)")
+    hot_pixels = Input("HotPixelMap", "hot pixels")
+    cold_pixels = Input("ColdPixelMap", "cold pixels")
+    satellites = Input("SatelliteMap", "satellite tracks", optional=True)
+
+    n_zero_weight = Field(Integer, "pixels with weight 0")
+    zero_weight_fraction = Field(Float, "fraction of pixels with weight 0")
+
+
+class SatelliteMap(BaseFrame):
+    """Satellite tracks of a reduced frame, found by the Hough transform.
+
+    The file is a uint8 mask on the trimmed grid (1 on a track); ``tracks``
+    lists each track's parameters: ``rho`` [pixel] and ``theta`` [deg] of the
+    line ``x cos(theta) + y sin(theta) = rho`` (0-based trimmed pixels),
+    ``width`` [pixel], ``votes`` and the end points ``x0, y0, x1, y1``.
+    """
+
+    parameter_groups = {"process_params": SatelliteParams}
+
+    reduced = Input("ReducedScienceFrame", "the reduced frame searched")
+
+    n_tracks = Field(Integer, "number of tracks found")
+    n_track_pixels = Field(Integer, "pixels masked on tracks")
+    tracks = Field(JSON, "track parameters: rho, theta, width, votes, x0, y0, x1, y1")
+
+    def mask(self) -> np.ndarray:
+        """The track mask (bool, True on a track)."""
+        return self.load() > 0
+
+
+class IlluminationCorrection(BaseFrame):
+    """The illumination correction of one chip and filter (a calibration with a validity range).
+
+    A flat-fielded frame has a flat sky but its photometry is off by the
+    large-scale illumination pattern of the flat-field light; multiplying the
+    frame by this correction makes a star's counts the same anywhere on the
+    chip (and leaves the sky following the correction). The file holds the
+    correction as a float32 image on the trimmed grid; ``fit_coefficients``
+    and ``fit_degree`` the polynomial it was evaluated from (see
+    :class:`IlluminationFit`). Made by the photometric pipeline from reduced
+    standard fields; applied by ``ReduceTask`` when a valid one exists.
+    """
+
+    reduced_frames = Inputs("ReducedScienceFrame", "reduced standard-field frames it was measured on")
+
+    fit_degree = Field(Integer, "degree of the 2-D polynomial")
+    fit_coefficients = Field(JSON, "coefficients c[i][j] of u**i v**j (u, v: pixel coordinates scaled to -1..1)")
+    fit_rms = Field(Float, "rms of the fit residuals [fraction]")
+
+    @property
+    def illuminationcorrection(self) -> "IlluminationFit":
+        """The fitted correction surface (``red.illumination.illuminationcorrection.inspect()``)."""
+        if self.fit_coefficients is None:
+            raise ValueError(f"{self.filename} has no fit coefficients")
+        return IlluminationFit(np.asarray(self.fit_coefficients, dtype=float),
+                               (int(self.NAXIS2), int(self.NAXIS1)), self.fit_rms, self.filename)
+
+    def correction(self) -> np.ndarray:
+        """The correction image (float32, trimmed grid): multiply a flat-fielded frame by it."""
+        return self.load()
+
+    def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
+        """Draw the correction image with contours every 1 %; returns the figure."""
+        return draw_correction(self.correction(), f"{type(self).__name__}\n{self.filename}", ax=ax, path=path)
+
+
+@dataclass(frozen=True)
+class IlluminationFit:
+    """A smooth multiplicative correction: a 2-D polynomial in scaled pixel coordinates.
+
+    Parameters
+    ----------
+    coefficients : ndarray
+        ``c[i, j]`` multiplies ``u**i * v**j`` with ``u = 2 x / (nx - 1) - 1``
+        and ``v = 2 y / (ny - 1) - 1`` (0-based pixel coordinates ``x``, ``y``).
+    shape : (ny, nx)
+        Size of the trimmed grid.
+    rms : float, optional
+        rms of the fit residuals (fraction).
+    label : str
+        Shown in the figure title.
+    """
+
+    coefficients: np.ndarray
+    shape: tuple[int, int]
+    rms: float | None = None
+    label: str = ""
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The correction at pixel positions ``x``, ``y``."""
+        ny, nx = self.shape
+        u = 2.0 * np.asarray(x, dtype=float) / max(nx - 1, 1) - 1.0
+        v = 2.0 * np.asarray(y, dtype=float) / max(ny - 1, 1) - 1.0
+        return np.polynomial.polynomial.polyval2d(u, v, self.coefficients)
+
+    def image(self) -> np.ndarray:
+        """The correction on the whole grid (float32)."""
+        ny, nx = self.shape
+        u = 2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0
+        v = 2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0
+        return np.polynomial.polynomial.polygrid2d(u, v, self.coefficients).T.astype(np.float32)
+
+    def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
+        """Draw the fitted surface with contours every 1 %; returns the figure."""
+        rms = f", fit rms {100 * self.rms:.2f} %" if self.rms is not None else ""
+        return draw_correction(self.image(), f"illumination correction{rms}\n{self.label}", ax=ax, path=path)
+
+
+def draw_correction(image: np.ndarray, title: str, ax: Any = None, path: str | Path | None = None) -> Any:
+    """A correction map in percent from 1, with 1 % contours."""
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 8))
+    percent = 100.0 * (np.asarray(image, dtype=float) - 1.0)
+    shown = ax.imshow(percent, origin="lower", cmap="coolwarm", interpolation="nearest")
+    low, high = np.floor(np.nanmin(percent)), np.ceil(np.nanmax(percent))
+    if high > low:
+        contours = ax.contour(percent, levels=np.arange(low, high + 1.0), colors="k", linewidths=0.5)
+        ax.clabel(contours, fontsize=6, fmt="%g %%")
+    ax.figure.colorbar(shown, ax=ax, label="correction - 1 [%]")
+    ax.set_title(title, fontsize=7)
+    fig = fig or ax.figure
+    if path is not None:
+        fig.savefig(path, dpi=90)
+    return fig
+
+
+def _newest_derived(cls: type, role: str, parent: BaseFrame) -> Any:
+    if parent.object_id is None:
+        return None
+    query = (getattr(cls, role).object_id == parent.object_id) & (cls.quality_flags == 0) & (cls.is_valid != 0)
+    return query.max("creation_date")
