@@ -31,7 +31,7 @@ from awe.storage import (
 )
 from awe.storage._names import TEMP_PREFIX, relative_key
 
-from tests.conftest_s3 import free_port, s3_endpoint, s3_url  # noqa: F401  (pytest fixtures)
+from tests.conftest_s3 import s3_endpoint, s3_url  # noqa: F401  (pytest fixtures)
 
 RAW = "WFI.2003-03-03T19:23:24.843_1.fits"
 SCI = "Sci-AWUSER-WFI-----#844-ccd50-Red---Sci-54637.9045189-f077a92d.fits"
