@@ -61,6 +61,9 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]]) -> list[DBObject
                 rows = [dict(r, child_id=oid) for r in link_rows(obj)]
                 if rows:
                     conn.execute(links.insert(), rows)
+                insert_rows = getattr(obj, "_insert_rows", None)  # catalogues: their rows in their own table
+                if insert_rows is not None:
+                    insert_rows(conn)
     except BaseException:
         for obj, _ in items:
             obj.__dict__["object_id"] = None

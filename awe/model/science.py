@@ -27,6 +27,7 @@ import numpy as np
 
 from awe.db.persistent import JSON, Field, Float, Input, Inputs, Integer
 from awe.db.query import Query
+from awe.model.calibration import CalibrationFrame
 from awe.model.frames import BaseFrame
 from awe.pars import Param, ParamGroup
 
@@ -40,25 +41,27 @@ __all__ = [
 class ReducedScienceParams(ParamGroup):
     """``ReducedScienceFrame.process_params``: how a raw science frame is reduced."""
 
-    OVERSCAN_CORRECTION = Param(6, "overscan correction method; must be the one of the master bias "
-                                   "(0 none, 1-4 column/region level, 5-6 per-row overscan)")
-    COSMIC_SIGCLIP = Param(4.5, "cosmic rays: Laplacian-to-noise detection limit", unit="sigma")
-    COSMIC_SIGFRAC = Param(0.3, "cosmic rays: fraction of COSMIC_SIGCLIP for neighbouring pixels")
-    COSMIC_OBJLIM = Param(5.0, "cosmic rays: minimum contrast between the Laplacian and the fine structure "
-                               "(higher spares more star cores)")
+    OVERSCAN_CORRECTION = Param(6, "overscan correction method (0 none, 1 prescan median, 2 overscan median, "
+                                   "3 mean of both, 6 per-row overscan median, 7 per-row smoothed); the master "
+                                   "bias must have been made with the same", choices=(0, 1, 2, 3, 6, 7))
+    COSMIC_SIGCLIP = Param(4.5, "cosmic rays: Laplacian signal-to-noise a pixel needs to be a candidate",
+                           unit="sigma")
+    COSMIC_SIGFRAC = Param(0.3, "cosmic rays: neighbours of a detection are added down to this fraction of "
+                                "COSMIC_SIGCLIP")
+    COSMIC_OBJLIM = Param(0.0, "cosmic rays: minimum contrast between the Laplacian and the fine structure "
+                               "(higher spares more star cores); 0 chooses it from the PSF width")
     COSMIC_NITER = Param(4, "cosmic rays: L.A.Cosmic iterations")
-    COSMIC_GROW = Param(1, "cosmic rays: grow the mask by this many pixels", unit="pixel")
-    READ_NOISE = Param(0.0, "read noise; 0 takes the instrument's value", unit="e-")
-    BACKGROUND_MESH = Param(64, "background: mesh size of the background map (full-size pixels; scaled "
-                                "to the frame's binning)", unit="pixel")
-    SEEING_MIN_SNR = Param(30.0, "seeing: minimum signal-to-noise of the stars used")
+    COSMIC_GROW = Param(0, "cosmic rays: grow the mask by this many pixels", unit="pixel")
+    SATURATION_LEVEL = Param(0.0, "raw level at and above which a pixel is saturated (masked, weight 0); 0 takes "
+                                  "the instrument's (WFI: 45000)", unit="ADU")
+    READ_NOISE = Param(0.0, "read noise; 0 takes the header's (ESO DET OUT1 RON) or the instrument's", unit="e-")
+    BACKGROUND_MESH = Param(64, "background and seeing: mesh size of the sky map", unit="pixel")
+    SEEING_DETECT_THRESHOLD = Param(10.0, "seeing: stars are detected above this many sky sigma", unit="sigma")
 
 
 class WeightParams(ParamGroup):
     """``WeightFrame.process_params``: which masks enter the weight map."""
 
-    SATURATION_LEVEL = Param(45000.0, "raw level above which a pixel is saturated (and its weight 0)",
-                             unit="ADU")
     USE_COSMIC_MASK = Param(True, "zero weight on cosmic-ray pixels")
     USE_SATELLITE_MASK = Param(True, "zero weight on satellite-track pixels")
 
@@ -66,10 +69,10 @@ class WeightParams(ParamGroup):
 class SatelliteParams(ParamGroup):
     """``SatelliteMap.process_params`` (spec section 8)."""
 
-    DETECTION_THRESHOLD = Param(5.0, "pixels above background + DETECTION_THRESHOLD x rms vote in the "
-                                     "Hough transform", unit="sigma")
-    HOUGH_THRESHOLD = Param(1000.0, "minimum Hough accumulator votes of a track, in full-size pixels "
-                                    "along the track (scaled to the frame's binning)")
+    DETECTION_THRESHOLD = Param(5.0, "pixels this many sky sigma above the background vote in the Hough "
+                                     "transform", unit="sigma")
+    HOUGH_THRESHOLD = Param(1000.0, "a line is a track when detected along at least this many detector pixels "
+                                    "(full-size pixels: a chip shrunk 8 times counts 8 per pixel)", unit="pixel")
 
 
 # ---------------------------------------------------------------------------- products
@@ -96,7 +99,7 @@ class ReducedScienceFrame(BaseFrame):
     read_noise = Field(Float, "read noise used for the noise model [e-]")
     background = Field(Float, "median sky background [ADU]")
     background_rms = Field(Float, "sky noise [ADU]")
-    psf_radius = Field(Float, "PSF radius: half the median FWHM of the stars [arcsec]")
+    psf_radius = Field(Float, "PSF radius: median half-light radius of the stars [arcsec]")
     seeing = Field(Float, "median FWHM of the stars [arcsec]")
     n_stars_seeing = Field(Integer, "number of stars the seeing was measured on")
     n_cosmic_pixels = Field(Integer, "pixels flagged as cosmic rays")
@@ -134,7 +137,8 @@ class WeightFrame(BaseFrame):
     """The weight map of a reduced frame: relative inverse variance, 0 on pixels to ignore.
 
     ``weight = normalised flat x hot x cold x (not saturated) x (not cosmic) x
-    (not on a satellite track)``; float32 on the trimmed grid.
+    (not on a satellite track)``; float32 on the trimmed grid. The file's
+    ``FLAGS`` extension says why a pixel has weight 0 (:meth:`flags`).
     """
 
     parameter_groups = {"process_params": WeightParams}
@@ -147,6 +151,12 @@ class WeightFrame(BaseFrame):
 
     n_zero_weight = Field(Integer, "pixels with weight 0")
     zero_weight_fraction = Field(Float, "fraction of pixels with weight 0")
+
+    def flags(self) -> np.ndarray:
+        """The uint8 flag image: bits of :data:`awe.image.weights.mask_bits` (hot 1, cold 2, saturated 4,
+        cosmic 8, satellite 16) on the pixels masked for that reason."""
+        from awe.model._io import read_image
+        return read_image(self.local_path(), ext="FLAGS").astype(np.uint8)
 
 
 class SatelliteMap(BaseFrame):
@@ -171,7 +181,7 @@ class SatelliteMap(BaseFrame):
         return self.load() > 0
 
 
-class IlluminationCorrection(BaseFrame):
+class IlluminationCorrection(CalibrationFrame):
     """The illumination correction of one chip and filter (a calibration with a validity range).
 
     A flat-fielded frame has a flat sky but its photometry is off by the

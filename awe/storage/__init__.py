@@ -6,8 +6,9 @@ S3 bucket or behind any fsspec URL (HTTP read-only)::
 
     from awe.storage import get_storage
     ds = get_storage("s3://awe-data/wfi")
-    digest = ds.store("Sci-AWUSER-WFI-----#844-ccd50-Red---Sci-54637.9045189-f077a92d.fits")
-    path = ds.retrieve(name, "work", checksum=digest)
+    name = "Sci-AWUSER-WFI-----#844-ccd50-Red---Sci-54637.9045189-f077a92d.fits"
+    digest = ds.store(name)                            # record digest in the DB
+    path = ds.retrieve(name, "work", checksum=digest)  # verified copy in work/
 
 Stores are atomic (temporary name, then rename or server-side copy), reads
 are verified against the recorded checksum, and :func:`vacuum` removes files

@@ -259,7 +259,8 @@ def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filt
 
 
 def _task_for(cls: type) -> str:
-    return f"{cls.__name__.replace('Frame', '').replace('Map', '')}Task(instrument=..., chip=..., commit=1)"
+    name = getattr(cls, "made_by", None) or f"{cls.__name__.replace('Frame', '').replace('Map', '')}Task"
+    return f"{name}(instrument=..., chip=..., commit=1)"
 
 
 def as_list(value: Any) -> list:

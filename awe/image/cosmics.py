@@ -1,0 +1,398 @@
+"""Cosmic-ray masking of a science frame: L.A.Cosmic plus a PSF check.
+
+:func:`find_cosmics` runs L.A.Cosmic (van Dokkum 2001) as implemented by
+``astroscrappy.detect_cosmics`` and then vets every connected group of
+flagged pixels against the frame's PSF (:func:`psf_consistent`): a group
+that a pixel-integrated Moffat star explains better than "sharp spike on
+flat sky" is released. L.A.Cosmic alone tells stars from cosmic rays by
+their sharpness (``objlim``); that works when stars are well sampled
+(WFI's 0.238"/px, FWHM 3-6 px) but not when they are undersampled (FWHM
+below ~1.5 px, e.g. a WFI chip shrunk 8 times, 1.9"/px), where a star's
+core is as sharp as a cosmic ray and only the faint wings the PSF puts in
+the neighbouring pixels give it away. The PSF check uses exactly those.
+
+Pure function on arrays; no files, no database.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import astroscrappy
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.stats import chi2 as chi2_dist
+
+from awe.image.background import (TooFewStarsError, _prepare_image, _sep_background, measure_seeing,
+                                  moffat_alpha)
+
+__all__ = ["find_cosmics", "default_objlim", "psf_consistent", "PsfCheck"]
+
+log = logging.getLogger(__name__)
+
+
+def default_objlim(psf_fwhm: float) -> float:
+    """L.A.Cosmic's star/cosmic contrast limit for a PSF of ``psf_fwhm`` pixels.
+
+    5 (van Dokkum's value) for well-sampled stars (FWHM >= 3 px), rising
+    linearly to 15 at FWHM 1.5 px and below: the sharper the stars, the
+    more contrast a cosmic ray must show. Undersampled stars are protected
+    by :func:`psf_consistent` anyway.
+    """
+    return float(np.interp(psf_fwhm, [1.5, 3.0], [15.0, 5.0]))
+
+
+@dataclass(frozen=True)
+class PsfCheck:
+    """A pixel-integrated circular Moffat PSF, tabulated for fast stamps.
+
+    The PSF averaged over one pixel is tabulated every ``1 / steps`` pixel,
+    so the stamp of a star at any centre on that grid is a strided slice.
+
+    Attributes
+    ----------
+    fwhm, beta : float
+        PSF FWHM (pixels) and Moffat ``beta``.
+    half : int
+        Stamp half size: stamps are ``2 half + 1`` pixels square.
+    steps : int
+        Table points per pixel (centre resolution ``1 / steps`` pixel).
+    reach : int
+        Largest star offset from the stamp centre (pixels) the table allows.
+    table : numpy.ndarray
+        Pixel-integrated unit-flux PSF at offsets ``-(half + reach) ..
+        half + reach`` pixels, every ``1 / steps`` pixel, along each axis.
+    """
+
+    fwhm: float
+    beta: float
+    half: int
+    steps: int
+    reach: int
+    table: np.ndarray
+
+    @classmethod
+    def build(cls, fwhm: float, beta: float = 3.0) -> PsfCheck:
+        """Tabulate a PSF of ``fwhm`` pixels; stamp size and resolution follow from it."""
+        if fwhm <= 0 or beta <= 1:
+            raise ValueError(f"PSF needs fwhm > 0 and beta > 1, got {fwhm} and {beta}")
+        half = int(np.clip(np.ceil(fwhm) + 1, 3, 8))
+        reach = half
+        steps = int(np.clip(np.ceil(60.0 / fwhm / 10.0) * 10, 10, 100))
+        alpha = moffat_alpha(fwhm, beta)
+        # Samples at (i + 0.5) / steps from -(half + reach + 0.5): the mean of
+        # `steps` consecutive samples is the average over one pixel.
+        m = int(round((2 * (half + reach) + 1) * steps))
+        u = (np.arange(m) + 0.5) / steps - (half + reach + 0.5)
+        prof = (1.0 + (u[:, None] ** 2 + u[None, :] ** 2) / alpha**2) ** (-beta)
+        prof *= (beta - 1.0) / (np.pi * alpha**2)
+        c = np.cumsum(np.cumsum(np.pad(prof, ((1, 0), (1, 0))), axis=0), axis=1)
+        box = (c[steps:, steps:] - c[:-steps, steps:] - c[steps:, :-steps] + c[:-steps, :-steps])
+        # box[i, j] averages samples i..i+steps-1: the pixel centred at
+        # offset i / steps - (half + reach).
+        return cls(fwhm=float(fwhm), beta=float(beta), half=half, steps=steps, reach=reach,
+                   table=box / steps**2)
+
+    def templates(self, ix: np.ndarray, iy: np.ndarray) -> np.ndarray:
+        """Unit-flux stamps ``(len(ix), size * size)`` of stars centred at ``(ix, iy) / steps``.
+
+        ``ix``, ``iy`` are integer offsets from the stamp's central pixel in
+        units of ``1 / steps`` pixel, at most ``reach * steps`` in size.
+        """
+        n = 2 * self.half + 1
+        k = np.arange(n) * self.steps
+        # Pixel p = k - half seen from a star at d: table index (p - d + half + reach) steps.
+        rows = (self.reach * self.steps - np.asarray(iy))[:, None] + k[None, :]
+        cols = (self.reach * self.steps - np.asarray(ix))[:, None] + k[None, :]
+        return self.table[rows[:, :, None], cols[:, None, :]].reshape(len(rows), n * n)
+
+
+def _plane_design(n: int) -> np.ndarray:
+    """Columns 1, x, y of a tilted-plane sky on an ``n`` x ``n`` stamp, shape ``(3, n * n)``."""
+    y, x = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
+    return np.stack([np.ones(n * n), x.ravel(), y.ravel()])
+
+
+def _linear_psf_fit(templates: np.ndarray, stamp: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted fit of ``flux * template + tilted plane`` for each template.
+
+    Returns the chi^2 (``inf`` where the flux comes out <= 0) and the flux
+    of each fit.
+    """
+    n = int(round(np.sqrt(stamp.size)))
+    plane = _plane_design(n)
+    wp = plane * w
+    n_t = len(templates)
+    a = np.empty((n_t, 4, 4))
+    rhs = np.empty((n_t, 4))
+    a[:, 0, 0] = (templates**2) @ w
+    cross = templates @ wp.T  # (n_t, 3)
+    a[:, 0, 1:] = cross
+    a[:, 1:, 0] = cross
+    a[:, 1:, 1:] = wp @ plane.T
+    rhs[:, 0] = templates @ (w * stamp)
+    rhs[:, 1:] = wp @ stamp
+    try:
+        params = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        return np.full(n_t, np.inf), np.zeros(n_t)
+    chi2 = np.sum(w * stamp**2) - np.einsum("ij,ij->i", params, rhs)
+    return np.where(params[:, 0] > 0, chi2, np.inf), params[:, 0]
+
+
+def _plane_chi2(stamp: np.ndarray, w: np.ndarray) -> float:
+    """chi^2 of a weighted tilted-plane fit (pixels with ``w = 0`` ignored)."""
+    n = int(round(np.sqrt(stamp.size)))
+    plane = _plane_design(n)
+    wp = plane * w
+    rhs = wp @ stamp
+    try:
+        params = np.linalg.solve(wp @ plane.T, rhs)
+    except np.linalg.LinAlgError:
+        return np.inf
+    return float(np.sum(w * stamp**2) - params @ rhs)
+
+
+def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tuple[int, int] = (0, 0),
+                  base: np.ndarray | None = None, span: float = 0.6) -> tuple[float, np.ndarray]:
+    """Best PSF + plane fit with the star within ``span`` pixel of ``centre``.
+
+    ``centre`` is in table steps from the stamp centre; ``base`` (e.g. an
+    already fitted neighbour) is subtracted from the stamp first. A coarse
+    grid of centres spanning +-``span`` (0.6 pixel by default, as a star
+    centred on a pixel corner may peak in either pixel) in steps of 0.2
+    pixel (wide spans: 0.5 pixel or FWHM / 4), then zoomed 5 x 5 grids around the
+    best down to the table resolution: undersampled stars need their centre
+    to ~0.01 pixel. Returns the chi^2 and the fitted star's stamp (``flux *
+    template``; zeros if no fit has a positive flux).
+    """
+    s = check.steps
+    limit = check.reach * s
+    data = stamp if base is None else stamp - base
+    coarse = 0.2 if span <= 1.0 else max(0.5, check.fwhm / 4.0)
+    step = max(int(round(coarse * s)), 1)
+    cx, cy = centre
+    half_grid = max(int(round(span * s / step)), 1)
+    best, best_model = np.inf, np.zeros_like(stamp)
+    while True:
+        offs = np.arange(-half_grid, half_grid + 1) * step
+        gx, gy = np.meshgrid(np.clip(cx + offs, -limit, limit), np.clip(cy + offs, -limit, limit))
+        gx, gy = gx.ravel(), gy.ravel()
+        templates = check.templates(gx, gy)
+        chi2, flux = _linear_psf_fit(templates, data, w)
+        i = int(np.argmin(chi2))
+        if chi2[i] < best:
+            best, cx, cy = float(chi2[i]), int(gx[i]), int(gy[i])
+            best_model = flux[i] * templates[i]
+        if step == 1:
+            return best, best_model
+        step = max(step // 4, 1)
+        half_grid = 2
+
+
+def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.ndarray) -> float:
+    """chi^2 of two stars: ``first`` (refitted) plus one anywhere in the stamp."""
+    reach = float(check.reach)
+    chi2, second = _best_psf_fit(check, stamp, w, base=first, span=reach)
+    if not second.any():
+        return np.inf
+    # One more alternation: refit the first star with the second subtracted, then the second.
+    _, first = _best_psf_fit(check, stamp, w, base=second)
+    chi2_again, _ = _best_psf_fit(check, stamp, w, base=first, span=reach)
+    return min(chi2, chi2_again)
+
+
+def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: PsfCheck,
+                   sky_rms: float, gain: float, model_error: float = 0.1,
+                   significance: float = 1e-2, blends: bool = True,
+                   excluded: np.ndarray | None = None) -> np.ndarray:
+    """Which flagged pixel groups look like stars rather than cosmic rays.
+
+    For each group of ``m`` flagged pixels a stamp around its brightest
+    pixel is fitted by weighted linear least squares under three models:
+
+    (a) a star: flux times the PSF plus a tilted plane (local sky and the
+        wings of neighbours), the centre searched within 0.6 pixel of the
+        brightest pixel (to 1/100 pixel for undersampled PSFs);
+    (b) a cosmic ray on the sky: the ``m`` pixels free, the others on a
+        tilted plane (``m - 1`` more parameters than (a));
+    (c) a cosmic ray on a star's wing: the ``m`` pixels free, the others
+        fitted by a star anywhere in the stamp plus the plane (``m`` more
+        parameters than (a), plus the freedom of the star's position,
+        counted as 2).
+
+    The group is released as a star only if neither (b) nor (c) beats (a)
+    significantly: ``chi2_a - chi2_b`` and ``chi2_a - chi2_c`` below the
+    ``1 - significance`` quantiles of chi^2 laws with those numbers of
+    degrees of freedom (how the differences are distributed when the group
+    is a star). So a star stays flagged with probability below about twice
+    ``significance``, and a cosmic ray is released only when it is too
+    faint for its missing PSF wings to show. With ``blends``, a group that
+    fails (a) is tried as two blended stars (3 more parameters) before it
+    is kept. Pixel variance: ``sky_rms^2 + signal / gain + (model_error
+    signal)^2``.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Background-subtracted frame (ADU).
+    groups : numpy.ndarray
+        ``int`` label image of the flagged groups (``scipy.ndimage.label``).
+    n_groups : int
+        Number of labels.
+    check : PsfCheck
+        The PSF.
+    sky_rms : float
+        Sky noise (ADU).
+    gain : float
+        e-/ADU.
+    model_error : float
+        Fractional PSF model error allowed per pixel.
+    significance : float
+        False-alarm probability of the "sharper than the PSF" test.
+    blends : bool
+        When one star does not explain a group of two or more pixels, try
+        two stars (the second anywhere in the stamp: a blend or a bright
+        neighbour).
+    excluded : numpy.ndarray, optional
+        ``True`` for pixels never used in a fit (bad pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` array of length ``n_groups + 1``; index ``k`` is True when
+        group ``k`` looks like a star (index 0 unused, False).
+    """
+    h = check.half
+    n = 2 * h + 1
+    star_like = np.zeros(n_groups + 1, dtype=bool)
+    if n_groups == 0:
+        return star_like
+    peaks = ndi.maximum_position(data, groups, np.arange(1, n_groups + 1))
+    padded = np.pad(data, h, mode="constant")
+    pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
+    pad_excl = np.pad(excluded if excluded is not None else np.zeros(data.shape, bool), h,
+                      mode="constant", constant_values=True)
+    for k, (py, px) in enumerate(peaks, start=1):
+        win = (slice(py, py + n), slice(px, px + n))
+        stamp = padded[win].ravel()
+        g = pad_groups[win].ravel()
+        usable = ~pad_excl[win].ravel() & ((g == 0) | (g == k))
+        own = (g == k) & usable
+        others = usable & ~own
+        if others.sum() < 6:
+            continue
+        signal = np.clip(stamp, 0.0, None)
+        w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
+        m = int(own.sum())
+        chi_star, first = _best_psf_fit(check, stamp, w)
+        # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
+        # plane, or (c) a star anywhere in the stamp plus the plane (a
+        # cosmic ray on a star's wing).
+        chi_plane = _plane_chi2(stamp, w * others)
+        q_plane, q_wing = (float(chi2_dist.isf(significance, d)) for d in (max(m - 1, 1), m + 2))
+        chi_wing = None
+        if chi_star < chi_plane + q_plane:
+            chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
+            star_like[k] = chi_star < chi_wing + q_wing
+        if not star_like[k] and blends and m >= 2 and first.any():
+            chi_two = _two_star_chi2(check, stamp, w, first)
+            if chi_two < chi_plane + float(chi2_dist.isf(significance, max(m - 4, 1))):
+                if chi_wing is None:
+                    chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
+                star_like[k] = chi_two < chi_wing + float(chi2_dist.isf(significance, max(m - 1, 1)))
+    return star_like
+
+
+def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: float = 65535.0,
+                 sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float | None = None,
+                 mask: np.ndarray | None = None, psf_fwhm: float | None = None,
+                 psf_beta: float | None = None, niter: int = 4,
+                 protect_stars: bool = True) -> np.ndarray:
+    """Mask the cosmic-ray hits of a single exposure.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        2-D frame in ADU, sky included (bias-subtracted, flat-fielded or
+        raw): the noise model is built from the pixel values, so a
+        sky-subtracted frame would underestimate the noise.
+    gain : float
+        e-/ADU of the frame.
+    read_noise : float
+        Read noise in electrons.
+    sat_level : float
+        Saturation level in ADU. Saturated stars (and their surroundings) are
+        never flagged.
+    sigclip : float
+        L.A.Cosmic detection limit: Laplacian signal-to-noise a pixel needs
+        to be a cosmic-ray candidate (lower flags more).
+    sigfrac : float
+        Neighbours of a detected pixel are added down to
+        ``sigfrac * sigclip``.
+    objlim : float, optional
+        L.A.Cosmic's minimum contrast between the Laplacian and the
+        fine-structure image; raise it if star cores are flagged. ``None``
+        picks :func:`default_objlim` for the PSF FWHM.
+    mask : numpy.ndarray, optional
+        ``True`` for pixels to ignore (bad pixels); never flagged.
+    psf_fwhm : float, optional
+        PSF FWHM in pixels. ``None`` measures it with
+        :func:`awe.image.background.measure_seeing`; if that finds too few
+        stars, 3 px is assumed and a warning is logged.
+    psf_beta : float, optional
+        Moffat ``beta`` of the PSF for the star check; ``None`` uses the
+        measured one (or 3).
+    niter : int
+        L.A.Cosmic iterations.
+    protect_stars : bool
+        Release flagged groups that the PSF explains (:func:`psf_consistent`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``bool`` mask, True on cosmic-ray pixels.
+    """
+    if gain <= 0 or read_noise < 0:
+        raise ValueError(f"gain must be > 0 and read_noise >= 0, got {gain} and {read_noise}")
+    data, bad = _prepare_image(image, mask)
+    if psf_fwhm is None or (psf_beta is None and protect_stars):
+        try:
+            seeing = measure_seeing(data, mask=bad, saturation=sat_level, max_stars=40)
+            psf_fwhm = seeing.fwhm_pixels if psf_fwhm is None else psf_fwhm
+            psf_beta = seeing.beta if psf_beta is None else psf_beta
+        except TooFewStarsError as exc:
+            log.warning("cannot measure the PSF for cosmic-ray masking (%s); assuming FWHM 3 px", exc)
+            psf_fwhm = 3.0 if psf_fwhm is None else psf_fwhm
+    if psf_beta is None:
+        psf_beta = 3.0
+    if objlim is None:
+        objlim = default_objlim(psf_fwhm)
+    crmask, _ = astroscrappy.detect_cosmics(
+        data.astype(np.float32), inmask=bad, sigclip=sigclip, sigfrac=sigfrac, objlim=objlim,
+        gain=gain, readnoise=read_noise, satlevel=sat_level * gain, niter=niter, sepmed=True,
+        cleantype="meanmask", fsmode="median")
+    crmask &= ~bad
+    # Saturated pixels are the weight map's business, not cosmic rays: release
+    # every group touching one (undersampled saturated stars escape
+    # astroscrappy's own saturation test, which needs a wide saturated core).
+    saturated = ndi.binary_dilation(data >= sat_level, structure=np.ones((3, 3), bool))
+    if saturated.any() and crmask.any():
+        groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
+        hit = np.zeros(n_groups + 1, dtype=bool)
+        hit[np.unique(groups[saturated & crmask])] = True
+        hit[0] = False
+        crmask &= ~hit[groups]
+    n_flagged = int(crmask.sum())
+    if protect_stars and n_flagged:
+        bkg = _sep_background(data, bad | crmask, 64, 3)
+        groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
+        check = PsfCheck.build(psf_fwhm, psf_beta)
+        star_like = psf_consistent(data - bkg.back(), groups, n_groups, check, float(bkg.globalrms),
+                                   gain, excluded=bad)
+        crmask &= ~star_like[groups]
+        log.debug("PSF check released %d of %d flagged groups", int(star_like.sum()), n_groups)
+    log.info("cosmic rays: %d pixels (%.4f %%), PSF FWHM %.2f px, objlim %.1f", int(crmask.sum()),
+             100.0 * crmask.mean(), psf_fwhm, objlim)
+    return crmask

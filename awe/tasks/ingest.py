@@ -1,0 +1,746 @@
+"""Ingest of ESO raw mosaic files: classify, split per chip, check, store.
+
+::
+
+    report = ingest(["raw/"], progress=None)
+    print(report)            # one line per file: ingested, skipped (and why), failed (and why)
+
+Each raw multi-extension file (plain, ``.gz`` or ``.Z``) becomes one raw frame
+per chip, :class:`~awe.model.frames.RawBiasFrame` ...
+:class:`~awe.model.frames.RawScienceFrame`, classified by ``HIERARCH ESO DPR
+TYPE``. Chip ``N`` (extension ``N``) is stored as ``<INSTRUME>.<DATE-OBS>_<N>.fits``,
+a self-describing single-HDU FITS file whose header is the primary header
+merged with the extension header. All chips of one raw file are committed
+together (all or none). A file that cannot be read, lacks a required keyword or
+comes from an unknown instrument is reported and skipped; the others go in.
+Ingesting a file again adds nothing.
+
+``imstat`` of a raw frame is computed over the whole raw extension, prescan,
+overscan and unlit rows included, as the Astro-WISE listings show it (spec
+section 5): a raw bias of ccd50 has median 180-183 ADU and stdev ~28 ADU, ten
+times the read noise, which only the prescan strip (offset from the bias
+level) and the row structure explain; the flats' medians (17-20 kADU) are the
+illuminated level, the unlit ~5 % of the pixels hardly move a median. The
+listings' flat stdev (~10 % of the median) is not what whole-extension
+statistics give: the unlit strips alone make ~22 % at full size (~40 % at 1/16
+size). The sanity checks (:class:`IngestParams`) therefore use the
+illuminated area only.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import io
+import logging
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from astropy.io import fits
+
+from awe.db.schema import DBObject, ImStat
+from awe.model.frames import (QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame, RawScienceFrame,
+                              RawStandardFrame, RawTwilightFlatFrame)
+from awe.pars import Param, ParamGroup
+
+__all__ = ["ingest", "IngestReport", "FileResult", "IngestParams", "IngestError", "classify", "read_raw",
+           "split_raw", "RawChip", "raw_imstat", "chip_stats", "check_quality", "RAW_SUFFIXES"]
+
+log = logging.getLogger(__name__)
+
+#: File name endings taken from a folder given to :func:`ingest`.
+RAW_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.Z", ".fit.Z", ".fits.bz2")
+_COMPRESSION_SUFFIXES = (".gz", ".Z", ".bz2")
+_LZW_MAGIC = b"\x1f\x9d"
+
+#: ESO ``DPR TYPE`` (and fallback) values -> raw frame class
+_DPR_CLASSES: dict[str, type[RawFrame]] = {
+    "BIAS": RawBiasFrame, "ZERO": RawBiasFrame,
+    "FLAT,DOME": RawDomeFlatFrame, "DOMEFLAT": RawDomeFlatFrame, "FLAT,LAMP": RawDomeFlatFrame,
+    "FLAT,SKY": RawTwilightFlatFrame, "FLAT,TWILIGHT": RawTwilightFlatFrame, "SKYFLAT": RawTwilightFlatFrame,
+    "TWILIGHTFLAT": RawTwilightFlatFrame,
+    "STD": RawStandardFrame, "STANDARD": RawStandardFrame, "STD,ZEROPOINT": RawStandardFrame,
+    "OBJECT": RawScienceFrame, "SCIENCE": RawScienceFrame, "SKY": RawScienceFrame,
+}
+#: OBJECT names of calibration exposures when DPR TYPE and IMAGETYP are missing
+_OBJECT_PATTERNS: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"^(BIAS|ZERO)\b", re.I), "BIAS"),
+    (re.compile(r"^DOME\s*-?\s*FLAT|^FLAT\s*,?\s*DOME|^DOMEFLAT", re.I), "FLAT,DOME"),
+    (re.compile(r"^(SKY|TWILIGHT|TWI)\s*-?\s*FLAT|^FLAT\s*,?\s*(SKY|TWILIGHT)", re.I), "FLAT,SKY"),
+    (re.compile(r"^(SA\s*\d+|PG\s*\d+|RU\s*\d+|MARK\s*A|LANDOLT|STD\b|STANDARD)", re.I), "STD"),
+)
+#: primary/extension keywords that describe the HDU structure, not the observation
+_STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "EXTEND", "NEXTEND", "XTENSION",
+               "PCOUNT", "GCOUNT", "BZERO", "BSCALE", "CHECKSUM", "DATASUM", "END", "ZIMAGE",
+               "ZBITPIX", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZCMPTYPE", "ZTILE1", "ZTILE2", "ZQUANTIZ"}
+
+
+class IngestError(ValueError):
+    """A raw file cannot be ingested; the message names the file and what is wrong."""
+
+
+class IngestParams(ParamGroup):
+    """Sanity thresholds of ingest: frames outside them get ``quality_flags`` and ``select()`` skips them."""
+
+    BIAS_MIN_LEVEL = Param(50.0, "lowest plausible median of a raw bias (illuminated area)", "ADU")
+    BIAS_MAX_LEVEL = Param(1000.0, "highest plausible median of a raw bias (light leak, wrong type)", "ADU")
+    FLAT_MIN_LEVEL = Param(3000.0, "lowest acceptable median of a raw flat (too little signal)", "ADU")
+    FLAT_MAX_LEVEL = Param(35000.0, "highest acceptable median of a raw flat (non-linear regime)", "ADU")
+    SATURATION_LEVEL = Param(0.0, "a flat whose median is above this is saturated; 0 takes the instrument's "
+                                  "(WFI: 45000)", "ADU")
+    EMPTY_STDEV = Param(0.5, "a frame whose pixel stdev is at most this is empty or constant", "ADU")
+
+
+# ====================================================================== report
+@dataclass
+class FileResult:
+    """What happened to one raw file.
+
+    Attributes
+    ----------
+    path : Path
+        The file as given.
+    status : str
+        ``'ingested'``, ``'skipped'`` or ``'failed'``.
+    message : str
+        Why (for skipped and failed files) or what was made.
+    frames : list
+        The raw frames committed from the file (empty unless ingested).
+    """
+
+    path: Path
+    status: str
+    message: str
+    frames: list[RawFrame] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        label = {"ingested": "ingested", "skipped": "skipped ", "failed": "FAILED  "}[self.status]
+        return f"{label} {self.path}: {self.message}"
+
+
+@dataclass
+class IngestReport:
+    """The outcome of :func:`ingest`: every file ingested, skipped or failed, with the reason."""
+
+    results: list[FileResult] = field(default_factory=list)
+
+    def _with(self, status: str) -> list[FileResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def ingested(self) -> list[FileResult]:
+        return self._with("ingested")
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with("failed")
+
+    @property
+    def frames(self) -> list[RawFrame]:
+        """Every raw frame committed by this ingest."""
+        return [f for r in self.results for f in r.frames]
+
+    def summary(self) -> str:
+        """One line: how many files were ingested (frames made), skipped and failed."""
+        return (f"{len(self.ingested)} file(s) ingested ({len(self.frames)} frames), "
+                f"{len(self.skipped)} skipped, {len(self.failed)} failed")
+
+    def __str__(self) -> str:
+        return "\n".join([str(r) for r in self.results] + [self.summary()])
+
+
+# ====================================================================== reading
+def _uncompressed_name(path: Path) -> str:
+    name = path.name
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _is_lzw(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == _LZW_MAGIC
+
+
+def _lzw_bytes(path: Path) -> bytes:
+    """The content of a Unix ``compress`` (``.Z``) file."""
+    try:
+        import uncompresspy
+    except ImportError:  # pragma: no cover - installed with awe
+        raise IngestError(f"{path}: reading .Z files needs the package uncompresspy (pip install uncompresspy)") \
+            from None
+    with uncompresspy.LZWFile(path) as fh:
+        return fh.read()
+
+
+def read_raw(path: str | Path) -> fits.HDUList:
+    """Read a raw FITS file (plain, gzip, bzip2 or Unix-compress ``.Z``) fully into memory.
+
+    The pixels are the values as stored (``BZERO``/``BSCALE`` not applied): the
+    per-chip files keep the raw bytes, :func:`split_raw` gives the physical values.
+
+    Raises
+    ------
+    IngestError
+        If the file is missing, not FITS, corrupt or truncated.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file")
+    caught: list[warnings.WarningMessage] = []
+    hdul = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            source: Any = io.BytesIO(_lzw_bytes(path)) if _is_lzw(path) else path
+            hdul = fits.open(source, memmap=False, lazy_load_hdus=False, do_not_scale_image_data=True)
+            for hdu in hdul:
+                _ = hdu.data  # read every data unit now: a truncated one fails here
+    except Exception as exc:  # astropy raises OSError, ValueError, TypeError, EOFError, zlib errors...
+        if hdul is not None:
+            hdul.close()
+        if isinstance(exc, IngestError):
+            raise
+        raise IngestError(f"{path}: cannot read it as FITS ({type(exc).__name__}: {exc}); "
+                          "the file is corrupt or truncated: fetch it again") from None
+    problems = sorted({str(w.message).splitlines()[0] for w in caught})
+    truncated = [p for p in problems if re.search(r"truncat|header size|unexpected bytes|missing", p, re.I)]
+    if truncated:
+        hdul.close()
+        raise IngestError(f"{path}: the file is truncated or damaged ({'; '.join(truncated)}): fetch it again")
+    for problem in problems:
+        log.debug("%s: %s", path.name, problem)
+    return hdul
+
+
+# ====================================================================== classification
+def _get(header: fits.Header, key: str) -> Any:
+    """A header value; None when missing or blank."""
+    try:
+        value = header.get(key)
+    except (KeyError, ValueError):
+        value = None
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    return None if value is None or isinstance(value, fits.card.Undefined) else value
+
+
+def classify(header: fits.Header) -> tuple[type[RawFrame], str]:
+    """The raw frame class of an exposure and the frame type it was recognised by.
+
+    ``HIERARCH ESO DPR TYPE`` decides (``BIAS``, ``FLAT,DOME``, ``FLAT,SKY``,
+    ``STD``, ``OBJECT``); without it ``IMAGETYP``, then the ``OBJECT`` name
+    (``BIAS``, ``DOME FLAT``, ``SKYFLAT``, Landolt fields ``SA 98`` ...), then
+    ``EXPTIME == 0`` (a bias); an exposure with a target name and a positive
+    exposure time is a science frame.
+
+    Raises
+    ------
+    IngestError
+        If the type is unknown or nothing tells it.
+    """
+    dpr = _get(header, "HIERARCH ESO DPR TYPE")
+    if dpr is not None:
+        key = re.sub(r"\s+", "", str(dpr).upper())
+        if key not in _DPR_CLASSES:
+            raise IngestError(f"HIERARCH ESO DPR TYPE = {dpr!r} is not a frame type awe ingests "
+                              "(BIAS, FLAT,DOME, FLAT,SKY, STD, OBJECT)")
+        return _DPR_CLASSES[key], key
+    imagetyp = _get(header, "IMAGETYP")
+    if imagetyp is not None:
+        key = re.sub(r"\s+", "", str(imagetyp).upper())
+        if key in _DPR_CLASSES:
+            return _DPR_CLASSES[key], key
+        if key == "FLAT":
+            return RawDomeFlatFrame, "FLAT,DOME"
+    obj = _get(header, "OBJECT")
+    if obj is not None:
+        for pattern, kind in _OBJECT_PATTERNS:
+            if pattern.search(str(obj)):
+                return _DPR_CLASSES[kind], kind
+    exptime = _get(header, "EXPTIME")
+    if exptime is not None and float(exptime) == 0.0:
+        return RawBiasFrame, "BIAS"
+    if obj is not None and exptime is not None and float(exptime) > 0:
+        return RawScienceFrame, "OBJECT"
+    raise IngestError("cannot tell the frame type: HIERARCH ESO DPR TYPE is missing and neither IMAGETYP, "
+                      "OBJECT nor EXPTIME tell it; add HIERARCH ESO DPR TYPE to the primary header")
+
+
+# ====================================================================== splitting
+@dataclass
+class RawChip:
+    """One chip of a raw file.
+
+    Attributes
+    ----------
+    index : int
+        Extension number (the chip's index and file suffix).
+    spec : ChipSpec
+        The chip's description.
+    geometry : RawGeometry
+        Its sections.
+    header : astropy.io.fits.Header
+        Primary and extension header merged, without structure and scaling keywords.
+    data : ndarray
+        Physical pixel values (native byte order; ``uint16`` for ESO's 16-bit raw data).
+    stored : ndarray
+        The values as stored in the file, scaled by ``scaling`` = (BSCALE, BZERO).
+    """
+
+    index: int
+    spec: Any
+    geometry: Any
+    header: fits.Header
+    data: np.ndarray
+    stored: np.ndarray
+    scaling: tuple[float, float]
+
+    def write(self, path: Path) -> None:
+        """Write the chip as a single-HDU FITS file, with the stored bytes unchanged."""
+        hdu = fits.PrimaryHDU(self.stored, header=self.header)
+        if self.scaling != (1, 0):
+            hdu.header["BSCALE"], hdu.header["BZERO"] = self.scaling
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # over-long comments of raw cards: truncated
+            hdu.writeto(path)
+
+
+def _physical(stored: np.ndarray, bscale: float, bzero: float) -> np.ndarray:
+    """``stored * bscale + bzero`` in native byte order; 16-bit unsigned data stay ``uint16``."""
+    if stored.dtype.kind == "i" and stored.dtype.itemsize == 2 and (bscale, bzero) == (1, 32768):
+        unsigned = stored.astype(np.int16).view(np.uint16)  # native copy, then flip the sign bit in place
+        unsigned ^= np.uint16(0x8000)
+        return unsigned
+    native = stored.astype(stored.dtype.newbyteorder("="))
+    if (bscale, bzero) == (1, 0):
+        return native
+    return native * np.float64(bscale) + np.float64(bzero)
+
+
+def merge_headers(primary: fits.Header, extension: fits.Header) -> fits.Header:
+    """The primary header with the extension header on top (extension values win), without structure keywords.
+
+    The deprecated ``RADECSYS`` of ESO primary headers becomes ``RADESYS`` (same value).
+    """
+    ext_keys = {c.keyword for c in extension.cards if c.keyword not in ("", "COMMENT", "HISTORY")}
+    merged = fits.Header()
+    for card in primary.cards:
+        if card.keyword not in _STRUCTURAL and card.keyword not in ext_keys:
+            merged.append(copy.copy(card), end=True)
+    for card in extension.cards:
+        if card.keyword not in _STRUCTURAL:
+            merged.append(copy.copy(card), end=True)
+    if "RADECSYS" in merged:  # deprecated spelling of ESO primaries: WCS readers warn about it
+        if "RADESYS" not in merged:
+            merged.insert("RADECSYS", ("RADESYS", merged["RADECSYS"], merged.comments["RADECSYS"]))
+        del merged["RADECSYS"]
+    return merged
+
+
+def split_raw(hdul: fits.HDUList, spec: Any, raw_name: str) -> list[RawChip]:
+    """The chips of a raw MEF file, checked against the instrument description.
+
+    Raises
+    ------
+    IngestError
+        If the number of image extensions, an ``EXTNAME`` or the extension
+        size disagrees with the instrument.
+    """
+    images = [(n, hdu) for n, hdu in enumerate(hdul) if n > 0 and hdu.is_image and hdu.data is not None]
+    if len(images) != len(spec.chips):
+        raise IngestError(f"{raw_name} has {len(images)} image extension(s) but {spec.name} has "
+                          f"{len(spec.chips)} chips: the file is truncated or not a {spec.name} mosaic file")
+    from awe.instruments import RawGeometry
+    chips = []
+    primary = hdul[0].header
+    for n, hdu in images:
+        chip = spec.chip(n)
+        extname = _get(hdu.header, "EXTNAME")
+        if extname is not None and str(extname).lower() != chip.name.lower():
+            raise IngestError(f"{raw_name}: extension {n} is {extname!r}, but {spec.name} extension {n} "
+                              f"is {chip.name}")
+        if hdu.data.ndim != 2:
+            raise IngestError(f"{raw_name}: extension {n} is not a 2-d image (shape {hdu.data.shape})")
+        header = merge_headers(primary, hdu.header)
+        header["EXTNAME"] = (chip.name, "chip name")
+        if "ARCFILE" not in header:
+            header["ARCFILE"] = (raw_name, "archive file name")
+        try:
+            geometry = RawGeometry.from_header(hdu.header, chip)
+        except ValueError as exc:
+            raise IngestError(f"{raw_name}: {exc}") from None
+        scaling = (hdu.header.get("BSCALE", 1), hdu.header.get("BZERO", 0))
+        chips.append(RawChip(index=n, spec=chip, geometry=geometry, header=header, stored=hdu.data,
+                             scaling=scaling, data=_physical(hdu.data, *scaling)))
+    return chips
+
+
+# ====================================================================== statistics and checks
+_CHUNK = 1 << 20  # pixels per bincount call: keeps its int64 temporary in the cache
+
+
+def _histogram16(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Counts of every value of 8/16-bit integer pixels, and the value of bin 0."""
+    values = values.ravel()
+    offset = 0
+    if values.dtype.kind == "i":  # signed: flip the sign bit, which keeps the order
+        unsigned = np.dtype(f"u{values.dtype.itemsize}")
+        offset = -(1 << (8 * values.dtype.itemsize - 1))
+        values = values.view(unsigned) ^ unsigned.type(-offset)
+    counts = np.zeros(1 << (8 * values.dtype.itemsize), dtype=np.int64)
+    for start in range(0, values.size, _CHUNK):
+        counts += np.bincount(values[start:start + _CHUNK], minlength=counts.size)
+    return counts, offset
+
+
+def _histogram_stats(counts: np.ndarray, offset: int) -> ImStat:
+    """Exact mean, median, stdev (ddof=0), min and max of the pixels counted in ``counts``."""
+    n = int(counts.sum())
+    if n == 0:
+        return ImStat()
+    levels = np.arange(counts.size, dtype=np.float64) + offset
+    weights = counts.astype(np.float64)  # float @ float runs in BLAS, int @ float does not
+    mean = float(weights @ levels) / n
+    variance = float(weights @ (levels - mean) ** 2) / n
+    cumulative = np.cumsum(counts)
+    low = levels[int(np.searchsorted(cumulative, (n - 1) // 2 + 1))]
+    high = levels[int(np.searchsorted(cumulative, n // 2 + 1))]
+    nonzero = np.flatnonzero(counts)
+    return ImStat(mean=mean, median=float(0.5 * (low + high)), stdev=float(np.sqrt(variance)),
+                  min=float(levels[nonzero[0]]), max=float(levels[nonzero[-1]]))
+
+
+def _is_small_int(data: np.ndarray) -> bool:
+    return data.size > 0 and data.dtype.kind in "ui" and data.dtype.itemsize <= 2
+
+
+def raw_imstat(data: np.ndarray) -> ImStat:
+    """Mean, median, standard deviation (ddof=0), minimum and maximum of every pixel.
+
+    Raw 16-bit frames use an exact histogram (several times faster than the
+    partition median of :func:`awe.image.stats.imstat`, which handles every
+    other type).
+    """
+    data = np.asarray(data)
+    if _is_small_int(data):
+        return _histogram_stats(*_histogram16(data))
+    from awe.image.stats import imstat
+    return ImStat(**imstat(data).as_dict()) if data.size else ImStat()
+
+
+def chip_stats(data: np.ndarray, area: tuple[slice, slice]) -> tuple[ImStat, ImStat]:
+    """Statistics of the whole raw extension and of ``area`` (the illuminated part).
+
+    For 16-bit data the histogram of ``area`` is the whole one minus the
+    histogram of the strips around it, so every pixel is counted once.
+    """
+    if not _is_small_int(data):
+        return raw_imstat(data), raw_imstat(data[area])
+    counts, offset = _histogram16(data)
+    ys, xs = area
+    inside = counts.copy()
+    for strip in (data[:, : xs.start], data[:, xs.stop:], data[: ys.start, xs], data[ys.stop:, xs]):
+        if strip.size:
+            inside -= _histogram16(strip)[0]
+    return _histogram_stats(counts, offset), _histogram_stats(inside, offset)
+
+
+def check_quality(cls: type[RawFrame], stat: ImStat, params: IngestParams, saturation: float) -> int:
+    """``quality_flags`` of a raw frame from the statistics of its illuminated area (0 = fine).
+
+    A constant frame is EMPTY; a bias whose median is outside
+    ``BIAS_MIN_LEVEL..BIAS_MAX_LEVEL`` and a flat whose median is outside
+    ``FLAT_MIN_LEVEL..FLAT_MAX_LEVEL`` have the WRONG_LEVEL; a flat whose median
+    is above ``saturation`` is SATURATED.
+    """
+    flags = 0
+    if stat.stdev is None or stat.stdev <= params.EMPTY_STDEV:
+        flags |= QualityFlags.EMPTY
+    median = stat.median if stat.median is not None else 0.0
+    if issubclass(cls, RawBiasFrame) and not params.BIAS_MIN_LEVEL <= median <= params.BIAS_MAX_LEVEL:
+        flags |= QualityFlags.WRONG_LEVEL
+    if issubclass(cls, (RawDomeFlatFrame, RawTwilightFlatFrame)):
+        if median > saturation:
+            flags |= QualityFlags.SATURATED
+        elif not params.FLAT_MIN_LEVEL <= median <= params.FLAT_MAX_LEVEL:
+            flags |= QualityFlags.WRONG_LEVEL
+    return flags
+
+
+# ====================================================================== header attributes
+def _date_obs(header: fits.Header) -> _dt.datetime:
+    value = _get(header, "DATE-OBS")
+    if value is None:
+        raise IngestError("DATE-OBS is missing from the primary header: the exposure has no time")
+    try:
+        when = _dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise IngestError(f"DATE-OBS = {value!r} is not an ISO date-time like 2003-03-03T19:23:24.843") from None
+    if when.tzinfo is not None:
+        when = when.astimezone(_dt.UTC).replace(tzinfo=None)
+    return when
+
+
+def _float(header: fits.Header, key: str) -> float | None:
+    value = _get(header, key)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise IngestError(f"{key} = {value!r} is not a number") from None
+
+
+def _angle(header: fits.Header, key: str, hours: bool) -> float | None:
+    """RA/DEC in degrees: a number of degrees or a sexagesimal string."""
+    value = _get(header, key)
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    from astropy.coordinates import Angle
+    import astropy.units as u
+    try:
+        return float(Angle(str(value), unit=u.hourangle if hours else u.deg).deg)
+    except (ValueError, TypeError):
+        raise IngestError(f"{key} = {value!r} is neither degrees nor a sexagesimal angle") from None
+
+
+def _mjd(header: fits.Header, when: _dt.datetime) -> float:
+    value = _float(header, "MJD-OBS")
+    if value is not None:
+        return value
+    from astropy.time import Time
+    return float(Time(when, scale="utc").mjd)
+
+
+@dataclass
+class _Exposure:
+    """What the primary header says about one exposure."""
+
+    spec: Any
+    cls: type[RawFrame]
+    dpr_type: str
+    when: _dt.datetime
+    filter_name: str | None
+    attributes: dict[str, Any]
+
+
+def _exposure(primary: fits.Header, raw_name: str) -> _Exposure:
+    from awe.instruments import get_instrument
+    instrume = _get(primary, "INSTRUME")
+    if instrume is None:
+        raise IngestError("INSTRUME is missing from the primary header: cannot tell the instrument")
+    try:
+        spec = get_instrument(str(instrume))
+    except LookupError as exc:
+        raise IngestError(str(exc)) from None
+    cls, dpr_type = classify(primary)
+    when = _date_obs(primary)
+    exptime = _float(primary, "EXPTIME")
+    if exptime is None:
+        if cls is not RawBiasFrame:
+            raise IngestError(f"EXPTIME is missing from the primary header of a {cls.__name__}")
+        exptime = 0.0
+    airmass = _float(primary, "HIERARCH ESO TEL AIRM START")
+    filter_name = _get(primary, "HIERARCH ESO INS FILT1 ID") or _get(primary, "HIERARCH ESO INS FILT1 NAME") \
+        or _get(primary, "FILTER")
+    attributes = dict(
+        DATE_OBS=when, MJD_OBS=_mjd(primary, when), EXPTIME=exptime, OBJECT=_get(primary, "OBJECT"),
+        AIRMASS=airmass if airmass is not None else _float(primary, "AIRMASS"),
+        RA=_angle(primary, "RA", hours=True), DEC=_angle(primary, "DEC", hours=False),
+        raw_file=raw_name, DPR_TYPE=dpr_type,
+    )
+    return _Exposure(spec, cls, dpr_type, when, str(filter_name) if filter_name is not None else None, attributes)
+
+
+# ====================================================================== database look-ups
+class _Entities:
+    """Instrument, chip and filter rows, looked up once per ingest run."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Any, dict[str, Any], dict[str, Any]]] = {}
+
+    def get(self, spec: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        if spec.name not in self._cache:
+            from awe.model.entities import Chip, Filter, ensure_instrument
+            inst = ensure_instrument(spec.name)
+            chips = {c.name: c for c in Chip.instrument.object_id == inst.object_id}
+            filters = {f.name: f for f in Filter.instrument.object_id == inst.object_id}
+            self._cache[spec.name] = (inst, chips, filters)
+        return self._cache[spec.name]
+
+
+def _existing(filenames: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
+    """Stored objects with these file names in any project: name -> (checksum, project id)."""
+    from awe.db.context import context
+    table = DBObject.__table__
+    stmt = sa.select(table.c.filename, table.c.checksum, table.c.project_id).where(table.c.filename.in_(filenames))
+    with context.engine.connect() as conn:
+        return {row.filename: (row.checksum, row.project_id) for row in conn.execute(stmt)}
+
+
+def _project_names(ids: Iterable[int | None]) -> str:
+    from awe.db.context import context
+    return ", ".join(sorted({context.project_name(i) or "?" for i in ids if i is not None}))
+
+
+# ====================================================================== one file
+def _filter_row(exposure: _Exposure, filter_rows: dict[str, Any]) -> Any:
+    """The Filter row of the exposure; biases may lack a (known) filter."""
+    if exposure.filter_name is None:
+        if exposure.cls is RawBiasFrame:
+            return None
+        raise IngestError(f"HIERARCH ESO INS FILT1 ID/NAME is missing: the filter of a {exposure.cls.__name__} "
+                          "must be known")
+    try:
+        return filter_rows[exposure.spec.filter(exposure.filter_name).id]
+    except LookupError as exc:
+        if exposure.cls is RawBiasFrame:
+            return None
+        raise IngestError(str(exc)) from None
+
+
+def _build_frames(path: Path, params: IngestParams, entities: _Entities,
+                  tmpdir: Path) -> tuple[_Exposure, list[tuple[RawFrame, Path]]]:
+    """Read, classify, split and check one raw file; the frames and their per-chip files in ``tmpdir``."""
+    raw_name = _uncompressed_name(path)
+    with read_raw(path) as hdul:
+        exposure = _exposure(hdul[0].header, raw_name)
+        spec = exposure.spec
+        chips = split_raw(hdul, spec, raw_name)
+        inst, chip_rows, filter_rows = entities.get(spec)
+        filt = _filter_row(exposure, filter_rows)
+        saturation = params.SATURATION_LEVEL or spec.saturation
+        stamp = exposure.when.isoformat(timespec="milliseconds")
+        items: list[tuple[RawFrame, Path]] = []
+        for chip in chips:
+            whole, lit = chip_stats(chip.data, chip.geometry.data)
+            frame = exposure.cls(
+                filename=f"{spec.name}.{stamp}_{chip.index}.fits", instrument=inst, chip=chip_rows[chip.spec.name],
+                filter=filt, extension=chip.index, NAXIS1=int(chip.data.shape[1]), NAXIS2=int(chip.data.shape[0]),
+                gain=_float(chip.header, "HIERARCH ESO DET OUT1 CONAD") or chip.spec.gain,
+                imstat=whole, quality_flags=check_quality(exposure.cls, lit, params, saturation),
+                process_params={"ingest_params": params.as_dict()}, **exposure.attributes)
+            local = tmpdir / frame.filename
+            chip.write(local)
+            items.append((frame, local))
+    return exposure, items
+
+
+def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawFrame, Path]], str]:
+    """The chips not ingested yet, and the projects holding those that are.
+
+    Raises
+    ------
+    IngestError
+        If a chip of that name was ingested from a file with other content.
+    """
+    from awe.storage import sha256_file
+    existing = _existing([f.filename for f, _ in items])
+    for frame, local in items:
+        if frame.filename in existing and existing[frame.filename][0] != sha256_file(local):
+            raise IngestError(
+                f"{frame.filename} is ingested already (project {_project_names([existing[frame.filename][1]])}) "
+                "from a different file with the same exposure time stamp; delete it first if this file replaces it")
+    fresh = [(f, local) for f, local in items if f.filename not in existing]
+    return fresh, _project_names(p for _, p in existing.values())
+
+
+def _ingest_file(path: Path, params: IngestParams, entities: _Entities, tmpdir: Path) -> FileResult:
+    from awe.db.commit import commit
+
+    exposure, items = _build_frames(path, params, entities, tmpdir)
+    fresh, projects = _not_yet_stored(items)
+    if not fresh:
+        return FileResult(path, "skipped", f"already ingested ({len(items)} chips in project {projects}); "
+                                           "nothing added")
+    try:
+        commit(fresh)
+    except sa.exc.IntegrityError:
+        raise IngestError("ingested at the same time by another session; run ingest again to check") from None
+    frames = [f for f, _ in fresh]
+    what = " ".join(str(v) for v in (exposure.cls.__name__, exposure.attributes["OBJECT"], exposure.filter_name)
+                    if v)
+    message = f"{what}, {len(frames)} chips"
+    if len(frames) < len(items):
+        message += f" (the other {len(items) - len(frames)} were in project {projects} already)"
+    flagged = [f for f in frames if f.quality_flags]
+    if flagged:
+        message += "; flagged: " + ", ".join(f"{f.chip.name} {QualityFlags.describe(f.quality_flags)}"
+                                             for f in flagged)
+    return FileResult(path, "ingested", message, frames)
+
+
+# ====================================================================== the front door
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(RAW_SUFFIXES))
+        else:
+            files.append(p)
+    return files
+
+
+def _params(thresholds: "IngestParams | dict | None") -> IngestParams:
+    if thresholds is None:
+        return IngestParams()
+    if isinstance(thresholds, IngestParams):
+        return thresholds
+    return IngestParams(**thresholds)
+
+
+def ingest(paths: "str | Path | Iterable[str | Path]", progress: Callable[[int, int, str], Any] | None = None,
+           thresholds: "IngestParams | dict | None" = None) -> IngestReport:
+    """Ingest ESO raw mosaic files into the current project.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Raw files (``.fits``, ``.fits.gz``, ``.fits.Z``) or folders of them.
+    progress : callable, optional
+        Called as ``progress(done, total, filename)`` after each file.
+    thresholds : IngestParams or dict, optional
+        Sanity thresholds (see :class:`IngestParams`).
+
+    Returns
+    -------
+    IngestReport
+        Every file ingested, skipped (already there) or failed, with the reason.
+        Problems with single files never raise: the other files go in.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    params = _params(thresholds)
+    files = _expand(paths)
+    report = IngestReport()
+    entities = _Entities()
+    for done, path in enumerate(files, 1):
+        with tempfile.TemporaryDirectory(prefix="awe-ingest-") as tmp:
+            try:
+                result = _ingest_file(path, params, entities, Path(tmp))
+            except IngestError as exc:
+                result = FileResult(path, "failed", str(exc).removeprefix(f"{path}: "))
+            except (OSError, ValueError, LookupError) as exc:  # storage, unexpected header content
+                result = FileResult(path, "failed", f"{type(exc).__name__}: {exc}")
+        (log.warning if result.status == "failed" else log.info)("%s", result)
+        report.results.append(result)
+        if progress is not None:
+            progress(done, len(files), path.name)
+    log.info("ingest: %s", report.summary())
+    return report
