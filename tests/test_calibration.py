@@ -279,6 +279,13 @@ def test_log_names_the_chosen_bias_and_reuses_identical_product(night, caplog):
     assert any("identical DomeFlatFrame exists" in r.getMessage() for r in caplog.records)
 
 
+def test_logfile_in_the_working_folder(night):
+    bias = night.products["ccd50"]["bias"]
+    HotPixelsTask(instrument='WFI', chip='ccd50', date='2003-03-03', commit=0, logfile=1, redo=1).execute()
+    text = (night.workdir / "HotPixelsTask.log").read_text()
+    assert "HotPixelsTask started" in text and bias.filename in text
+
+
 def test_inspect_saves_one_figure_per_step(night):
     for key in ("bias", "dome", "master"):
         product = night.products["ccd50"][key]

@@ -239,19 +239,52 @@ class IlluminationFit:
     rms: float | None = None
     label: str = ""
 
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, values: np.ndarray, shape: tuple[int, int], degree: int = 3,
+            weights: np.ndarray | None = None, label: str = "") -> "IlluminationFit":
+        """Least-squares fit of a 2-D polynomial of total degree ``degree`` to ``values`` at ``(x, y)``.
+
+        Parameters
+        ----------
+        x, y : ndarray
+            0-based pixel positions on the trimmed grid.
+        values : ndarray
+            The correction measured there (e.g. a star's catalogue flux over its measured flux).
+        shape : (ny, nx)
+            Size of the trimmed grid.
+        degree : int
+            Highest total degree ``i + j`` of ``u**i v**j``.
+        weights : ndarray, optional
+            Weight of each value (inverse variance).
+        """
+        x, y, values = (np.asarray(a, dtype=float).ravel() for a in (x, y, values))
+        if not (x.size == y.size == values.size):
+            raise ValueError(f"x, y and values differ in length ({x.size}, {y.size}, {values.size})")
+        terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+        if degree < 0 or x.size < len(terms):
+            raise ValueError(f"a degree-{degree} fit needs at least {len(terms)} points, got {x.size}")
+        u, v = _scaled(x, shape[1]), _scaled(y, shape[0])
+        design = np.column_stack([u**i * v**j for i, j in terms])
+        w = np.sqrt(np.asarray(weights, dtype=float).ravel()) if weights is not None else np.ones_like(values)
+        solution, *_ = np.linalg.lstsq(design * w[:, None], values * w, rcond=None)
+        coefficients = np.zeros((degree + 1, degree + 1))
+        for (i, j), c in zip(terms, solution):
+            coefficients[i, j] = c
+        model = design @ solution
+        rms = float(np.sqrt(np.mean(((values - model) / model) ** 2)))
+        return cls(coefficients, (int(shape[0]), int(shape[1])), rms, label)
+
     def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The correction at pixel positions ``x``, ``y``."""
         ny, nx = self.shape
-        u = 2.0 * np.asarray(x, dtype=float) / max(nx - 1, 1) - 1.0
-        v = 2.0 * np.asarray(y, dtype=float) / max(ny - 1, 1) - 1.0
-        return np.polynomial.polynomial.polyval2d(u, v, self.coefficients)
+        return np.polynomial.polynomial.polyval2d(_scaled(x, nx), _scaled(y, ny), self.coefficients)
 
     def image(self) -> np.ndarray:
         """The correction on the whole grid (float32)."""
         ny, nx = self.shape
-        u = 2.0 * np.arange(nx) / max(nx - 1, 1) - 1.0
-        v = 2.0 * np.arange(ny) / max(ny - 1, 1) - 1.0
-        return np.polynomial.polynomial.polygrid2d(u, v, self.coefficients).T.astype(np.float32)
+        grid = np.polynomial.polynomial.polygrid2d(_scaled(np.arange(nx), nx), _scaled(np.arange(ny), ny),
+                                                   self.coefficients)
+        return grid.T.astype(np.float32)
 
     def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
         """Draw the fitted surface with contours every 1 %; returns the figure."""
@@ -280,6 +313,11 @@ def draw_correction(image: np.ndarray, title: str, ax: Any = None, path: str | P
     if path is not None:
         fig.savefig(path, dpi=90)
     return fig
+
+
+def _scaled(pixels: np.ndarray, n: int) -> np.ndarray:
+    """0-based pixel coordinates on an axis of ``n`` pixels mapped onto -1 .. 1."""
+    return 2.0 * np.asarray(pixels, dtype=float) / max(n - 1, 1) - 1.0
 
 
 def _newest_derived(cls: type, role: str, parent: BaseFrame) -> Any:

@@ -709,6 +709,9 @@ def ingest(paths: "str | Path | Iterable[str | Path]", progress: Callable[[int, 
            thresholds: "IngestParams | dict | None" = None) -> IngestReport:
     """Ingest ESO raw mosaic files into the current project.
 
+    The course keeps the raw data in the public project: ``context.set_project('ALL')``
+    first (``awe ingest --project ALL``).
+
     Parameters
     ----------
     paths : path or iterable of paths
@@ -723,6 +726,11 @@ def ingest(paths: "str | Path | Iterable[str | Path]", progress: Callable[[int, 
     IngestReport
         Every file ingested, skipped (already there) or failed, with the reason.
         Problems with single files never raise: the other files go in.
+
+    Raises
+    ------
+    ParameterError
+        If ``thresholds`` names an unknown parameter or has a value of the wrong type.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -738,7 +746,7 @@ def ingest(paths: "str | Path | Iterable[str | Path]", progress: Callable[[int, 
                 result = FileResult(path, "failed", str(exc).removeprefix(f"{path}: "))
             except (OSError, ValueError, LookupError) as exc:  # storage, unexpected header content
                 result = FileResult(path, "failed", f"{type(exc).__name__}: {exc}")
-        (log.warning if result.status == "failed" else log.info)("%s", result)
+        log.debug("%s", result)  # the caller shows the report
         report.results.append(result)
         if progress is not None:
             progress(done, len(files), path.name)

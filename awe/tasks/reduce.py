@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -47,7 +46,7 @@ from awe.image.cosmics import find_cosmics
 from awe.image.overscan import OverscanCorrector
 from awe.image.satellites import SatelliteResult, find_satellite_tracks
 from awe.image.stats import imstat
-from awe.image.weights import COSMIC, SATELLITE, combine_masks, saturation_mask, weight_map
+from awe.image.weights import COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, saturation_mask, weight_map
 from awe.instruments import RawGeometry, get_instrument
 from awe.model._io import read_header, read_image, write_image
 from awe.model.calibration import BiasFrame, ColdPixelMap, HotPixelMap, MasterFlatFrame
@@ -63,6 +62,11 @@ log = logging.getLogger(__name__)
 #: WCS keywords carried from the raw header to the products (CRPIX moved to the trimmed grid).
 _WCS_KEYS = ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2",
              "CD2_1", "CD2_2", "EQUINOX", "RADESYS")
+
+
+#: masks drawn over the reduced frame by ``inspect=1``: label -> flag bits
+_FIGURE_MASKS = {"cosmic rays": COSMIC, "satellite tracks": SATELLITE, "saturated": SATURATED,
+                 "hot/cold pixels": HOT | COLD}
 
 
 # ============================================================================ the pure core
@@ -222,7 +226,10 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
     """
     shape = image.shape
     saturated = saturation_mask(raw_trimmed, setup.saturation)
-    bad = saturated | _either(calibration.hot, calibration.cold, shape)
+    bad = saturated.copy()
+    for pixels in (calibration.hot, calibration.cold):
+        if pixels is not None:
+            bad |= pixels
     level = _reduced_level(setup.saturation, image, raw_trimmed, calibration)
     seeing = _seeing(image, bad, setup, level, params)
     cosmics = find_cosmics(image, gain=setup.gain, read_noise=setup.read_noise, sat_level=level,
@@ -425,7 +432,7 @@ class ReduceTask(Task):
                 (weight, self._write(weight, result.weight, cards,
                                      {"NZEROWT": (zero, "pixels with weight 0")}, hdus={"FLAGS": result.flags}))]
         if self.inspect:
-            self._figure(red, result, images)
+            self._figure(red, result)
         return made
 
     def _reuse(self, red: ReducedScienceFrame, cal: dict[str, DBObject | None]) -> list | None:
@@ -484,19 +491,16 @@ class ReduceTask(Task):
         self.log.info("%s written to %s", type(obj).__name__, path)
         return path
 
-    def _figure(self, red: ReducedScienceFrame, result: Reduction, images: CalibrationImages) -> None:
+    def _figure(self, red: ReducedScienceFrame, result: Reduction) -> None:
         from awe.image.inspect import new_figure, save_figure, show_image
 
         fig, (left, right) = new_figure(ncols=2, size=(11.0, 9.0))
-        masks = {"cosmic rays": result.cosmics, "satellite tracks": result.satellites.mask,
-                 "saturated": result.saturated}
-        if images.hot is not None or images.cold is not None:
-            masks["hot/cold pixels"] = _either(images.hot, images.cold, result.image.shape)
+        masks = {name: (result.flags & np.uint8(bits)) > 0 for name, bits in _FIGURE_MASKS.items()}
         seeing = f'{red.seeing:.2f}"' if red.seeing is not None else "not measured"
         show_image(left, result.image, f"{red.raw.filename}\nsky {red.background:.1f} +- {red.background_rms:.1f} "
                                        f"ADU, seeing {seeing}", masks=masks)
-        shown = right.imshow(result.weight, origin="lower", cmap="gray", vmin=0.0,
-                             vmax=float(np.percentile(result.weight, 99.9)) or 1.0, interpolation="nearest")
+        top = float(np.percentile(result.weight, 99.9)) or 1.0
+        shown = right.imshow(result.weight, origin="lower", cmap="gray", vmin=0.0, vmax=top, interpolation="nearest")
         fig.colorbar(shown, ax=right, fraction=0.05)
         right.set_title(f"weight map ({100 * float(np.mean(result.weight == 0)):.3f} % at 0)")
         path = self.figure_path(red, "masks")
@@ -600,14 +604,6 @@ def _line_ends(angle: float, distance: float, shape: tuple[int, int]) -> tuple[f
     points.sort()
     (xa, ya), (xb, yb) = points[0], points[-1]
     return float(xa), float(ya), float(xb), float(yb)
-
-
-def _either(a: np.ndarray | None, b: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
-    out = np.zeros(shape, dtype=bool)
-    for m in (a, b):
-        if m is not None:
-            out |= m
-    return out
 
 
 def _finite(value: Any) -> float | None:
