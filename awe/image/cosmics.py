@@ -117,8 +117,8 @@ def _plane_design(n: int) -> np.ndarray:
 def _linear_psf_fit(templates: np.ndarray, stamp: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted fit of ``flux * template + tilted plane`` for each template.
 
-    Returns the chi^2 (``inf`` where the flux comes out <= 0) and the flux
-    of each fit.
+    Returns the chi^2 (``inf`` where the flux comes out <= 0) and the
+    parameters ``(flux, sky, x slope, y slope)`` of each fit.
     """
     n = int(round(np.sqrt(stamp.size)))
     plane = _plane_design(n)
@@ -136,9 +136,9 @@ def _linear_psf_fit(templates: np.ndarray, stamp: np.ndarray, w: np.ndarray) -> 
     try:
         params = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
     except np.linalg.LinAlgError:
-        return np.full(n_t, np.inf), np.zeros(n_t)
+        return np.full(n_t, np.inf), np.zeros((n_t, 4))
     chi2 = np.sum(w * stamp**2) - np.einsum("ij,ij->i", params, rhs)
-    return np.where(params[:, 0] > 0, chi2, np.inf), params[:, 0]
+    return np.where(params[:, 0] > 0, chi2, np.inf), params
 
 
 def _plane_chi2(stamp: np.ndarray, w: np.ndarray) -> float:
@@ -155,17 +155,19 @@ def _plane_chi2(stamp: np.ndarray, w: np.ndarray) -> float:
 
 
 def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tuple[int, int] = (0, 0),
-                  base: np.ndarray | None = None, span: float = 0.6) -> tuple[float, np.ndarray]:
+                  base: np.ndarray | None = None,
+                  span: float = 0.6) -> tuple[float, np.ndarray, np.ndarray]:
     """Best PSF + plane fit with the star within ``span`` pixel of ``centre``.
 
     ``centre`` is in table steps from the stamp centre; ``base`` (e.g. an
     already fitted neighbour) is subtracted from the stamp first. A coarse
     grid of centres spanning +-``span`` (0.6 pixel by default, as a star
     centred on a pixel corner may peak in either pixel) in steps of 0.2
-    pixel (wide spans: 0.5 pixel or FWHM / 4), then zoomed 5 x 5 grids around the
-    best down to the table resolution: undersampled stars need their centre
-    to ~0.01 pixel. Returns the chi^2 and the fitted star's stamp (``flux *
-    template``; zeros if no fit has a positive flux).
+    pixel (wide spans: 0.5 pixel or FWHM / 4), then zoomed 5 x 5 grids around
+    the best down to the table resolution: undersampled stars need their
+    centre to ~0.01 pixel. Returns the chi^2, the fitted star (``flux *
+    template``) and the whole fitted model (star + plane + ``base``); the
+    arrays are zeros if no fit has a positive flux.
     """
     s = check.steps
     limit = check.reach * s
@@ -174,32 +176,39 @@ def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
     step = max(int(round(coarse * s)), 1)
     cx, cy = centre
     half_grid = max(int(round(span * s / step)), 1)
-    best, best_model = np.inf, np.zeros_like(stamp)
+    best, best_t, best_p = np.inf, None, None
     while True:
         offs = np.arange(-half_grid, half_grid + 1) * step
         gx, gy = np.meshgrid(np.clip(cx + offs, -limit, limit), np.clip(cy + offs, -limit, limit))
         gx, gy = gx.ravel(), gy.ravel()
         templates = check.templates(gx, gy)
-        chi2, flux = _linear_psf_fit(templates, data, w)
+        chi2, params = _linear_psf_fit(templates, data, w)
         i = int(np.argmin(chi2))
         if chi2[i] < best:
             best, cx, cy = float(chi2[i]), int(gx[i]), int(gy[i])
-            best_model = flux[i] * templates[i]
+            best_t, best_p = templates[i], params[i]
         if step == 1:
-            return best, best_model
+            break
         step = max(step // 4, 1)
         half_grid = 2
+    if best_t is None:
+        return best, np.zeros_like(stamp), np.zeros_like(stamp)
+    star = best_p[0] * best_t
+    model = star + best_p[1:] @ _plane_design(int(round(np.sqrt(stamp.size))))
+    if base is not None:
+        model = model + base
+    return best, star, model
 
 
 def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.ndarray) -> float:
     """chi^2 of two stars: ``first`` (refitted) plus one anywhere in the stamp."""
     reach = float(check.reach)
-    chi2, second = _best_psf_fit(check, stamp, w, base=first, span=reach)
+    chi2, second, _ = _best_psf_fit(check, stamp, w, base=first, span=reach)
     if not second.any():
         return np.inf
     # One more alternation: refit the first star with the second subtracted, then the second.
-    _, first = _best_psf_fit(check, stamp, w, base=second)
-    chi2_again, _ = _best_psf_fit(check, stamp, w, base=first, span=reach)
+    _, first, _ = _best_psf_fit(check, stamp, w, base=second)
+    chi2_again = _best_psf_fit(check, stamp, w, base=first, span=reach)[0]
     return min(chi2, chi2_again)
 
 
@@ -230,7 +239,10 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     ``significance``, and a cosmic ray is released only when it is too
     faint for its missing PSF wings to show. With ``blends``, a group that
     fails (a) is tried as two blended stars (3 more parameters) before it
-    is kept. Pixel variance: ``sky_rms^2 + signal / gain + (model_error
+    is kept. A group that stays a cosmic ray is split when it is a star
+    with a cosmic ray on it: its pixels more than 4 sigma above the star
+    model are the cosmic ray, and the rest is released if the star fitted
+    without them is as good as (c). Pixel variance: ``sky_rms^2 + signal / gain + (model_error
     signal)^2``.
 
     Parameters
@@ -261,14 +273,69 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     Returns
     -------
     numpy.ndarray
-        ``bool`` array of length ``n_groups + 1``; index ``k`` is True when
-        group ``k`` looks like a star (index 0 unused, False).
+        ``bool`` image, True on the flagged pixels that belong to stars.
     """
     h = check.half
     n = 2 * h + 1
-    star_like = np.zeros(n_groups + 1, dtype=bool)
+    star_pixels = np.zeros(data.shape, dtype=bool)
     if n_groups == 0:
-        return star_like
+        return star_pixels
+    peaks = ndi.maximum_position(data, groups, np.arange(1, n_groups + 1))
+    sizes = np.bincount(groups.ravel(), minlength=n_groups + 1)
+    padded = np.pad(data, h, mode="constant")
+    pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
+    pad_excl = np.pad(excluded if excluded is not None else np.zeros(data.shape, bool), h,
+                      mode="constant", constant_values=True)
+    pad_star = np.zeros(padded.shape, dtype=bool)
+
+    def q(dof: int) -> float:
+        return float(chi2_dist.isf(significance, max(dof, 1)))
+
+    for k, (py, px) in enumerate(peaks, start=1):
+        win = (slice(py, py + n), slice(px, px + n))
+        stamp = padded[win].ravel()
+        g = pad_groups[win].ravel()
+        usable = ~pad_excl[win].ravel() & ((g == 0) | (g == k))
+        own = (g == k) & usable
+        others = usable & ~own
+        m = int(own.sum())
+        # A group larger than the stamp is no star core; too few sky pixels: no test.
+        if m < sizes[k] or others.sum() < 6:
+            continue
+        signal = np.clip(stamp, 0.0, None)
+        w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
+        chi_star, first, model = _best_psf_fit(check, stamp, w)
+        # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
+        # plane, or (c) a star anywhere in the stamp plus the plane (a
+        # cosmic ray on a star's wing).
+        chi_plane = _plane_chi2(stamp, w * others)
+        chi_wing = None
+        star = False
+        if chi_star < chi_plane + q(m - 1):
+            chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
+            star = chi_star < chi_wing + q(m + 2)
+        if not star and blends and m >= 2 and first.any():
+            chi_two = _two_star_chi2(check, stamp, w, first)
+            if chi_two < chi_plane + q(m - 4):
+                if chi_wing is None:
+                    chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
+                star = chi_two < chi_wing + q(m - 1)
+        if star:
+            pad_star[win] |= own.reshape(n, n)
+            continue
+        if m < 2 or not first.any():
+            continue
+        # A star with a cosmic ray on it: the pixels the star leaves far too
+        # bright are the cosmic ray; release the rest if the star explains it.
+        hit = own & (stamp - model > 4.0 * np.sqrt(np.divide(1.0, w, where=w > 0, out=np.ones_like(w))))
+        n_hit = int(hit.sum())
+        if 0 < n_hit < m:
+            if chi_wing is None:
+                chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
+            chi_split = _best_psf_fit(check, stamp, w * ~hit)[0]
+            if chi_split < chi_wing + q(m - n_hit + 2):
+                pad_star[win] |= (own & ~hit).reshape(n, n)
+    return pad_star[h:-h, h:-h]
     peaks = ndi.maximum_position(data, groups, np.arange(1, n_groups + 1))
     padded = np.pad(data, h, mode="constant")
     pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
@@ -389,10 +456,10 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         bkg = _sep_background(data, bad | crmask, 64, 3)
         groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
         check = PsfCheck.build(psf_fwhm, psf_beta)
-        star_like = psf_consistent(data - bkg.back(), groups, n_groups, check, float(bkg.globalrms),
-                                   gain, excluded=bad)
-        crmask &= ~star_like[groups]
-        log.debug("PSF check released %d of %d flagged groups", int(star_like.sum()), n_groups)
+        star_pixels = psf_consistent(data - bkg.back(), groups, n_groups, check, float(bkg.globalrms),
+                                     gain, excluded=bad)
+        crmask &= ~star_pixels
+        log.debug("PSF check released %d of %d flagged pixels", int(star_pixels.sum()), n_flagged)
     log.info("cosmic rays: %d pixels (%.4f %%), PSF FWHM %.2f px, objlim %.1f", int(crmask.sum()),
              100.0 * crmask.mean(), psf_fwhm, objlim)
     return crmask
