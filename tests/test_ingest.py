@@ -282,7 +282,6 @@ def test_bad_files_fail_alone(db, night, tmp_path):
 
 
 def test_compressed_files(sqlite_db, night, tmp_path):
-    pytest.importorskip("uncompresspy")
     twilight = _raw(night, "2003-03-03T23:46:15.975")
     dome = _raw(night, "2003-03-03T19:48:27.232")
     packed = tmp_path / "packed"
@@ -406,8 +405,9 @@ def test_chip_stats_split_whole_and_illuminated_area():
 
 
 def test_lzw_encoder_round_trip():
-    uncompresspy = pytest.importorskip("uncompresspy")
     import io
+
+    import uncompresspy
     data = np.random.default_rng(5).normal(2000, 30, 200000).astype(">i2").tobytes()
     packed = lzw_compress(data)
     assert len(packed) < len(data)

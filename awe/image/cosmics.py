@@ -336,40 +336,6 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
             if chi_split < chi_wing + q(m - n_hit + 2):
                 pad_star[win] |= (own & ~hit).reshape(n, n)
     return pad_star[h:-h, h:-h]
-    peaks = ndi.maximum_position(data, groups, np.arange(1, n_groups + 1))
-    padded = np.pad(data, h, mode="constant")
-    pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
-    pad_excl = np.pad(excluded if excluded is not None else np.zeros(data.shape, bool), h,
-                      mode="constant", constant_values=True)
-    for k, (py, px) in enumerate(peaks, start=1):
-        win = (slice(py, py + n), slice(px, px + n))
-        stamp = padded[win].ravel()
-        g = pad_groups[win].ravel()
-        usable = ~pad_excl[win].ravel() & ((g == 0) | (g == k))
-        own = (g == k) & usable
-        others = usable & ~own
-        if others.sum() < 6:
-            continue
-        signal = np.clip(stamp, 0.0, None)
-        w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
-        m = int(own.sum())
-        chi_star, first = _best_psf_fit(check, stamp, w)
-        # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
-        # plane, or (c) a star anywhere in the stamp plus the plane (a
-        # cosmic ray on a star's wing).
-        chi_plane = _plane_chi2(stamp, w * others)
-        q_plane, q_wing = (float(chi2_dist.isf(significance, d)) for d in (max(m - 1, 1), m + 2))
-        chi_wing = None
-        if chi_star < chi_plane + q_plane:
-            chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
-            star_like[k] = chi_star < chi_wing + q_wing
-        if not star_like[k] and blends and m >= 2 and first.any():
-            chi_two = _two_star_chi2(check, stamp, w, first)
-            if chi_two < chi_plane + float(chi2_dist.isf(significance, max(m - 4, 1))):
-                if chi_wing is None:
-                    chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
-                star_like[k] = chi_two < chi_wing + float(chi2_dist.isf(significance, max(m - 1, 1)))
-    return star_like
 
 
 def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: float = 65535.0,
