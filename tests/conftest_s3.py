@@ -41,8 +41,8 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """URL of a moto S3 server running for the whole test session."""
-    pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
+    import s3fs  # noqa: F401  (the test extra installs both; a missing one must fail, not skip)
+    from moto import server as server_mod
     with pytest.MonkeyPatch.context() as mp:
         for name, value in _DUMMY_ENV.items():
             mp.setenv(name, value)

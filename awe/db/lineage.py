@@ -101,9 +101,16 @@ def link_rows(obj: "Persistent") -> list[dict[str, Any]]:
 
 
 def provenance_hash(cls_name: str, params: dict, inputs: dict[str, list[Any]], code_version: str) -> str:
-    """sha1 of (class, output-affecting parameters, input ids/filenames by role, code version)."""
+    """sha1 of (class, output-affecting parameters, input identities by role, code version).
+
+    An input is identified by its own provenance when it has one (a product:
+    the same before and after it is committed, so a product made in the same
+    task as its input is found again), else by its object id (raw frames),
+    else by its file name.
+    """
     def ident(value: Any) -> Any:
-        return getattr(value, "object_id", None) or getattr(value, "filename", None) or str(value)
+        return (getattr(value, "provenance", None) or getattr(value, "object_id", None)
+                or getattr(value, "filename", None) or str(value))
 
     payload = {
         "class": cls_name,

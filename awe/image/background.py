@@ -241,7 +241,7 @@ def _fit_star(stamp: np.ndarray, weight: np.ndarray, model: _MoffatStamp, flux0:
 
 def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scale: float = 1.0,
                    detect_threshold: float = 10.0, saturation: float | None = None,
-                   beta: float | None = None, max_stars: int = 150, min_stars: int = 5,
+                   beta: float | None = None, max_stars: int = 60, min_stars: int = 5,
                    max_ellipticity: float = 0.3, box: int = 64) -> SeeingResult:
     """Measure the seeing (PSF FWHM and half-light radius) of a frame.
 
@@ -249,10 +249,10 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
     background rms. Candidates must be unflagged (not blended, not at the
     edge, no masked pixel), round (``1 - b/a < max_ellipticity``, which
     rejects cosmic-ray worms and inclined galaxies), below ``saturation``,
-    and isolated (no other source within the fit stamp). The brightest
-    ``max_stars`` are each fitted with a circular Moffat profile integrated
-    over the pixels (so undersampled stars are measured correctly), with a
-    local constant sky. Fits that end at a bound (notably single-pixel
+    and isolated (no source brighter than 1 % of theirs within 1.5 fit
+    stamps). The brightest ``max_stars`` are each fitted with a circular
+    Moffat profile integrated over the pixels (so undersampled stars are
+    measured correctly), with a local constant sky. Fits that end at a bound (notably single-pixel
     cosmic rays, which collapse to a tiny FWHM) are discarded. The stellar
     locus is the half-sample mode of the fitted FWHMs; stars within 25 % of it
     are kept (this rejects the remaining galaxies and cosmic rays) and their
@@ -320,8 +320,15 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
     if saturation is not None:
         ok &= (objects["peak"] + back[np.rint(y).astype(int), np.rint(x).astype(int)]) < saturation
     if x.size > 1:
-        dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x, y]), k=2)
-        ok &= dist[:, 1] > 2.0 * half
+        # Isolated: no neighbour brighter than 1 % of the source within 1.5 stamps.
+        flux = objects["flux"]
+        pairs = cKDTree(np.column_stack([x, y])).query_pairs(1.5 * half, output_type="ndarray")
+        if pairs.size:
+            i, j = pairs[:, 0], pairs[:, 1]
+            crowded = np.zeros(x.size, dtype=bool)
+            crowded[i[flux[j] > 0.01 * flux[i]]] = True
+            crowded[j[flux[i] > 0.01 * flux[j]]] = True
+            ok &= ~crowded
     candidates = np.flatnonzero(ok)
     candidates = candidates[np.argsort(objects["flux"][candidates])[::-1][:max_stars]]
     if candidates.size < min_stars:

@@ -3,19 +3,33 @@
 :func:`find_cosmics` runs L.A.Cosmic (van Dokkum 2001) as implemented by
 ``astroscrappy.detect_cosmics`` and then vets every connected group of
 flagged pixels against the frame's PSF (:func:`psf_consistent`): a group
-that a pixel-integrated Moffat star explains better than "sharp spike on
-flat sky" is released. L.A.Cosmic alone tells stars from cosmic rays by
-their sharpness (``objlim``); that works when stars are well sampled
-(WFI's 0.238"/px, FWHM 3-6 px) but not when they are undersampled (FWHM
-below ~1.5 px, e.g. a WFI chip shrunk 8 times, 1.9"/px), where a star's
-core is as sharp as a cosmic ray and only the faint wings the PSF puts in
-the neighbouring pixels give it away. The PSF check uses exactly those.
+that a pixel-integrated Moffat star explains as well as "sharp spike" is
+released, and a star with a cosmic ray on it keeps only the cosmic ray.
+
+L.A.Cosmic alone tells stars from cosmic rays by their sharpness
+(``objlim``). That mostly works when stars are well sampled (WFI's
+0.238"/px, FWHM 3-6 px), though it still flags a few star cores, and fails
+when they are undersampled (FWHM below ~1.5 px, e.g. a WFI chip shrunk 8
+times, 1.9"/px: seeing 0.8-1.5" is FWHM 0.4-0.8 px), where nearly every
+star core is as sharp as a cosmic ray and only the faint wings the PSF
+puts in the neighbouring pixels give it away. The PSF check weighs exactly
+those. Below FWHM ~0.6 px even the wings vanish into the noise for the
+fainter hits: a 2 x 2 cosmic ray then looks like a star centred on a pixel
+corner and is released.
+
+Measured on 512 x 512 frames with 200 Moffat stars, 8 galaxies and 200
+hits of :func:`awe.image._testing.add_cosmic_rays` (3 seeds; fraction of
+hits masked / of star pixels masked): 0.238"/px, seeing 0.8-1.5": 0.96-0.98
+/ 0.000 %; 1.9"/px: seeing 0.8" (FWHM 0.42 px) 0.76 / 0.06 %, 1.0" 0.89 /
+0.19 %, 1.2" 0.94 / 0.00 %, 1.5" 0.97 / 0.03 %. The stars still flagged
+are close blends (< 1.5 FWHM apart) and stars touching a cosmic ray.
 
 Pure function on arrays; no files, no database.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -108,6 +122,13 @@ class PsfCheck:
         return self.table[rows[:, :, None], cols[:, None, :]].reshape(len(rows), n * n)
 
 
+@functools.lru_cache(maxsize=256)
+def _chi2_limit(significance: float, dof: int) -> float:
+    """``1 - significance`` quantile of a chi^2 law with ``dof`` degrees of freedom."""
+    return float(chi2_dist.isf(significance, dof))
+
+
+@functools.lru_cache(maxsize=16)
 def _plane_design(n: int) -> np.ndarray:
     """Columns 1, x, y of a tilted-plane sky on an ``n`` x ``n`` stamp, shape ``(3, n * n)``."""
     y, x = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
@@ -155,8 +176,9 @@ def _plane_chi2(stamp: np.ndarray, w: np.ndarray) -> float:
 
 
 def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tuple[int, int] = (0, 0),
-                  base: np.ndarray | None = None,
-                  span: float = 0.6) -> tuple[float, np.ndarray, np.ndarray]:
+                  base: np.ndarray | None = None, span: float = 0.6,
+                  avoid: tuple[int, int, float] | None = None) -> tuple[float, np.ndarray, np.ndarray,
+                                                                         tuple[int, int]]:
     """Best PSF + plane fit with the star within ``span`` pixel of ``centre``.
 
     ``centre`` is in table steps from the stamp centre; ``base`` (e.g. an
@@ -165,9 +187,11 @@ def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
     centred on a pixel corner may peak in either pixel) in steps of 0.2
     pixel (wide spans: 0.5 pixel or FWHM / 4), then zoomed 5 x 5 grids around
     the best down to the table resolution: undersampled stars need their
-    centre to ~0.01 pixel. Returns the chi^2, the fitted star (``flux *
-    template``) and the whole fitted model (star + plane + ``base``); the
-    arrays are zeros if no fit has a positive flux.
+    centre to ~0.01 pixel. ``avoid = (x, y, r)`` (table steps) forbids
+    centres within ``r`` of ``(x, y)``. Returns the chi^2, the fitted star
+    (``flux * template``), the whole fitted model (star + plane + ``base``)
+    and the star's centre (table steps); the arrays are zeros if no fit has
+    a positive flux.
     """
     s = check.steps
     limit = check.reach * s
@@ -183,6 +207,8 @@ def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
         gx, gy = gx.ravel(), gy.ravel()
         templates = check.templates(gx, gy)
         chi2, params = _linear_psf_fit(templates, data, w)
+        if avoid is not None:
+            chi2 = np.where(np.hypot(gx - avoid[0], gy - avoid[1]) < avoid[2], np.inf, chi2)
         i = int(np.argmin(chi2))
         if chi2[i] < best:
             best, cx, cy = float(chi2[i]), int(gx[i]), int(gy[i])
@@ -192,29 +218,112 @@ def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
         step = max(step // 4, 1)
         half_grid = 2
     if best_t is None:
-        return best, np.zeros_like(stamp), np.zeros_like(stamp)
+        return best, np.zeros_like(stamp), np.zeros_like(stamp), (cx, cy)
     star = best_p[0] * best_t
     model = star + best_p[1:] @ _plane_design(int(round(np.sqrt(stamp.size))))
     if base is not None:
         model = model + base
-    return best, star, model
+    return best, star, model, (cx, cy)
 
 
-def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.ndarray) -> float:
-    """chi^2 of two stars: ``first`` (refitted) plus one anywhere in the stamp."""
+def _second_peak(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, model: np.ndarray,
+                 centre: tuple[int, int]) -> bool:
+    """Whether the one-star fit leaves a 4-sigma excess a resolved distance from the star.
+
+    A necessary condition for a blend of two stars (:func:`_two_star_chi2`);
+    a cosmic ray's excess sits on the star the fit put on it.
+    """
+    n = 2 * check.half + 1
+    y, x = np.divmod(np.arange(n * n), n)
+    dist = np.hypot(x - check.half - centre[0] / check.steps, y - check.half - centre[1] / check.steps)
+    excess = (stamp - model) * np.sqrt(w) > 4.0
+    return bool(np.any(excess & (dist >= max(1.5, 1.5 * check.fwhm) - 0.5)))
+
+
+def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.ndarray,
+                   centre: tuple[int, int]) -> float:
+    """chi^2 of two stars: ``first`` (at ``centre``, refitted) plus one anywhere in the stamp.
+
+    The stars must be resolved: at least ``max(1.5, 1.5 FWHM)`` pixels
+    apart (closer pairs of undersampled stars are indistinguishable from a
+    cosmic ray a few pixels long).
+    """
     reach = float(check.reach)
-    chi2, second, _ = _best_psf_fit(check, stamp, w, base=first, span=reach)
+    avoid = (centre[0], centre[1], max(1.5, 1.5 * check.fwhm) * check.steps)
+    chi2, second, _, where = _best_psf_fit(check, stamp, w, base=first, span=reach, avoid=avoid)
     if not second.any():
         return np.inf
     # One more alternation: refit the first star with the second subtracted, then the second.
-    _, first, _ = _best_psf_fit(check, stamp, w, base=second)
-    chi2_again = _best_psf_fit(check, stamp, w, base=first, span=reach)[0]
+    _, first, _, centre = _best_psf_fit(check, stamp, w, base=second)
+    avoid = (centre[0], centre[1], avoid[2])
+    chi2_again = _best_psf_fit(check, stamp, w, base=first, span=reach, avoid=avoid)[0]
     return min(chi2, chi2_again)
 
 
+def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndarray, significance: float,
+                 blends: bool) -> tuple[bool, np.ndarray | None]:
+    """Judge one flagged group on its stamp (see :func:`psf_consistent`).
+
+    Returns ``(True, None)`` for a star, ``(False, pixels)`` for a star with
+    a cosmic ray on it (``pixels``: the group's star pixels, stamp-shaped,
+    flattened) and ``(False, None)`` for a cosmic ray.
+    """
+    n = 2 * check.half + 1
+    reach = float(check.reach)
+    others = (w > 0) & ~own
+    m = int(own.sum())
+
+    def q(dof: int) -> float:
+        return _chi2_limit(significance, max(dof, 1))
+
+    # (a): the star near the group's brightest pixel, or anywhere in the
+    # stamp (a group on the wing of a bright undersampled star).
+    fit = _best_psf_fit(check, stamp, w)
+    wide = _best_psf_fit(check, stamp, w, span=reach)
+    chi_star, first, model, centre = fit if fit[0] <= wide[0] else wide
+    # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
+    # plane, or (c) a star anywhere in the stamp plus the plane (a cosmic
+    # ray on a star's wing); (c) is only fitted when needed.
+    chi_plane = _plane_chi2(stamp, w * others)
+    wing: list[float] = []
+
+    def chi_wing() -> float:
+        if not wing:
+            wing.append(_best_psf_fit(check, stamp, w * others, span=reach)[0])
+        return wing[0]
+
+    if chi_star < chi_plane + q(m - 1) and chi_star < chi_wing() + q(m + 2):
+        return True, None
+    if blends and m >= 2 and first.any() and _second_peak(check, stamp, w, model, centre):
+        chi_two = _two_star_chi2(check, stamp, w, first, centre)
+        if chi_two < chi_plane + q(m - 4) and chi_two < chi_wing() + q(m - 1):
+            return True, None
+    if m < 2 or not first.any():
+        return False, None
+    # A star with a cosmic ray on it: the pixels the star model leaves far
+    # too bright are the cosmic ray (some may have escaped L.A.Cosmic); the
+    # rest of the group is released if the star fitted without them
+    # explains it. A few rounds, as the cosmic ray first drags the fit.
+    sigma = np.sqrt(np.divide(1.0, w, where=w > 0, out=np.ones_like(w)))
+    near = ndi.binary_dilation(own.reshape(n, n), structure=np.ones((3, 3), bool)).ravel()
+    hit = near & (w > 0) & (stamp - model > 4.0 * sigma)
+    for _ in range(3):
+        n_hit = int((hit & own).sum())
+        if not 0 < n_hit < m:
+            break
+        chi_split, _, model, _ = _best_psf_fit(check, stamp, w * ~hit)
+        if chi_split < chi_wing() + q(m - n_hit + 2 + int((hit & others).sum())):
+            return False, own & ~hit
+        more = near & (w > 0) & (stamp - model > 4.0 * sigma)
+        if not (more & ~hit).any():
+            break
+        hit |= more
+    return False, None
+
+
 def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: PsfCheck,
-                   sky_rms: float, gain: float, model_error: float = 0.1,
-                   significance: float = 1e-2, blends: bool = True,
+                   sky_rms: float, gain: float, model_error: float = 0.05,
+                   significance: float = 1e-3, blends: bool = True,
                    excluded: np.ndarray | None = None) -> np.ndarray:
     """Which flagged pixel groups look like stars rather than cosmic rays.
 
@@ -223,7 +332,8 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
 
     (a) a star: flux times the PSF plus a tilted plane (local sky and the
         wings of neighbours), the centre searched within 0.6 pixel of the
-        brightest pixel (to 1/100 pixel for undersampled PSFs);
+        brightest pixel (to 1/100 pixel for undersampled PSFs) and anywhere
+        in the stamp (a group on the wing of a bright star);
     (b) a cosmic ray on the sky: the ``m`` pixels free, the others on a
         tilted plane (``m - 1`` more parameters than (a));
     (c) a cosmic ray on a star's wing: the ``m`` pixels free, the others
@@ -242,8 +352,8 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     is kept. A group that stays a cosmic ray is split when it is a star
     with a cosmic ray on it: its pixels more than 4 sigma above the star
     model are the cosmic ray, and the rest is released if the star fitted
-    without them is as good as (c). Pixel variance: ``sky_rms^2 + signal / gain + (model_error
-    signal)^2``.
+    without them is as good as (c). Pixel variance: ``sky_rms^2 + signal /
+    gain + (model_error signal)^2``.
 
     Parameters
     ----------
@@ -273,23 +383,25 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     Returns
     -------
     numpy.ndarray
-        ``bool`` image, True on the flagged pixels that belong to stars.
+        ``bool`` image, True on the flagged pixels that belong to stars
+        (whole groups, or the star part of a split group within its stamp).
     """
     h = check.half
     n = 2 * h + 1
     star_pixels = np.zeros(data.shape, dtype=bool)
     if n_groups == 0:
         return star_pixels
-    peaks = ndi.maximum_position(data, groups, np.arange(1, n_groups + 1))
-    sizes = np.bincount(groups.ravel(), minlength=n_groups + 1)
+    peaks = []
+    for sl, k in zip(ndi.find_objects(groups), range(1, n_groups + 1)):
+        sub = np.where(groups[sl] == k, data[sl], -np.inf)
+        iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        peaks.append((sl[0].start + iy, sl[1].start + ix))
+    star_groups = np.zeros(n_groups + 1, dtype=bool)
     padded = np.pad(data, h, mode="constant")
     pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
     pad_excl = np.pad(excluded if excluded is not None else np.zeros(data.shape, bool), h,
                       mode="constant", constant_values=True)
     pad_star = np.zeros(padded.shape, dtype=bool)
-
-    def q(dof: int) -> float:
-        return float(chi2_dist.isf(significance, max(dof, 1)))
 
     for k, (py, px) in enumerate(peaks, start=1):
         win = (slice(py, py + n), slice(px, px + n))
@@ -297,52 +409,25 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
         g = pad_groups[win].ravel()
         usable = ~pad_excl[win].ravel() & ((g == 0) | (g == k))
         own = (g == k) & usable
-        others = usable & ~own
-        m = int(own.sum())
-        # A group larger than the stamp is no star core; too few sky pixels: no test.
-        if m < sizes[k] or others.sum() < 6:
+        if (usable & ~own).sum() < 6:
             continue
         signal = np.clip(stamp, 0.0, None)
         w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
-        chi_star, first, model = _best_psf_fit(check, stamp, w)
-        # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
-        # plane, or (c) a star anywhere in the stamp plus the plane (a
-        # cosmic ray on a star's wing).
-        chi_plane = _plane_chi2(stamp, w * others)
-        chi_wing = None
-        star = False
-        if chi_star < chi_plane + q(m - 1):
-            chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
-            star = chi_star < chi_wing + q(m + 2)
-        if not star and blends and m >= 2 and first.any():
-            chi_two = _two_star_chi2(check, stamp, w, first)
-            if chi_two < chi_plane + q(m - 4):
-                if chi_wing is None:
-                    chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
-                star = chi_two < chi_wing + q(m - 1)
-        if star:
-            pad_star[win] |= own.reshape(n, n)
-            continue
-        if m < 2 or not first.any():
-            continue
-        # A star with a cosmic ray on it: the pixels the star leaves far too
-        # bright are the cosmic ray; release the rest if the star explains it.
-        hit = own & (stamp - model > 4.0 * np.sqrt(np.divide(1.0, w, where=w > 0, out=np.ones_like(w))))
-        n_hit = int(hit.sum())
-        if 0 < n_hit < m:
-            if chi_wing is None:
-                chi_wing = _best_psf_fit(check, stamp, w * others, span=float(check.reach))[0]
-            chi_split = _best_psf_fit(check, stamp, w * ~hit)[0]
-            if chi_split < chi_wing + q(m - n_hit + 2):
-                pad_star[win] |= (own & ~hit).reshape(n, n)
-    return pad_star[h:-h, h:-h]
+        whole, part = _judge_group(check, stamp, w, own, significance, blends)
+        if whole:
+            star_groups[k] = True
+            log.debug("group %d at (%d, %d): a star", k, px, py)
+        elif part is not None:
+            pad_star[win] |= part.reshape(n, n)
+            log.debug("group %d at (%d, %d): a star with a cosmic ray", k, px, py)
+    return pad_star[h:-h, h:-h] | star_groups[groups]
 
 
 def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: float = 65535.0,
                  sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float | None = None,
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
                  psf_beta: float | None = None, niter: int = 4,
-                 protect_stars: bool = True) -> np.ndarray:
+                 protect_stars: bool = True, significance: float = 1e-3) -> np.ndarray:
     """Mask the cosmic-ray hits of a single exposure.
 
     Parameters
@@ -381,6 +466,11 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         L.A.Cosmic iterations.
     protect_stars : bool
         Release flagged groups that the PSF explains (:func:`psf_consistent`).
+    significance : float
+        False-alarm probability of the PSF check's "sharper than a star"
+        tests: roughly the fraction of flagged isolated stars that stay
+        flagged (twice this). Higher keeps more faint cosmic rays on
+        undersampled frames and more stars.
 
     Returns
     -------
@@ -423,7 +513,7 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
         check = PsfCheck.build(psf_fwhm, psf_beta)
         star_pixels = psf_consistent(data - bkg.back(), groups, n_groups, check, float(bkg.globalrms),
-                                     gain, excluded=bad)
+                                     gain, significance=significance, excluded=bad)
         crmask &= ~star_pixels
         log.debug("PSF check released %d of %d flagged pixels", int(star_pixels.sum()), n_flagged)
     log.info("cosmic rays: %d pixels (%.4f %%), PSF FWHM %.2f px, objlim %.1f", int(crmask.sum()),

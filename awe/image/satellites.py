@@ -9,13 +9,15 @@
 ``HOUGH_THRESHOLD`` (default 1000.0) -> ``hough_threshold``
     A line is a track when it is *detected along at least this many
     detector pixels*: the number of one-pixel steps along the line at which
-    a detected pixel lies within the track's width, counted in
-    full-resolution detector pixels (an image binned or shrunk ``n`` times
-    is passed ``binning=n`` and each of its steps counts ``n``). 1000 is a
-    quarter of the long side of a 2k x 4k WFI chip, so any track crossing
-    the chip passes while the chance alignment of stars and cosmic rays
-    never reaches it; the same number keeps its meaning on a chip shrunk 8
-    times (where it means 125 image pixels).
+    a detected pixel lies within the track's width, over the longest stretch
+    of the line without a gap of more than 5 % of the image diagonal (at
+    least 10 pixels), counted in full-resolution detector pixels (an image
+    binned or shrunk ``n`` times is passed ``binning=n`` and each of its
+    steps counts ``n``). 1000 is half the short side and a quarter of the
+    long side of a 2k x 4k WFI chip: a track crossing the chip is found
+    unless it only clips a corner, while chance alignments of stars and
+    cosmic rays never get near it. The same number keeps its meaning on a
+    chip shrunk 8 times (where it is 125 image pixels).
 
 Steps
 -----
@@ -36,10 +38,13 @@ Steps
 4. For each candidate (strongest first): refine the line by a robust total
    least-squares fit of the detected pixels near it; measure the track's
    cross-section from the median background-subtracted profile across it
-   (over the detected extent, so stars and cosmic rays do not bias it); the
+   (along its longest run of detections; the median ignores the stars and
+   cosmic rays on the way); the
    width is where that profile exceeds half the sky noise. The candidate is
-   accepted if the profile peak is significant and its detected length
-   reaches ``hough_threshold``; its pixels are then removed from the
+   accepted if the profile peak is significant (5 times its error and 0.3
+   ``detection_threshold`` times the sky noise: a track found pixel by
+   pixel is that bright, a chance alignment of sources is not) and its
+   detected length reaches ``hough_threshold``; its pixels are then removed from the
    detections so a track is found once.
 5. Mask every accepted line across the whole image, ``width / 2 + margin``
    pixels either side of its centre.
@@ -87,8 +92,8 @@ class Track:
     n_pixels : int
         Detected pixels on the track.
     length : float
-        Detected length along the track in detector pixels: what is compared
-        with ``hough_threshold``.
+        Detected length along the track in detector pixels (longest run
+        without large gaps): what is compared with ``hough_threshold``.
     peak : float
         Median surface brightness on the track's centre line above the sky
         (ADU per pixel).
@@ -162,6 +167,19 @@ def _fit_line(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     return float(theta), float(mx * np.cos(theta) + my * np.sin(theta))
 
 
+def _main_run(t: np.ndarray, max_gap: float) -> tuple[float, float, int]:
+    """The stretch of positions ``t`` with the most distinct pixel steps and no gap above ``max_gap``.
+
+    Returns (start, end, number of distinct one-pixel steps in it).
+    """
+    steps = np.unique(np.floor(t))
+    breaks = np.flatnonzero(np.diff(steps) > max_gap)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [steps.size - 1]])
+    best = int(np.argmax(ends - starts))
+    return float(steps[starts[best]]), float(steps[ends[best]] + 1.0), int(ends[best] - starts[best] + 1)
+
+
 def line_mask(shape: tuple[int, int], angle: float, distance: float, half_width: float) -> np.ndarray:
     """Boolean mask of pixels within ``half_width`` of the line ``(angle deg, distance)``."""
     th = np.deg2rad(angle)
@@ -216,6 +234,59 @@ def _profile(sub: np.ndarray, usable: np.ndarray, theta: float, rho: float, t_ra
         if chunk.size:
             med[i] = np.median(chunk)
     return centres, med, counts
+
+
+def _refine_line(xs: np.ndarray, ys: np.ndarray, theta: float, rho: float,
+                 band: float) -> tuple[float, float, np.ndarray] | None:
+    """Refit a Hough line to the detected pixels within ``band`` of it, narrowing the band.
+
+    Returns ``(theta, rho, t)`` with ``t`` the positions along the line of
+    the pixels finally within the band, or ``None`` if fewer than 3 are.
+    """
+    for _ in range(4):
+        near = np.abs(xs * np.cos(theta) + ys * np.sin(theta) - rho) <= band
+        if near.sum() < 3:
+            return None
+        theta, rho = _fit_line(xs[near].astype(float), ys[near].astype(float))
+        d = xs * np.cos(theta) + ys * np.sin(theta) - rho
+        near = np.abs(d) <= band
+        spread = 1.4826 * float(np.median(np.abs(d[near]))) if near.any() else 0.0
+        band = max(3.0 * spread + 1.0, 2.0)
+    near = np.abs(xs * np.cos(theta) + ys * np.sin(theta) - rho) <= band
+    if near.sum() < 3:
+        return None
+    return theta, rho, -xs[near] * np.sin(theta) + ys[near] * np.cos(theta)
+
+
+def _cross_section(sub: np.ndarray, usable: np.ndarray, theta: float, rho: float,
+                   t_range: tuple[float, float], reach: float, rms: float) -> tuple[float, float, float] | None:
+    """Peak, full width and centre offset of a track from its median profile.
+
+    The peak is the highest median within 1 pixel of the line and must
+    exceed 5 times its error; the width spans the bins around the centre
+    whose median exceeds half the sky noise (and 3 times its error), walking
+    over the non-empty bins only (an axis-parallel line leaves every other
+    half-pixel bin empty). Returns ``None`` if there is no significant peak.
+    """
+    centres, med, counts = _profile(sub, usable, theta, rho, t_range, reach)
+    valid = counts > 0
+    if not valid.any():
+        return None
+    err = 1.2533 * rms / np.sqrt(np.maximum(counts, 1))
+    core = int(np.argmin(np.abs(centres)))
+    peak = float(np.nanmax(med[max(core - 2, 0):core + 3]))
+    if not peak > 5.0 * err[core]:
+        return None
+    vbins = np.flatnonzero(valid)
+    above = med[vbins] > max(0.5 * rms, 3.0 * float(np.median(err[valid])))
+    lo = hi = int(np.argmin(np.abs(centres[vbins])))
+    while lo - 1 >= 0 and above[lo - 1]:
+        lo -= 1
+    while hi + 1 < above.size and above[hi + 1]:
+        hi += 1
+    edge_lo, edge_hi = centres[vbins[lo]], centres[vbins[hi]]
+    step = float(np.median(np.diff(centres[vbins]))) if vbins.size > 1 else 0.5
+    return peak, max(float(edge_hi - edge_lo) + step, 1.0), 0.5 * float(edge_lo + edge_hi)
 
 
 def find_satellite_tracks(image: np.ndarray, detection_threshold: float = DETECTION_THRESHOLD,
@@ -275,6 +346,7 @@ def find_satellite_tracks(image: np.ndarray, detection_threshold: float = DETECT
     det = _remove_compact(det, compact_width, min_elongation)
 
     hb = max(1, int(round(4.0 / binning)))
+    max_gap = max(10.0, 0.05 * float(np.hypot(ny, nx)))
     binned = _bin_or(det, hb)
     diag = float(np.hypot(*binned.shape))
     n_theta = int(np.clip(np.ceil(np.pi * diag / 2.0), 180, 3600))
@@ -292,58 +364,33 @@ def find_satellite_tracks(image: np.ndarray, detection_threshold: float = DETECT
 
     ys_all, xs_all = np.nonzero(det)
     free = np.ones(xs_all.size, dtype=bool)
-    usable = ~bad
     for theta, rho_b in zip(cand_theta, cand_rho):
         if len(tracks) >= max_tracks:
             break
+        xs, ys = xs_all[free], ys_all[free]
         # Binned pixel i covers detector pixels i*hb .. i*hb + hb - 1.
         rho = rho_b * hb + (hb - 1) / 2.0 * (np.cos(theta) + np.sin(theta))
-        band = 1.5 * hb + 2.0
-        xs, ys = xs_all[free], ys_all[free]
-        for _ in range(4):
-            d = xs * np.cos(theta) + ys * np.sin(theta) - rho
-            near = np.abs(d) <= band
-            if near.sum() < 3:
-                break
-            theta, rho = _fit_line(xs[near].astype(float), ys[near].astype(float))
-            d = xs * np.cos(theta) + ys * np.sin(theta) - rho
-            near = np.abs(d) <= band
-            spread = 1.4826 * np.median(np.abs(d[near])) if near.any() else 0.0
-            band = max(3.0 * spread + 1.0, 2.0)
-        d = xs * np.cos(theta) + ys * np.sin(theta) - rho
-        near = np.abs(d) <= band
-        if near.sum() < 3:
+        line = _refine_line(xs, ys, theta, rho, band=1.5 * hb + 2.0)
+        if line is None:
             continue
-        t = -xs[near] * np.sin(theta) + ys[near] * np.cos(theta)
-        centres, med, counts = _profile(sub, usable, theta, rho, (t.min(), t.max()), max_width / 2.0)
-        valid = counts > 0
-        if not valid.any():
+        theta, rho, t = line
+        # Extent of the track: its longest run of detections, so that stray
+        # stars or cosmic rays further along the line do not stretch it.
+        start, end, _ = _main_run(t, max_gap)
+        section = _cross_section(sub, ~bad, theta, rho, (start, end), max_width / 2.0, rms)
+        if section is None:
             continue
-        err = 1.2533 * rms / np.sqrt(np.maximum(counts, 1))
-        core = np.argmin(np.abs(centres))
-        peak = float(np.nanmax(med[max(core - 2, 0):core + 3]))
-        if not (peak > 5.0 * err[core] and peak > 0):
+        peak, width, offset = section
+        # A track detected pixel by pixel at detection_threshold sigma is
+        # itself bright: its median centre is well above the sky noise.
+        if peak < 0.3 * detection_threshold * rms:
             log.debug("satellites: candidate angle %.2f rejected (profile peak %.2f)", np.rad2deg(theta), peak)
             continue
-        # Walk out from the centre over the non-empty bins (an axis-parallel
-        # line leaves every other half-pixel bin empty).
-        vbins = np.flatnonzero(valid)
-        above = med[vbins] > max(0.5 * rms, 3.0 * float(np.median(err[valid])))
-        lo = hi = int(np.argmin(np.abs(centres[vbins])))
-        while lo - 1 >= 0 and above[lo - 1]:
-            lo -= 1
-        while hi + 1 < above.size and above[hi + 1]:
-            hi += 1
-        edge_lo, edge_hi = centres[vbins[lo]], centres[vbins[hi]]
-        step = float(np.median(np.diff(centres[vbins]))) if vbins.size > 1 else 0.5
-        width = max(float(edge_hi - edge_lo) + step, 1.0)
-        offset = 0.5 * float(edge_lo + edge_hi)
         rho += offset
         half_width = width / 2.0
-        d = xs * np.cos(theta) + ys * np.sin(theta) - rho
-        on_track = np.abs(d) <= half_width + 1.0
+        on_track = np.abs(xs * np.cos(theta) + ys * np.sin(theta) - rho) <= half_width + 1.0
         t = -xs[on_track] * np.sin(theta) + ys[on_track] * np.cos(theta)
-        length = float(np.unique(np.floor(t)).size) * binning
+        length = float(_main_run(t, max_gap)[2]) * binning
         if length < hough_threshold:
             log.debug("satellites: candidate angle %.2f detected over %.0f px < %.0f", np.rad2deg(theta),
                       length, hough_threshold)

@@ -54,6 +54,7 @@ from awe.model.frames import BaseFrame, RawFrame, RawScienceFrame
 from awe.model.science import (IlluminationCorrection, ReducedScienceFrame, ReducedScienceParams, SatelliteMap,
                                SatelliteParams, WeightFrame, WeightParams)
 from awe.tasks.base import MissingCalibrationError, Task, TaskError, as_list, select_calibration
+from awe.tasks.calibration import raw_geometry
 
 __all__ = ["ReduceTask", "CalibrationImages", "Reduction", "calibrate_frame", "analyse_frame", "FrameSetup"]
 
@@ -98,10 +99,11 @@ class CalibrationImages:
         for role in ("bias", "flat", "hot", "cold", "illumination"):
             image = getattr(self, role)
             if image is not None and image.shape != shape:
+                label = f"the {role}" + (f" {names[role]}" if role in names else "")
                 raise TaskError(
-                    f"the {role} {names.get(role, '')} is {image.shape[1]} x {image.shape[0]} pixels but the "
-                    f"trimmed frame is {shape[1]} x {shape[0]}: it was made from frames of another layout; "
-                    "make calibrations from raw frames like this one".replace("  ", " "))
+                    f"{label} is {image.shape[1]} x {image.shape[0]} pixels but the trimmed frame is {shape[1]} x "
+                    f"{shape[0]}: it was made from frames of another layout; make calibrations from raw frames "
+                    "like this one")
 
 
 @dataclass(frozen=True)
@@ -393,13 +395,15 @@ class ReduceTask(Task):
 
         path = raw.local_path()
         header = read_header(path)
-        geometry = _geometry(raw, header)
+        geometry = raw_geometry(raw, header)
         pixels = read_image(path)
         images = CalibrationImages(
             bias=cal["bias"].load(), flat=cal["flat"].load(), hot=cal["hot_pixels"].mask(),
             cold=cal["cold_pixels"].mask(),
             illumination=cal["illumination"].correction() if cal["illumination"] is not None else None)
-        images.check(geometry.trim_shape, {role: obj.filename for role, obj in cal.items() if obj is not None})
+        roles = {"bias": "bias", "flat": "flat", "hot": "hot_pixels", "cold": "cold_pixels",
+                 "illumination": "illumination"}
+        images.check(geometry.trim_shape, {k: cal[r].filename for k, r in roles.items() if cal[r] is not None})
         setup = _setup(raw, header, geometry, p)
         try:
             image = calibrate_frame(pixels, geometry, p.OVERSCAN_CORRECTION, images.bias, images.flat,
@@ -409,19 +413,16 @@ class ReduceTask(Task):
         result = analyse_frame(image, pixels[geometry.trim], images, setup, p, self.params(WeightFrame),
                                self.params(SatelliteMap))
         self._record(red, result, setup)
-        sat = self.new_product(SatelliteMap, {"reduced": red}, template=red, category="Sci", step="Sat")
-        self._record_tracks(sat, result.satellites, setup)
-        weight = self.new_product(WeightFrame, {"reduced": red, "flat": cal["flat"], "hot_pixels": cal["hot_pixels"],
-                                                "cold_pixels": cal["cold_pixels"], "satellites": sat},
-                                  template=red, category="Sci", step="Weight")
+        sat = self._satellite_map(red)
+        self._record_tracks(sat, result.satellites)
+        weight = self._weight_frame(red, sat, cal)
         zero = int(np.count_nonzero(result.weight == 0))
         weight.n_zero_weight, weight.zero_weight_fraction = zero, zero / result.weight.size
 
         cards = _header_cards(raw, header, geometry, setup)
-        cards.update({"BIASFILE": (cal["bias"].filename, "master bias"),
-                      "FLATFILE": (cal["flat"].filename, "master flat"),
-                      "ILLUMFIL": (cal["illumination"].filename if cal["illumination"] else "",
-                                   "illumination correction ('' = none)")})
+        # file names are long: no comments (a FITS card holds 80 characters)
+        cards.update({"BIASFILE": cal["bias"].filename, "FLATFILE": cal["flat"].filename,
+                      "ILLUMFIL": cal["illumination"].filename if cal["illumination"] else ""})
         made = [(red, self._write(red, result.image, cards, {
                      "OVSCCORR": (p.OVERSCAN_CORRECTION, "OVERSCAN_CORRECTION method"),
                      "SKYLEVEL": (result.background.level, "median sky background [ADU]"),
@@ -435,27 +436,32 @@ class ReduceTask(Task):
             self._figure(red, result)
         return made
 
+    def _satellite_map(self, red: ReducedScienceFrame) -> SatelliteMap:
+        return self.new_product(SatelliteMap, {"reduced": red}, template=red, category="Sci", step="Sat")
+
+    def _weight_frame(self, red: ReducedScienceFrame, sat: SatelliteMap,
+                      cal: dict[str, DBObject | None]) -> WeightFrame:
+        inputs = {"reduced": red, "flat": cal["flat"], "hot_pixels": cal["hot_pixels"],
+                  "cold_pixels": cal["cold_pixels"], "satellites": sat}
+        return self.new_product(WeightFrame, inputs, template=red, category="Sci", step="Weight")
+
     def _reuse(self, red: ReducedScienceFrame, cal: dict[str, DBObject | None]) -> list | None:
-        """The committed products identical to what this run would make, when all three exist."""
+        """The committed products identical to what this run would make, when all three exist.
+
+        A reduced frame is reused only with its satellite map and weight: new
+        satellite or weight parameters make all three again (the reduced
+        frame counts the tracks found).
+        """
         found_red = self.existing(red)
-        if found_red is None:
-            return None
-        sat = self.existing(self.new_product(SatelliteMap, {"reduced": found_red}, template=found_red,
-                                             category="Sci", step="Sat"))
-        if sat is None:
-            return None
-        weight = self.existing(self.new_product(
-            WeightFrame, {"reduced": found_red, "flat": cal["flat"], "hot_pixels": cal["hot_pixels"],
-                          "cold_pixels": cal["cold_pixels"], "satellites": sat},
-            template=found_red, category="Sci", step="Weight"))
+        sat = self.existing(self._satellite_map(found_red)) if found_red is not None else None
+        weight = self.existing(self._weight_frame(found_red, sat, cal)) if sat is not None else None
         if weight is None:
             return None
         return [(found_red, None), (sat, None), (weight, None)]
 
     def _record(self, red: ReducedScienceFrame, result: Reduction, setup: FrameSetup) -> None:
         red.NAXIS2, red.NAXIS1 = (int(n) for n in result.image.shape)
-        red.imstat = ImStat(**{k: _finite(getattr(result.imstat, k)) for k in ("mean", "median", "stdev", "min",
-                                                                                 "max")})
+        red.imstat = _stored_imstat(result.imstat)
         red.gain, red.read_noise = setup.gain, setup.read_noise
         red.background, red.background_rms = result.background.level, result.background.rms
         if result.seeing is not None:
@@ -470,7 +476,7 @@ class ReduceTask(Task):
                       red.n_satellite_tracks, red.n_saturated_pixels)
 
     @staticmethod
-    def _record_tracks(sat: SatelliteMap, result: SatelliteResult, setup: FrameSetup) -> None:
+    def _record_tracks(sat: SatelliteMap, result: SatelliteResult) -> None:
         sat.NAXIS2, sat.NAXIS1 = (int(n) for n in result.mask.shape)
         sat.n_tracks = len(result.tracks)
         sat.n_track_pixels = int(result.mask.sum())
@@ -479,8 +485,7 @@ class ReduceTask(Task):
     def _write(self, obj: BaseFrame, data: np.ndarray, common: dict[str, Any], extra: dict[str, Any],
                dtype: Any = np.float32, hdus: dict[str, np.ndarray] | None = None) -> Path:
         if obj.imstat is None:
-            stat = imstat(data)
-            obj.imstat = ImStat(**{k: _finite(getattr(stat, k)) for k in ("mean", "median", "stdev", "min", "max")})
+            obj.imstat = _stored_imstat(imstat(data))
         obj.NAXIS2, obj.NAXIS1 = (int(n) for n in data.shape)
         cards = dict(common)
         cards.update({"AWECLASS": (type(obj).__name__, "awe product class"),
@@ -509,14 +514,6 @@ class ReduceTask(Task):
 
 
 # ============================================================================ helpers
-def _geometry(raw: RawFrame, header: fits.Header) -> RawGeometry:
-    chip = get_instrument(raw.instrument.name).chip(raw.chip.name)
-    try:
-        return RawGeometry.from_header(header, chip)
-    except ValueError as exc:
-        raise TaskError(f"{raw.filename}: {exc}") from None
-
-
 def _setup(raw: RawFrame, header: fits.Header, geometry: RawGeometry, p: ReducedScienceParams) -> FrameSetup:
     instrument = get_instrument(raw.instrument.name)
     chip = instrument.chip(raw.chip.name)
@@ -561,7 +558,7 @@ def _header_cards(raw: RawFrame, header: fits.Header, geometry: RawGeometry, set
         "AIRMASS": (raw.AIRMASS if raw.AIRMASS is not None else 0.0, "airmass at the start"),
         "GAIN": (setup.gain, "[e-/ADU]"),
         "RDNOISE": (setup.read_noise, "read noise [e-]"),
-        "RAWFILE": (raw.filename, "raw frame"),
+        "RAWFILE": raw.filename,
         "TRIMSEC": (geometry.trimsec, "trim section of the raw frame"),
         "BUNIT": ("ADU", ""),
     }
@@ -606,9 +603,11 @@ def _line_ends(angle: float, distance: float, shape: tuple[int, int]) -> tuple[f
     return float(xa), float(ya), float(xb), float(yb)
 
 
-def _finite(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
+def _stored_imstat(stat: Any) -> ImStat:
+    """``imstat`` for the database: NaN (no usable pixel) stored as NULL."""
+    def finite(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+    return ImStat(**{k: finite(getattr(stat, k)) for k in ("mean", "median", "stdev", "min", "max")})
 
 
 def _maker_call(cls: type, raw: RawFrame, use_filter: bool, extra: Mapping[str, Any]) -> str:

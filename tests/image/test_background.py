@@ -1,0 +1,82 @@
+"""Background level/noise and seeing against synthetic truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from awe.image import _testing as T
+from awe.image.background import (TooFewStarsError, half_sample_mode, measure_background,
+                                  measure_seeing)
+
+
+def test_background_level_and_rms_with_stars_and_gradient():
+    field = T.moffat_star_field((400, 300), 150, fwhm=3.0, sky=500.0, gain=2.0, read_noise=5.0, seed=1)
+    yy, xx = np.mgrid[0:400, 0:300]
+    gradient = 0.1 * yy                                     # 0 .. 40 ADU across the frame
+    image = T.add_noise(field.image + gradient, 2.0, 5.0, seed=2)
+    truth_rms = np.sqrt((500.0 + 20.0) * 2.0 + 25.0) / 2.0
+    result = measure_background(image, box=50, return_map=True)
+    assert abs(result.level - 520.0) < 2.0
+    # SExtractor's mesh rms is inflated a little by faint star wings and the gradient.
+    assert abs(result.rms / truth_rms - 1.0) < 0.06
+    inner = (slice(50, -50), slice(50, -50))
+    assert np.abs(result.map[inner] - (500.0 + gradient)[inner]).max() < 3.0
+    assert result.rms_map.shape == image.shape
+    assert measure_background(image).map is None
+
+
+def test_background_ignores_masked_and_non_finite_pixels():
+    rng = np.random.default_rng(3)
+    image = rng.normal(100.0, 5.0, (200, 200))
+    image[:, :60] = 5000.0                                  # a blob the caller masks
+    image[10, 10] = np.nan
+    mask = np.zeros(image.shape, bool)
+    mask[:, :60] = True
+    result = measure_background(image, mask=mask, box=32)
+    assert abs(result.level - 100.0) < 0.5 and abs(result.rms - 5.0) < 0.1
+    with pytest.raises(ValueError):
+        measure_background(image, mask=mask[:10])
+    with pytest.raises(ValueError):
+        measure_background(image[0])
+
+
+@pytest.mark.parametrize("seeing, scale, beta", [(0.8, 0.238, 3.0), (1.2, 0.238, 4.765), (1.5, 0.238, 2.5),
+                                                 (1.2, 1.904, 3.0), (1.5, 1.904, 3.0)])
+def test_seeing_of_moffat_stars_among_galaxies_and_cosmics(seeing, scale, beta):
+    fwhm = seeing / scale
+    shape = (400, 400) if scale < 1 else (256, 256)
+    field = T.moffat_star_field(shape, 70, fwhm=fwhm, beta=beta, sky=100.0, flux_range=(1000.0, 3e5), seed=5)
+    image = field.image.copy()
+    T.add_galaxies(image, 10, size_range=(max(fwhm, 1.0), 3 * max(fwhm, 1.0)), seed=6)
+    T.add_cosmic_rays(image, 50, seed=7)
+    image = np.minimum(T.add_noise(image, field.gain, field.read_noise, seed=8), 65535.0)
+    result = measure_seeing(image, pixel_scale=scale, saturation=65535.0)
+    assert abs(result.fwhm_arcsec / seeing - 1.0) < 0.05
+    assert result.fwhm_pixels == pytest.approx(result.fwhm_arcsec / scale)
+    assert abs(result.beta - beta) < 0.2 * beta
+    # psf_radius: half-light radius of the Moffat profile.
+    alpha = fwhm / (2 * np.sqrt(2 ** (1 / beta) - 1))
+    r_half = alpha * np.sqrt(2 ** (1 / (beta - 1)) - 1) * scale
+    assert abs(result.psf_radius / r_half - 1.0) < 0.05
+    assert result.n_stars >= 5
+
+
+def test_seeing_needs_stars():
+    rng = np.random.default_rng(9)
+    image = rng.normal(100.0, 5.0, (128, 128))
+    with pytest.raises(TooFewStarsError):
+        measure_seeing(image)
+    with pytest.raises(LookupError):                        # TooFewStarsError is a LookupError
+        measure_seeing(image)
+    with pytest.raises(ValueError):
+        measure_seeing(image, pixel_scale=0.0)
+
+
+def test_half_sample_mode():
+    rng = np.random.default_rng(10)
+    values = np.concatenate([rng.normal(3.0, 0.05, 60), rng.uniform(4, 9, 40), rng.uniform(0, 1, 30)])
+    assert abs(half_sample_mode(values) - 3.0) < 0.05
+    assert half_sample_mode([2.0]) == 2.0
+    with pytest.raises(ValueError):
+        half_sample_mode([])
