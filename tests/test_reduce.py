@@ -215,6 +215,9 @@ def test_select_and_queries(night):
     red = (ReducedScienceFrame.filename == night.std[0].filename)[0]
     assert red.weight == night.std[2] and red.satellites == night.std[1]
     assert len(ReducedScienceFrame.raw.filename.like("WFI.2003-03-04T04:5*")) == 2
+    task = ReduceTask(instrument='WFI', chip='ccd50', date='2003-03-03', filter='#844')
+    assert [f.filename for f in task._raw_frames()] == [_chip_file(d) for d in [STANDARD] + SCIENCE]
+    assert ReduceTask(i='WFI', c='ccd51', o='3C*')._raw_frames()[0].filename == _chip_file(SCIENCE[0], "ccd51")
     ordered = ReducedScienceFrame.select(object='3C273').order_by('psf_radius')
     radii = [r.psf_radius for r in ordered if r.psf_radius is not None]
     assert radii == sorted(radii) and len(radii) >= 5
@@ -394,10 +397,15 @@ def test_cosmic_rays_of_undersampled_frames(night):
 
 
 def test_seeing_matches_truth(night):
-    for name, red, _, _ in _frames(night):
-        true_fwhm = night.truth.exposure(name)["seeing_arcsec"]
+    """Within 10 % where the stars span at least 0.6 pixel FWHM, 20 % where they span ~0.5 pixel (0.9" at
+    1.9"/px: even fitted at their true positions such stars come out ~7 % wide)."""
+    truth = night.truth
+    frames = [(night.std[0].raw.filename, night.std[0])] + [(n, r) for n, r, _, _ in _frames(night)]
+    for name, red in frames:
+        true_fwhm = truth.exposure(name)["seeing_arcsec"]
         assert red.seeing is not None, name
-        assert abs(red.seeing / true_fwhm - 1) < 0.15, (name, red.seeing, true_fwhm)
+        tolerance = 0.1 if true_fwhm / truth.pixel_scale >= 0.6 else 0.2
+        assert abs(red.seeing / true_fwhm - 1) < tolerance, (name, red.seeing, true_fwhm)
         assert 0.4 < red.psf_radius / red.seeing < 0.8  # half-light radius of a Moffat beta ~3: 0.63 FWHM
 
 

@@ -56,7 +56,10 @@ class ReducedScienceParams(ParamGroup):
                                   "the instrument's (WFI: 45000)", unit="ADU")
     READ_NOISE = Param(0.0, "read noise; 0 takes the header's (ESO DET OUT1 RON) or the instrument's", unit="e-")
     BACKGROUND_MESH = Param(64, "background and seeing: mesh size of the sky map", unit="pixel")
-    SEEING_DETECT_THRESHOLD = Param(10.0, "seeing: stars are detected above this many sky sigma", unit="sigma")
+    SEEING_DETECT_THRESHOLD = Param(10.0, "seeing: stars are detected above this many sky sigma (half of it when "
+                                          "that finds too few)", unit="sigma")
+    ASSUMED_SEEING = Param(1.0, "seeing (FWHM) the cosmic-ray star check assumes when too few stars are found "
+                                "to measure it", unit="arcsec")
 
 
 class WeightParams(ParamGroup):
@@ -97,7 +100,7 @@ class ReducedScienceFrame(BaseFrame):
     overscan_correction = Field(Integer, "overscan correction method used")
     gain = Field(Float, "gain [e-/ADU]")
     read_noise = Field(Float, "read noise used for the noise model [e-]")
-    background = Field(Float, "median sky background [ADU]")
+    background = Field(Float, "sky background level (mesh estimate, sources masked) [ADU]")
     background_rms = Field(Float, "sky noise [ADU]")
     psf_radius = Field(Float, "PSF radius: median half-light radius of the stars [arcsec]")
     seeing = Field(Float, "median FWHM of the stars [arcsec]")
@@ -165,7 +168,9 @@ class SatelliteMap(BaseFrame):
     The file is a uint8 mask on the trimmed grid (1 on a track); ``tracks``
     lists each track's parameters: ``rho`` [pixel] and ``theta`` [deg] of the
     line ``x cos(theta) + y sin(theta) = rho`` (0-based trimmed pixels),
-    ``width`` [pixel], ``votes`` and the end points ``x0, y0, x1, y1``.
+    ``width`` [pixel], the detected ``length`` [detector pixels], ``peak``
+    [ADU above the sky], ``n_pixels`` detected, and the end points ``x0, y0,
+    x1, y1`` where the line crosses the image border.
     """
 
     parameter_groups = {"process_params": SatelliteParams}
@@ -174,7 +179,7 @@ class SatelliteMap(BaseFrame):
 
     n_tracks = Field(Integer, "number of tracks found")
     n_track_pixels = Field(Integer, "pixels masked on tracks")
-    tracks = Field(JSON, "track parameters: rho, theta, width, votes, x0, y0, x1, y1")
+    tracks = Field(JSON, "track parameters: rho, theta, width, length, peak, n_pixels, x0, y0, x1, y1")
 
     def mask(self) -> np.ndarray:
         """The track mask (bool, True on a track)."""

@@ -195,9 +195,11 @@ def calibrate_frame(raw: np.ndarray, geometry: RawGeometry, overscan: int, bias:
                                   prescan_cols=geometry.prescan_x if geometry.n_prescan_x else None)
     image = corrector(raw)
     image -= bias
-    usable = flat > 0
-    np.divide(image, flat, out=image, where=usable)
-    if not usable.all():
+    if flat.min() > 0:
+        image /= flat
+    else:
+        usable = flat > 0
+        np.divide(image, flat, out=image, where=usable)
         image[~usable] = 0.0
     if illumination is not None:
         image *= illumination
@@ -234,10 +236,16 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
             bad |= pixels
     level = _reduced_level(setup.saturation, image, raw_trimmed, calibration)
     seeing = _seeing(image, bad, setup, level, params)
+    if seeing is not None:
+        psf_fwhm, psf_beta = seeing.fwhm_pixels, seeing.beta
+    else:
+        psf_fwhm, psf_beta = params.ASSUMED_SEEING / setup.pixel_scale, 3.0
+        log.info("the cosmic-ray star check assumes a seeing of %.2f\" (%.2f pixels)", params.ASSUMED_SEEING,
+                 psf_fwhm)
     cosmics = find_cosmics(image, gain=setup.gain, read_noise=setup.read_noise, sat_level=level,
                            sigclip=params.COSMIC_SIGCLIP, sigfrac=params.COSMIC_SIGFRAC,
                            objlim=params.COSMIC_OBJLIM or None, mask=bad, niter=params.COSMIC_NITER,
-                           psf_fwhm=seeing.fwhm_pixels if seeing else None, psf_beta=seeing.beta if seeing else None)
+                           psf_fwhm=psf_fwhm, psf_beta=psf_beta)
     if params.COSMIC_GROW > 0 and cosmics.any():
         cosmics = ndi.binary_dilation(cosmics, structure=np.ones((3, 3), bool), iterations=params.COSMIC_GROW)
         cosmics &= ~bad
@@ -268,12 +276,16 @@ def _reduced_level(raw_level: float, image: np.ndarray, raw_trimmed: np.ndarray,
 
 def _seeing(image: np.ndarray, bad: np.ndarray, setup: FrameSetup, level: float,
             params: ReducedScienceParams) -> SeeingResult | None:
-    try:
-        return measure_seeing(image, mask=bad, pixel_scale=setup.pixel_scale, saturation=level,
-                              detect_threshold=params.SEEING_DETECT_THRESHOLD, box=params.BACKGROUND_MESH)
-    except TooFewStarsError as exc:
-        log.warning("seeing not measured: %s", exc)
-        return None
+    """The seeing from stars above SEEING_DETECT_THRESHOLD sigma, or, if too few, above half of it."""
+    threshold = params.SEEING_DETECT_THRESHOLD
+    for attempt in (threshold, threshold / 2):
+        try:
+            return measure_seeing(image, mask=bad, pixel_scale=setup.pixel_scale, saturation=level,
+                                  detect_threshold=attempt, box=params.BACKGROUND_MESH)
+        except TooFewStarsError as exc:
+            log.info("seeing not measured from stars above %g sigma: %s", attempt, exc)
+    log.warning("seeing not measured: too few stars, even above %g sigma", threshold / 2)
+    return None
 
 
 # ============================================================================ the task
