@@ -30,6 +30,7 @@ __all__ = [
     "measure_seeing",
     "moffat_alpha",
     "half_sample_mode",
+    "stellar_locus",
 ]
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,27 @@ def half_sample_mode(values: np.ndarray) -> float:
     return float(x.mean())
 
 
+def stellar_locus(values: np.ndarray, window: float = 0.1) -> float:
+    """The narrowest well-populated cluster of a sample of (log) source widths.
+
+    Stars are the narrowest real sources of a frame, and galaxies may
+    outnumber them, so the most common width is not the stellar one. A value
+    belongs to a cluster when at least ``max(3, half the densest count)``
+    values lie within ``window`` of it; the smallest such value is walked up
+    to the local peak of the neighbour count, which is returned.
+    """
+    x = np.sort(np.asarray(values, dtype=float).ravel())
+    if x.size == 0:
+        raise ValueError("stellar_locus of an empty sample")
+    counts = np.searchsorted(x, x + window, side="right") - np.searchsorted(x, x - window, side="left")
+    need = min(max(3, int(np.ceil(counts.max() / 2))), int(counts.max()))
+    i = int(np.flatnonzero(counts >= need)[0])
+    while i + 1 < x.size and counts[i + 1] >= counts[i]:
+        i += 1
+    members = x[np.abs(x - x[i]) <= window]
+    return float(np.median(members))
+
+
 class _MoffatStamp:
     """Pixel-integrated circular Moffat plus constant, on one square stamp."""
 
@@ -242,7 +264,8 @@ def _fit_star(stamp: np.ndarray, weight: np.ndarray, model: _MoffatStamp, flux0:
 def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scale: float = 1.0,
                    detect_threshold: float = 10.0, saturation: float | None = None,
                    beta: float | None = None, max_stars: int = 60, min_stars: int = 5,
-                   max_ellipticity: float = 0.3, box: int = 64) -> SeeingResult:
+                   max_ellipticity: float = 0.3, box: int = 64,
+                   min_fwhm_arcsec: float = 0.4) -> SeeingResult:
     """Measure the seeing (PSF FWHM and half-light radius) of a frame.
 
     Sources are extracted with ``sep`` above ``detect_threshold`` times the
@@ -254,7 +277,8 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
     Moffat profile integrated over the pixels (so undersampled stars are
     measured correctly), with a local constant sky. Fits that end at a bound (notably single-pixel
     cosmic rays, which collapse to a tiny FWHM) are discarded. The stellar
-    locus is the half-sample mode of the fitted FWHMs; stars within 25 % of it
+    locus is the narrowest well-populated cluster of the fitted FWHMs
+    (:func:`stellar_locus`: galaxies may outnumber stars); stars within 25 % of it
     are kept (this rejects the remaining galaxies and cosmic rays) and their
     median FWHM is returned.
 
@@ -282,6 +306,9 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         Largest accepted ``1 - b/a`` of a candidate.
     box : int
         Background mesh size in pixels.
+    min_fwhm_arcsec : float
+        Fits narrower than this (in units of ``pixel_scale``) are not stars but
+        cosmic rays or hot pixels: no site has better seeing.
 
     Returns
     -------
@@ -348,13 +375,13 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         weight = 1.0 / np.sqrt(rms**2 + np.abs(stamp) * rms / max(float(objects["peak"][i]), rms))
         fwhm, bet, good = _fit_star(stamp, weight, model, float(objects["flux"][i]),
                                     float(fwhm_guess[i]), beta)
-        if good:
+        if good and fwhm * pixel_scale >= min_fwhm_arcsec:
             fwhms.append(fwhm)
             betas.append(bet)
     fwhms_arr, betas_arr = np.asarray(fwhms), np.asarray(betas)
     if fwhms_arr.size < min_stars:
         raise TooFewStarsError(f"only {fwhms_arr.size} star fits converged (need {min_stars})")
-    mode = np.exp(half_sample_mode(np.log(fwhms_arr)))
+    mode = np.exp(stellar_locus(np.log(fwhms_arr)))
     keep = np.abs(np.log(fwhms_arr / mode)) < np.log(1.25)
     if keep.sum() < min_stars:
         raise TooFewStarsError(f"only {int(keep.sum())} stars on the stellar locus (need {min_stars})")

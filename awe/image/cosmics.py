@@ -427,7 +427,8 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
                  sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float | None = None,
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
                  psf_beta: float | None = None, niter: int = 4,
-                 protect_stars: bool = True, significance: float = 1e-3) -> np.ndarray:
+                 protect_stars: bool = True, significance: float = 1e-3,
+                 model_error: float = 0.075) -> np.ndarray:
     """Mask the cosmic-ray hits of a single exposure.
 
     Parameters
@@ -471,6 +472,11 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         tests: roughly the fraction of flagged isolated stars that stay
         flagged (twice this). Higher keeps more faint cosmic rays on
         undersampled frames and more stars.
+    model_error : float
+        Fractional per-pixel error of the PSF model allowed in the star check:
+        it absorbs the difference between the measured Moffat profile and a
+        real star (beta varies across the field and between stars). Larger
+        spares more stars and releases more cosmic rays on star wings.
 
     Returns
     -------
@@ -513,7 +519,7 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
         check = PsfCheck.build(psf_fwhm, psf_beta)
         star_pixels = psf_consistent(data - bkg.back(), groups, n_groups, check, float(bkg.globalrms),
-                                     gain, significance=significance, excluded=bad)
+                                     gain, significance=significance, excluded=bad, model_error=model_error)
         crmask &= ~star_pixels
         log.debug("PSF check released %d of %d flagged pixels", int(star_pixels.sum()), n_flagged)
     log.info("cosmic rays: %d pixels (%.4f %%), PSF FWHM %.2f px, objlim %.1f", int(crmask.sum()),
