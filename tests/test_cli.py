@@ -1,0 +1,68 @@
+"""The ``awe`` command's verbs, run as a user would (in a subprocess, embedded database)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWE_")}
+    env.update(AWE_HOME=str(tmp_path / "home"), AWE_USER="observer", HOME=str(tmp_path), PYTHONWARNINGS="ignore")
+    awe = str(Path(sys.executable).with_name("awe"))
+
+    def call(*args: str, input: str | None = None, user: str | None = None, password: str | None = None):
+        e = dict(env)
+        if user:
+            e["AWE_USER"] = user
+        if password:
+            e["AWE_PASSWORD"] = password
+        return subprocess.run([awe, *args], env=e, cwd=tmp_path, capture_output=True, text=True, input=input,
+                              timeout=300)
+
+    return call
+
+
+def test_sim_ingest_refcat_vacuum(run, tmp_path):
+    out = run("sim", str(tmp_path / "night"), "--scale", "0.0625", "--seed", "3")
+    assert out.returncode == 0, out.stderr
+    assert len(list((tmp_path / "night").glob("WFI.*.fits"))) == 31
+    out = run("ingest", str(tmp_path / "night"), "--project", "ALL")
+    assert out.returncode == 0, out.stderr
+    assert "31 file(s) ingested (248 frames)" in out.stdout
+    again = run("ingest", str(tmp_path / "night" / "WFI.2003-03-03T19:23:24.843.fits"))
+    assert again.returncode == 0 and "already ingested" in again.stdout
+    (tmp_path / "broken.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
+    bad = run("ingest", str(tmp_path / "broken.fits"))
+    assert bad.returncode == 1 and "broken.fits" in bad.stdout + bad.stderr
+    out = run("refcat", str(tmp_path / "night" / "refcat" / "standards.fits"), "--kind", "standard",
+              "--project", "ALL")
+    assert out.returncode == 0, out.stderr
+    assert "standard reference sources" in out.stdout
+    out = run("storage", "vacuum", "--dry-run", "--min-age", "0")
+    assert out.returncode == 0 and "would remove 0 orphaned file(s)" in out.stdout
+    out = run("db", "upgrade")
+    assert out.returncode == 0 and "schema upgraded" in out.stdout
+
+
+def test_users_projects_and_passwords(run):
+    out = run("user", "add", "alice", "--password", "s3cret")
+    assert out.returncode == 0, out.stderr
+    assert "private project ALICE" in out.stdout
+    denied = run("project", "list", user="alice", password="wrong")
+    assert denied.returncode == 1 and "wrong password for user 'alice'" in denied.stderr
+    assert "Traceback" not in denied.stderr
+    out = run("project", "add", "KIDS", "--member", "alice")
+    assert out.returncode == 0, out.stderr
+    listed = run("project", "list", user="alice", password="s3cret")
+    assert listed.returncode == 0 and set(listed.stdout.split()) == {"ALL", "ALICE", "KIDS"}
+    mine = run("project", "list")
+    assert set(mine.stdout.split()) == {"ALL", "OBSERVER"}
+    out = run("project", "add-member", "KIDS", "observer")
+    assert out.returncode == 0
+    assert "KIDS" in run("project", "list").stdout.split()
