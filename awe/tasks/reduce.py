@@ -382,8 +382,10 @@ class ReduceTask(Task):
         }
         try:
             found["illumination"] = select_calibration(IlluminationCorrection, raw, self.log, filter=True)
-        except MissingCalibrationError as exc:
-            self.log.info("%s is not illumination-corrected: %s", raw.filename, exc)
+        except MissingCalibrationError:
+            self.log.info("%s is not illumination-corrected: no valid IlluminationCorrection for %s %s %s "
+                          "(it is made from reduced standard fields by the photometric calibration)",
+                          raw.filename, raw.instrument.name, raw.chip.name, raw.filter.name if raw.filter else "")
             found["illumination"] = None
         return found
 
