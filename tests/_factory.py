@@ -45,3 +45,17 @@ def biases(n: int = 10, chip_name: str = "ccd50", start: dt.datetime = dt.dateti
     return objs
 
 
+
+
+def chip_file(date_obs: str, chip: str) -> str:
+    """The per-chip raw file name of an exposure (``_1`` is ccd50)."""
+    return f"WFI.{date_obs}_{int(chip[3:]) - 49}.fits"
+
+
+def db_state(storage) -> tuple[int, int, list[str]]:
+    """Rows in the objects and links tables and the files in the data storage (to prove nothing changed)."""
+    import sqlalchemy as sa
+    with context.engine.connect() as conn:
+        objects = conn.execute(sa.text("SELECT count(*) FROM objects")).scalar()
+        links = conn.execute(sa.text("SELECT count(*) FROM links")).scalar()
+    return objects, links, sorted(str(p) for p in storage.rglob("*") if p.is_file())

@@ -13,12 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 
 from awe.config import load_settings
 from awe.db.context import context
@@ -34,6 +32,7 @@ from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, Ma
 from awe.tasks.base import select_calibration
 from awe.tasks.calibration import RowFile, bias_read_noise
 from awe.tasks.ingest import ingest
+from tests import _factory
 
 SCALE = 0.125
 SEED = 1
@@ -61,16 +60,7 @@ SPEC_PARS = """BiasFrame
 """
 
 
-def _chip_file(date_obs: str, chip: str) -> str:
-    return f"WFI.{date_obs}_{int(chip[3:]) - 49}.fits"
-
-
-def _state(storage: Path) -> tuple[int, int, list[str]]:
-    """Rows in the objects and links tables and the files in the data storage."""
-    with context.engine.connect() as conn:
-        objects = conn.execute(sa.text("SELECT count(*) FROM objects")).scalar()
-        links = conn.execute(sa.text("SELECT count(*) FROM links")).scalar()
-    return objects, links, sorted(str(p) for p in storage.rglob("*") if p.is_file())
+_chip_file = _factory.chip_file
 
 
 def _chain(chip: str, inspect: int = 0) -> dict:
@@ -102,9 +92,9 @@ def night(tmp_path_factory):
     assert not report.failed, str(report)
     storage = root / "storage"
     # spec: "create a master BIAS, without saving it in the DB" -- then with commit=1
-    before = _state(storage)
+    before = _factory.db_state(storage)
     dry = BiasTask(instrument='WFI', chip='ccd50', overscan=6, commit=0).execute()
-    after = _state(storage)
+    after = _factory.db_state(storage)
     products = {chip: _chain(chip, inspect=int(chip == "ccd50")) for chip in CHIPS}
     yield SimpleNamespace(truth=Truth(raw), root=root, storage=storage, workdir=root / "work", products=products,
                           dry=dry, dry_before=before, dry_after=after)
@@ -295,7 +285,7 @@ def test_inspect_saves_one_figure_per_step(night):
 
 def test_bias_qc_against_previous_master_and_limits(night):
     names = [_chip_file(d, "ccd50") for d in BIASES[:5]]
-    before = _state(night.storage)
+    before = _factory.db_state(night.storage)
     (half,) = BiasTask(raw_filenames=names, commit=0).execute()
     # the previous master is the 10-frame one; their difference is sigma/sqrt(10)-like noise
     assert 0.5 < half.stdev_difference < 1.2
@@ -305,7 +295,7 @@ def test_bias_qc_against_previous_master_and_limits(night):
     pars.BiasFrame.process_params.MAXIMUM_STDEV_DIFFERENCE = 0.3
     (strict,) = BiasTask(raw_filenames=names, pars=pars, commit=0).execute()
     assert strict.quality_flags == QualityFlags.TOO_NOISY | QualityFlags.DIFFERS_FROM_PREVIOUS
-    assert _state(night.storage) == before
+    assert _factory.db_state(night.storage) == before
 
 
 def test_streaming_row_file_roundtrip(tmp_path):
@@ -318,10 +308,10 @@ def test_streaming_row_file_roundtrip(tmp_path):
 
 # ----------------------------------------------------------------------------- bad input: clear errors, no commit
 def _refused(night, make, error, *words):
-    before = _state(night.storage)
+    before = _factory.db_state(night.storage)
     with pytest.raises(error) as info:
         make()
-    assert _state(night.storage) == before
+    assert _factory.db_state(night.storage) == before
     for word in words:
         assert word in str(info.value), (word, str(info.value))
     return info.value

@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import sep
-import sqlalchemy as sa
 from scipy import ndimage as ndi
 
 from awe.config import load_settings
@@ -36,6 +35,7 @@ from awe.sim import Truth, simulate_night
 from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,
                        MissingCalibrationError, ReduceTask, TaskError, TwilightFlatTask)
 from awe.tasks.ingest import ingest
+from tests import _factory
 
 SCALE = 0.125
 SEED = 1
@@ -58,15 +58,7 @@ SPEC_SATELLITE_PARS = """SatelliteMap
 
 
 def _chip_file(date_obs: str, chip: str = CHIP) -> str:
-    return f"WFI.{date_obs}_{int(chip[3:]) - 49}.fits"
-
-
-def _state(storage: Path) -> tuple[int, int, list[str]]:
-    """Rows in the objects and links tables and the files in the data storage."""
-    with context.engine.connect() as conn:
-        objects = conn.execute(sa.text("SELECT count(*) FROM objects")).scalar()
-        links = conn.execute(sa.text("SELECT count(*) FROM links")).scalar()
-    return objects, links, sorted(str(p) for p in storage.rglob("*") if p.is_file())
+    return _factory.chip_file(date_obs, chip)
 
 
 def _error(call) -> str:
@@ -125,9 +117,9 @@ def night(tmp_path_factory):
     TwilightFlatTask(instrument='WFI', chip=CHIP, date='2003-03-03', filter='#844', commit=1).execute()
     MasterFlatTask(instrument='WFI', chip=CHIP, date='2003-03-03', filter='#844', commit=1).execute()
 
-    before = _state(storage)
+    before = _factory.db_state(storage)
     dry = ReduceTask(raw_filenames=standard, commit=0).execute()
-    after = _state(storage)
+    after = _factory.db_state(storage)
 
     records = _Records()
     logging.getLogger("awe").addHandler(records)
@@ -508,11 +500,11 @@ def test_calibration_of_another_shape_is_refused(night):
                       overscan_correction=6, timestamp_start=start, timestamp_end=end,
                       filename="Cal-TESTER-WFI----------ccd50-Bias--Cal-small.fits")
     path = write_image(night.workdir / small.filename, np.zeros((10, 10), np.float32))
-    before = _state(night.storage)
+    before = _factory.db_state(night.storage)
     commit([(small, path)])
     try:
         with pytest.raises(TaskError, match="the bias .* is 10 x 10 pixels"):
             ReduceTask(raw_filenames=[_chip_file(SCIENCE[0])], commit=1).execute()
     finally:
         context.delete(small)
-    assert _state(night.storage)[:2] == before[:2]
+    assert _factory.db_state(night.storage)[:2] == before[:2]

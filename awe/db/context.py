@@ -21,7 +21,6 @@ from awe.db.engine import DatabaseError, head_revision, make_engine, schema_revi
 from awe.db.schema import DBObject, links, memberships, projects, users
 
 if TYPE_CHECKING:  # pragma: no cover
-    from awe.db.persistent import Persistent
     from awe.storage import DataStorage
 
 __all__ = ["context", "Context", "Project", "AuthenticationError", "PrivilegeError", "DependencyError",

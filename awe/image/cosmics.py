@@ -41,9 +41,14 @@ from scipy.stats import chi2 as chi2_dist
 from awe.image.background import (TooFewStarsError, _prepare_image, _sep_background, measure_seeing,
                                   moffat_alpha)
 
-__all__ = ["find_cosmics", "default_objlim", "psf_consistent", "PsfCheck"]
+__all__ = ["find_cosmics", "default_objlim", "default_model_error", "psf_consistent", "PsfCheck"]
 
 log = logging.getLogger(__name__)
+
+
+def default_model_error(psf_fwhm: float) -> float:
+    """PSF-model error allowed in the star check: 5 % when sampled (FWHM >= 1.5 px), up to 7.5 % at 0.5 px."""
+    return 0.05 + 0.025 * float(np.clip(1.5 - psf_fwhm, 0.0, 1.0))
 
 
 def default_objlim(psf_fwhm: float) -> float:
@@ -428,7 +433,7 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
                  psf_beta: float | None = None, niter: int = 4,
                  protect_stars: bool = True, significance: float = 1e-3,
-                 model_error: float = 0.075) -> np.ndarray:
+                 model_error: float | None = None) -> np.ndarray:
     """Mask the cosmic-ray hits of a single exposure.
 
     Parameters
@@ -472,11 +477,14 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         tests: roughly the fraction of flagged isolated stars that stay
         flagged (twice this). Higher keeps more faint cosmic rays on
         undersampled frames and more stars.
-    model_error : float
+    model_error : float, optional
         Fractional per-pixel error of the PSF model allowed in the star check:
         it absorbs the difference between the measured Moffat profile and a
-        real star (beta varies across the field and between stars). Larger
+        real star (beta varies across the field and between stars, and an
+        undersampled star's pixels depend on where its centre falls). Larger
         spares more stars and releases more cosmic rays on star wings.
+        ``None``: 5 % for PSFs of 1.5 pixels FWHM and wider, rising to 7.5 %
+        at 0.5 pixel.
 
     Returns
     -------
@@ -519,7 +527,8 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
         check = PsfCheck.build(psf_fwhm, psf_beta)
         star_pixels = psf_consistent(data - bkg.back(), groups, n_groups, check, float(bkg.globalrms),
-                                     gain, significance=significance, excluded=bad, model_error=model_error)
+                                     gain, significance=significance, excluded=bad,
+                                     model_error=default_model_error(psf_fwhm) if model_error is None else model_error)
         crmask &= ~star_pixels
         log.debug("PSF check released %d of %d flagged pixels", int(star_pixels.sum()), n_flagged)
     log.info("cosmic rays: %d pixels (%.4f %%), PSF FWHM %.2f px, objlim %.1f", int(crmask.sum()),
