@@ -55,6 +55,10 @@ def test_simulated_catalogues_and_region_queries(db, refcat_dir):
     stored = Table.read(context.storage.open(std.filename, checksum=std.checksum))
     assert len(stored) == len(std_in) and stored.colnames[:5] == ["ra", "dec", "mag", "mag_err", "name"]
 
+    # its QA figure: the sources on the sky
+    std.inspect(path=context.settings.workdir / "std.png")
+    assert (context.settings.workdir / "std.png").stat().st_size > 5000
+
     # a cone around 3C273: exactly the stars the input file has there
     found = refcat_sources("astrometric", *QSO, radius_deg=0.1)
     expected = _inside(astro_in, *QSO, 0.1)

@@ -87,6 +87,28 @@ class ReferenceCatalog(DBObject):
             raise ValueError(f"{self!r} is not committed: it has no stored sources")
         return _fetch([self], refcat_rows.c.catalog_id == self.object_id)
 
+    def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
+        """Sky chart of the sources (symbol size by magnitude); returns the figure."""
+        import matplotlib
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+        table = self.sources()
+        fig = None
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 6))
+        mag = np.asarray(table["mag"], dtype=float)
+        size = 4.0 + 30.0 * np.clip((np.nanmax(mag) - mag) / max(np.nanmax(mag) - np.nanmin(mag), 1e-6), 0, 1) \
+            if np.isfinite(mag).any() else 8.0
+        ax.scatter(table["ra"], table["dec"], s=size, c="k", marker=".")
+        ax.invert_xaxis()
+        ax.set_xlabel("RA [deg]")
+        ax.set_ylabel("Dec [deg]")
+        ax.set_title(f"{self.kind} reference catalogue {self.name}: {len(table)} sources", fontsize=8)
+        fig = fig or ax.figure
+        if path is not None:
+            fig.savefig(path, dpi=90)
+        return fig
+
     def _insert_rows(self, conn: sa.Connection) -> None:
         """Called by :func:`awe.db.commit.commit` inside its transaction: write the sources."""
         rows = self.__dict__.pop("_pending_rows", [])
