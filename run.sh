@@ -12,9 +12,12 @@ setup_python() {
     if [ ! -x .venv/bin/python ]; then
         "$PYTHON" -m venv .venv
     fi
-    if [ ! -f .venv/.awe-installed ] || [ pyproject.toml -nt .venv/.awe-installed ]; then
+    if [ ! -f .venv/.awe-installed ] || [ pyproject.toml -nt .venv/.awe-installed ] \
+            || [ constraints.txt -nt .venv/.awe-installed ]; then
         .venv/bin/python -m pip install -q --upgrade pip
-        .venv/bin/python -m pip install -q -e ".[test,bench]"
+        # constraints.txt pins a known-good set: without it pip backtracks for many minutes
+        # through s3fs/aiobotocore/botocore releases
+        .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,bench]"
         touch .venv/.awe-installed
     fi
 }

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from dataclasses import dataclass
 
 import astroscrappy
@@ -242,7 +243,17 @@ def _second_peak(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, model: np.nd
     y, x = np.divmod(np.arange(n * n), n)
     dist = np.hypot(x - check.half - centre[0] / check.steps, y - check.half - centre[1] / check.steps)
     excess = (stamp - model) * np.sqrt(w) > 4.0
-    return bool(np.any(excess & (dist >= max(1.5, 1.5 * check.fwhm) - 0.5)))
+    return bool(np.any(excess & (dist >= _min_separation(check) - 0.5)))
+
+
+def _min_separation(check: PsfCheck) -> float:
+    """Smallest distance (pixels) at which two stars count as resolved: ``max(1.5, 1.5 FWHM)``."""
+    return max(1.5, 1.5 * check.fwhm)
+
+
+def _resolved(check: PsfCheck, a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether stars centred at ``a`` and ``b`` (table steps) are resolved."""
+    return bool(np.hypot(a[0] - b[0], a[1] - b[1]) >= _min_separation(check) * check.steps)
 
 
 def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.ndarray,
@@ -254,7 +265,7 @@ def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.
     cosmic ray a few pixels long).
     """
     reach = float(check.reach)
-    avoid = (centre[0], centre[1], max(1.5, 1.5 * check.fwhm) * check.steps)
+    avoid = (centre[0], centre[1], _min_separation(check) * check.steps)
     chi2, second, _, where = _best_psf_fit(check, stamp, w, base=first, span=reach, avoid=avoid)
     if not second.any():
         return np.inf
@@ -290,16 +301,21 @@ def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndar
     # plane, or (c) a star anywhere in the stamp plus the plane (a cosmic
     # ray on a star's wing); (c) is only fitted when needed.
     chi_plane = _plane_chi2(stamp, w * others)
-    wing: list[float] = []
+    wing: list[tuple[float, tuple[int, int]]] = []
 
     def chi_wing() -> float:
         if not wing:
-            wing.append(_best_psf_fit(check, stamp, w * others, span=reach)[0])
-        return wing[0]
+            fit_c = _best_psf_fit(check, stamp, w * others, span=reach)
+            wing.append((fit_c[0], fit_c[3]))
+        return wing[0][0]
 
-    if chi_star < chi_plane + q(m - 1) and chi_star < chi_wing() + q(m + 2):
+    sky_ok = chi_star < chi_plane + q(m - 1)
+    if sky_ok and chi_star < chi_wing() + q(m + 2):
         return True, None
-    if blends and m >= 2 and first.any() and _second_peak(check, stamp, w, model, centre):
+    # Two stars: a blend, or (a) plus the star (c) put on a neighbour in the
+    # stamp (otherwise (c) wins by that unrelated star alone).
+    if first.any() and ((sky_ok and _resolved(check, centre, wing[0][1]))
+                        or (blends and m >= 2 and _second_peak(check, stamp, w, model, centre))):
         chi_two = _two_star_chi2(check, stamp, w, first, centre)
         if chi_two < chi_plane + q(m - 4) and chi_two < chi_wing() + q(m - 1):
             return True, None
@@ -428,6 +444,50 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     return pad_star[h:-h, h:-h] | star_groups[groups]
 
 
+_EDGE = 5
+_FILL = 5
+
+
+def _fill_bad(data: np.ndarray, bad: np.ndarray) -> np.ndarray:
+    """``data`` with each bad pixel replaced by the median of the good ones within ``_FILL // 2`` pixels.
+
+    Bad pixels with no good neighbour that close (inside large defects)
+    take the local sky of a coarse background mesh.
+    """
+    if not bad.any():
+        return data
+    h = _FILL // 2
+    ys, xs = np.nonzero(bad)
+    padded = np.pad(np.where(bad, np.nan, data), h, mode="constant", constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (_FILL, _FILL))[ys, xs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: handled below
+        values = np.nanmedian(windows.reshape(len(ys), -1), axis=1)
+    empty = ~np.isfinite(values)
+    if empty.any():
+        values[empty] = _sep_background(data, bad, 64, 3).back()[ys[empty], xs[empty]]
+    filled = data.copy()
+    filled[ys, xs] = values
+    return filled
+
+
+def _lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noise: float, sat_level: float,
+              sigclip: float, sigfrac: float, objlim: float, niter: int) -> np.ndarray:
+    """astroscrappy's L.A.Cosmic mask of ``data``, blind spots removed.
+
+    astroscrappy never flags the outer 3 pixels of an image, nor the
+    neighbours of masked pixels (it grows the input mask by one pixel).
+    So the frame is mirrored ``_EDGE`` pixels beyond its edges, and its bad
+    pixels, instead of being masked, are filled from their good neighbours
+    (:func:`_fill_bad`); they are left out of the result.
+    """
+    image = np.pad(_fill_bad(data, bad), _EDGE, mode="reflect").astype(np.float32)
+    crmask, _ = astroscrappy.detect_cosmics(
+        image, sigclip=sigclip, sigfrac=sigfrac, objlim=objlim, gain=gain, readnoise=read_noise,
+        satlevel=sat_level * gain, niter=niter, sepmed=True, cleantype="meanmask", fsmode="median")
+    return crmask[_EDGE:-_EDGE, _EDGE:-_EDGE] & ~bad
+
+
 def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: float = 65535.0,
                  sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float | None = None,
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
@@ -506,11 +566,8 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         psf_beta = 3.0
     if objlim is None:
         objlim = default_objlim(psf_fwhm)
-    crmask, _ = astroscrappy.detect_cosmics(
-        data.astype(np.float32), inmask=bad, sigclip=sigclip, sigfrac=sigfrac, objlim=objlim,
-        gain=gain, readnoise=read_noise, satlevel=sat_level * gain, niter=niter, sepmed=True,
-        cleantype="meanmask", fsmode="median")
-    crmask &= ~bad
+    crmask = _lacosmic(data, bad, gain=gain, read_noise=read_noise, sat_level=sat_level, sigclip=sigclip,
+                       sigfrac=sigfrac, objlim=objlim, niter=niter)
     # Saturated pixels are the weight map's business, not cosmic rays: release
     # every group touching one (undersampled saturated stars escape
     # astroscrappy's own saturation test, which needs a wide saturated core).
