@@ -3,6 +3,10 @@
 A failure after the files are stored leaves only unreferenced files (``awe
 storage vacuum`` removes them), never a row without its file or half a set of
 rows: the products of one step appear all together or not at all.
+
+A product whose content also lives in rows of its own table (a catalogue's
+sources) defines ``_insert_rows(connection)``: it is called inside the same
+transaction, right after the product's row and links.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]]) -> list[DBObject
                 rows = [dict(r, child_id=oid) for r in link_rows(obj)]
                 if rows:
                     conn.execute(links.insert(), rows)
-                insert_rows = getattr(obj, "_insert_rows", None)  # catalogues: their rows in their own table
+                insert_rows = getattr(obj, "_insert_rows", None)
                 if insert_rows is not None:
                     insert_rows(conn)
     except BaseException:

@@ -276,6 +276,19 @@ def _two_star_chi2(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, first: np.
     return min(chi2, chi2_again)
 
 
+def _star_outside(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tuple[int, int],
+                  significance: float) -> bool:
+    """Whether a star at ``centre`` (table steps) is detected in the pixels of weight ``w`` alone.
+
+    Its flux fitted on those pixels (with the tilted plane) must lower the
+    plane's chi^2 by more than the ``1 - significance`` quantile of chi^2
+    with one degree of freedom.
+    """
+    template = check.templates(np.array([centre[0]]), np.array([centre[1]]))
+    chi2, _ = _linear_psf_fit(template, stamp, w)
+    return bool(_plane_chi2(stamp, w) - chi2[0] > _chi2_limit(significance, 1))
+
+
 def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndarray, significance: float,
                  blends: bool) -> tuple[bool, np.ndarray | None]:
     """Judge one flagged group on its stamp (see :func:`psf_consistent`).
@@ -332,8 +345,10 @@ def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndar
         n_hit = int((hit & own).sum())
         if not 0 < n_hit < m:
             break
-        chi_split, _, model, _ = _best_psf_fit(check, stamp, w * ~hit)
-        if chi_split < chi_wing() + q(m - n_hit + 2 + int((hit & others).sum())):
+        chi_split, _, model, split_centre = _best_psf_fit(check, stamp, w * ~hit)
+        if (chi_split < chi_wing() + q(m - n_hit + 2 + int((hit & others).sum()))
+                and (m - n_hit > 3 or _star_outside(check, stamp, w * (others & ~hit), split_centre,
+                                                    significance))):
             return False, own & ~hit
         more = near & (w > 0) & (stamp - model > 4.0 * sigma)
         if not (more & ~hit).any():

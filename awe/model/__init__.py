@@ -3,9 +3,9 @@
 from awe.model.entities import Chip, Filter, Instrument, ensure_instrument
 from awe.model.frames import (BaseFrame, QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame,
                               RawScienceFrame, RawStandardFrame, RawTwilightFlatFrame, product_filename)
-from awe.model.refcat import ReferenceCatalog, load_refcat, refcat_box, refcat_sources
 from awe.model.calibration import (BiasFrame, ColdPixelMap, DomeFlatFrame, HotPixelMap, MasterFlatFrame,
                                    TwilightFlatFrame)
+from awe.model.refcat import ReferenceCatalog, load_refcat, refcat_box, refcat_sources
 from awe.model.science import (IlluminationCorrection, IlluminationFit, ReducedScienceFrame, SatelliteMap,
                                WeightFrame)
 
