@@ -21,7 +21,6 @@ import pytest
 from awe.config import load_settings
 from awe.db.context import context
 from awe.db.query import observing_night
-from awe.image.flat import smooth_large_scale
 from awe.instruments import get_instrument
 from awe.model import ColdPixelMap, HotPixelMap, QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawTwilightFlatFrame
 from awe.model._io import read_header
@@ -33,6 +32,8 @@ from awe.tasks.base import select_calibration
 from awe.tasks.calibration import RowFile, bias_read_noise
 from awe.tasks.ingest import ingest
 from tests import _factory
+from tests._truth import chip_truth as _chip_truth, flat_errors as _flat_errors, trim as _trim, \
+    true_master_bias as _true_master_bias
 
 SCALE = 0.125
 SEED = 1
@@ -99,35 +100,6 @@ def night(tmp_path_factory):
     yield SimpleNamespace(truth=Truth(raw), root=root, storage=storage, workdir=root / "work", products=products,
                           dry=dry, dry_before=before, dry_after=after)
     context.close()
-
-
-# ----------------------------------------------------------------------------- helpers on the truth
-def _trim(truth: Truth, chip: str) -> tuple[slice, slice]:
-    return truth.geometry(chip).trim
-
-
-def _true_master_bias(truth: Truth, chip: str) -> np.ndarray:
-    """The noiseless overscan-corrected (method 6) and trimmed master bias, hot pixels included."""
-    geometry, trim = truth.geometry(chip), _trim(truth, chip)
-    pattern = truth.bias_pattern(chip)
-    overscan_level = np.median(pattern[trim[0], geometry.overscan_x], axis=1)
-    return pattern[trim] - overscan_level[:, None] + truth.hot_excess(chip)[trim]
-
-
-def _chip_truth(truth: Truth, chip: str) -> dict:
-    table = truth.chips()
-    row = table[list(table["chip"]).index(chip)]
-    return {name: row[name] for name in table.colnames}
-
-
-def _flat_errors(flat: np.ndarray, truth: Truth, chip: str, good: np.ndarray) -> tuple[float, float]:
-    """rms of the pixel-scale and of the large-scale (64 full-size pixels) relative error of a flat."""
-    true_flat = truth.flat(chip)[_trim(truth, chip)]
-    ratio = flat / true_flat
-    ratio = ratio / np.median(ratio[good])
-    large = smooth_large_scale(ratio, max(1, round(64 * truth.scale)), ~good)
-    small = ratio / large
-    return float(np.std(small[good])), float(np.std(large[good]))
 
 
 # ----------------------------------------------------------------------------- the spec as written

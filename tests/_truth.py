@@ -1,0 +1,36 @@
+"""Comparisons of calibration products with the simulator's truth (shared by tests and benchmarks)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from awe.image.flat import smooth_large_scale
+from awe.sim import Truth
+
+
+def trim(truth: Truth, chip: str) -> tuple[slice, slice]:
+    return truth.geometry(chip).trim
+
+
+def true_master_bias(truth: Truth, chip: str) -> np.ndarray:
+    """The noiseless overscan-corrected (method 6) and trimmed master bias, hot pixels included."""
+    geometry, section = truth.geometry(chip), trim(truth, chip)
+    pattern = truth.bias_pattern(chip)
+    overscan_level = np.median(pattern[section[0], geometry.overscan_x], axis=1)
+    return pattern[section] - overscan_level[:, None] + truth.hot_excess(chip)[section]
+
+
+def chip_truth(truth: Truth, chip: str) -> dict:
+    table = truth.chips()
+    row = table[list(table["chip"]).index(chip)]
+    return {name: row[name] for name in table.colnames}
+
+
+def flat_errors(flat: np.ndarray, truth: Truth, chip: str, good: np.ndarray) -> tuple[float, float]:
+    """rms of the pixel-scale and of the large-scale (64 full-size pixels) relative error of a flat."""
+    true_flat = truth.flat(chip)[trim(truth, chip)]
+    ratio = flat / true_flat
+    ratio = ratio / np.median(ratio[good])
+    large = smooth_large_scale(ratio, max(1, round(64 * truth.scale)), ~good)
+    small = ratio / large
+    return float(np.std(small[good])), float(np.std(large[good]))
