@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     chip, timings = args.chip, {}
-    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         raw = timed("simulate", lambda: simulate_night(root / "raw", scale=args.scale, seed=args.seed,
                                                       only=CALIBRATION_EXPOSURES), timings)

@@ -59,3 +59,17 @@ def db_state(storage) -> tuple[int, int, list[str]]:
         objects = conn.execute(sa.text("SELECT count(*) FROM objects")).scalar()
         links = conn.execute(sa.text("SELECT count(*) FROM links")).scalar()
     return objects, links, sorted(str(p) for p in storage.rglob("*") if p.is_file())
+
+
+def ingest_into_fresh_context(root, raw, user: str = "tester"):
+    """Connect to a new embedded database under ``root`` and ingest the raw files of ``raw``; returns the
+    storage folder."""
+    from awe.config import load_settings
+    from awe.tasks.ingest import ingest
+    settings = load_settings(home=str(root / "home"), workdir=str(root / "work"), user=user,
+                             storage=str(root / "storage"))
+    (root / "work").mkdir(exist_ok=True)
+    context.connect(settings, create_user=True)
+    report = ingest([raw])
+    assert not report.failed, str(report)
+    return root / "storage"

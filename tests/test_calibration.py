@@ -18,7 +18,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from awe.config import load_settings
 from awe.db.context import context
 from awe.db.query import observing_night
 from awe.instruments import get_instrument
@@ -30,7 +29,6 @@ from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, Ma
                        MissingCalibrationError, TaskError, TwilightFlatTask)
 from awe.tasks.base import select_calibration
 from awe.tasks.calibration import RowFile, bias_read_noise
-from awe.tasks.ingest import ingest
 from tests import _factory
 from tests._truth import chip_truth as _chip_truth, flat_errors as _flat_errors, trim as _trim, \
     true_master_bias as _true_master_bias
@@ -85,13 +83,7 @@ def _chain(chip: str, inspect: int = 0) -> dict:
 def night(tmp_path_factory):
     root = tmp_path_factory.mktemp("calibration")
     raw = simulate_night(root / "raw", scale=SCALE, seed=SEED, only=BIASES + DOMES + TWILIGHTS)
-    settings = load_settings(home=str(root / "home"), workdir=str(root / "work"), user="tester",
-                             storage=str(root / "storage"))
-    (root / "work").mkdir()
-    context.connect(settings, create_user=True)
-    report = ingest([raw])
-    assert not report.failed, str(report)
-    storage = root / "storage"
+    storage = _factory.ingest_into_fresh_context(root, raw)
     # spec: "create a master BIAS, without saving it in the DB" -- then with commit=1
     before = _factory.db_state(storage)
     dry = BiasTask(instrument='WFI', chip='ccd50', overscan=6, commit=0).execute()

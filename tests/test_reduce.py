@@ -21,7 +21,6 @@ import pytest
 import sep
 from scipy import ndimage as ndi
 
-from awe.config import load_settings
 from awe.db.commit import commit
 from awe.db.context import context
 from awe.db.query import observing_night
@@ -34,7 +33,6 @@ from awe.pars import Pars
 from awe.sim import Truth, simulate_night
 from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,
                        MissingCalibrationError, ReduceTask, TaskError, TwilightFlatTask)
-from awe.tasks.ingest import ingest
 from tests import _factory
 
 SCALE = 0.125
@@ -100,13 +98,7 @@ def night(tmp_path_factory):
     root = tmp_path_factory.mktemp("reduce")
     raw = simulate_night(root / "raw", scale=SCALE, seed=SEED,
                          only=BIASES + DOMES + TWILIGHTS + [STANDARD] + SCIENCE)
-    settings = load_settings(home=str(root / "home"), workdir=str(root / "work"), user="tester",
-                             storage=str(root / "storage"))
-    (root / "work").mkdir()
-    context.connect(settings, create_user=True)
-    report = ingest([raw])
-    assert not report.failed, str(report)
-    storage = root / "storage"
+    storage = _factory.ingest_into_fresh_context(root, raw)
     standard = [_chip_file(STANDARD)]
     errors = {"bias": _error(lambda: ReduceTask(raw_filenames=standard, commit=1).execute())}
     BiasTask(instrument='WFI', chip=CHIP, overscan=6, commit=1).execute()
