@@ -1,8 +1,9 @@
-"""Calibration accuracy against the simulator's truth at full size (2142 x 4128 chips).
+"""Calibration and reduction accuracy against the simulator's truth at full size (2142 x 4128 chips).
 
-Simulates the course night's 16 calibration exposures at ``--scale`` (default 1:
-full size, ~2.2 GB), ingests them into a throw-away embedded database, runs the
-spec's chain for one chip (BiasTask ... MasterFlatTask, commit=1) and prints the
+Simulates the course night's 16 calibration exposures and its standard-field
+exposure at ``--scale`` (default 1: full size, ~2.4 GB), ingests them into a
+throw-away embedded database, runs the spec's chain for one chip (BiasTask ...
+MasterFlatTask, then ReduceTask on the standard field, commit=1) and prints the
 issue's acceptance figures with their goals, and the time of each step.
 
     python benchmarks/bench_fullsize_calibration.py [--scale 1] [--chip ccd50]
@@ -23,10 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from awe.config import load_settings  # noqa: E402
 from awe.db.context import context  # noqa: E402
 from awe.sim import Truth, simulate_night  # noqa: E402
+from awe.image.weights import COSMIC  # noqa: E402
 from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,  # noqa: E402
-                       TwilightFlatTask)
+                       ReduceTask, TwilightFlatTask)
 from awe.tasks.ingest import ingest  # noqa: E402
-from tests._truth import chip_truth, flat_errors, trim, true_master_bias  # noqa: E402
+from tests._truth import chip_truth, flat_errors, star_pixels, trim, true_master_bias  # noqa: E402
 
 CALIBRATION_EXPOSURES = [
     "2003-03-03T18:02:46.015", "2003-03-03T18:59:58.474", "2003-03-03T19:01:05.890", "2003-03-03T19:18:48.680",
@@ -35,6 +37,7 @@ CALIBRATION_EXPOSURES = [
     "2003-03-03T19:45:17.277", "2003-03-03T19:46:58.069", "2003-03-03T19:48:27.232",
     "2003-03-03T23:46:15.975", "2003-03-03T23:48:12.051", "2003-03-03T23:50:42.573",
 ]
+STANDARD = "2003-03-04T04:42:29.496"
 
 
 def timed(label: str, fn, timings: dict):
@@ -54,7 +57,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         raw = timed("simulate", lambda: simulate_night(root / "raw", scale=args.scale, seed=args.seed,
-                                                      only=CALIBRATION_EXPOSURES), timings)
+                                                      only=CALIBRATION_EXPOSURES + [STANDARD]), timings)
         (root / "work").mkdir()
         context.connect(load_settings(home=str(root / "home"), workdir=str(root / "work"), user="bench",
                                       storage=str(root / "storage")), create_user=True)
@@ -68,6 +71,11 @@ def main() -> None:
         cold = timed("ColdPixelsTask", lambda: ColdPixelsTask(**flat).execute()[0], timings)
         twilight = timed("TwilightFlatTask", lambda: TwilightFlatTask(**flat).execute()[0], timings)
         master = timed("MasterFlatTask", lambda: MasterFlatTask(**flat).execute()[0], timings)
+        index = int(chip[3:]) - 49
+        reduced = timed("ReduceTask", lambda: ReduceTask(raw_filenames=[f"WFI.{STANDARD}_{index}.fits"],
+                                                         commit=1).execute(), timings)
+        red = next(p for p in reduced if type(p).__name__ == "ReducedScienceFrame")
+        weight = next(p for p in reduced if type(p).__name__ == "WeightFrame")
 
         truth = Truth(raw)
         section = trim(truth, chip)
@@ -82,6 +90,11 @@ def main() -> None:
         good = ~(truth.cold_pixels(chip)[section] | found_cold)
         small, large = flat_errors(master.load(), truth, chip, good)
         _, dome_large = flat_errors(dome.load(), truth, chip, good)
+        name = f"WFI.{STANDARD}.fits"
+        cosmic = (weight.flags() & COSMIC) > 0
+        true_cosmic = truth.cosmics(name, chip)[section] & ~truth.saturated(name, chip)[section]
+        stars = star_pixels(truth, name, chip, cosmic.shape, red.background_rms)
+        exposure = truth.exposure(name)
         rows = [
             ("master bias mean residual [ADU]", float(np.mean(residual[normal])), "|x| < 0.5"),
             ("master bias noise / (RN/sqrt(N))", noise_ratio, "within 20 %"),
@@ -94,6 +107,10 @@ def main() -> None:
             ("master flat pixel-scale rms error", small, "< 0.005"),
             ("master flat large-scale rms error", large, "< 0.003"),
             ("dome flat alone large-scale rms error", dome_large, "> master's"),
+            ("standard field: seeing / truth", red.seeing / exposure["seeing_arcsec"], "within 10 %"),
+            ("standard field: cosmic-ray pixels found", cosmic[true_cosmic].mean(), ">= 0.90"),
+            ("standard field: star pixels taken as cosmics", (cosmic & stars).sum() / max(stars.sum(), 1),
+             "< 0.001"),
         ]
         print(f"scale {args.scale}, chip {chip}, seed {args.seed}; raw size "
               f"{sum(p.stat().st_size for p in raw.glob('WFI.*.fits')) / 1e9:.2f} GB")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage as ndi
 
+from awe.image._testing import render_moffat
 from awe.image.flat import smooth_large_scale
 from awe.sim import Truth
 
@@ -34,3 +36,19 @@ def flat_errors(flat: np.ndarray, truth: Truth, chip: str, good: np.ndarray) -> 
     large = smooth_large_scale(ratio, max(1, round(64 * truth.scale)), ~good)
     small = ratio / large
     return float(np.std(small[good])), float(np.std(large[good]))
+
+
+def star_pixels(truth: Truth, name: str, chip: str, shape: tuple[int, int], rms: float) -> np.ndarray:
+    """Pixels (trimmed grid) where an unsaturated true star adds more than 5 sky sigma (saturated stars and
+    their trails left out)."""
+    section = trim(truth, chip)
+    exposure = truth.exposure(name)
+    sources = truth.frame_sources(name, chip)
+    stars = sources[np.asarray(sources["kind"]) == "star"]
+    model = np.zeros(shape)
+    fwhm = exposure["seeing_arcsec"] / truth.pixel_scale
+    for s in stars:
+        render_moffat(model, s["x"] - section[1].start, s["y"] - section[0].start, s["flux_flatfielded"], fwhm,
+                      exposure["beta"])
+    saturated = ndi.binary_dilation(truth.saturated(name, chip)[section], iterations=3)
+    return (model > 5 * rms) & ~saturated

@@ -24,7 +24,6 @@ from scipy import ndimage as ndi
 from awe.db.commit import commit
 from awe.db.context import context
 from awe.db.query import observing_night
-from awe.image._testing import render_moffat
 from awe.image.weights import COLD, COSMIC, HOT, SATELLITE
 from awe.model import (BiasFrame, IlluminationCorrection, IlluminationFit, RawBiasFrame, RawScienceFrame,
                        ReducedScienceFrame, SatelliteMap, WeightFrame)
@@ -34,6 +33,7 @@ from awe.sim import Truth, simulate_night
 from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,
                        MissingCalibrationError, ReduceTask, TaskError, TwilightFlatTask)
 from tests import _factory
+from tests._truth import star_pixels
 
 SCALE = 0.125
 SEED = 1
@@ -322,19 +322,7 @@ def test_satellite_track_found_in_the_right_exposure_only(night):
 
 
 def _star_pixels(truth: Truth, name: str, shape: tuple[int, int], rms: float) -> np.ndarray:
-    """Pixels where an unsaturated true star adds more than 5 sky sigma (saturated stars and their trails
-    left out)."""
-    trim = _trim(truth)
-    exposure = truth.exposure(name)
-    sources = truth.frame_sources(name, CHIP)
-    stars = sources[np.asarray(sources["kind"]) == "star"]
-    model = np.zeros(shape)
-    fwhm = exposure["seeing_arcsec"] / truth.pixel_scale
-    for s in stars:
-        render_moffat(model, s["x"] - trim[1].start, s["y"] - trim[0].start, s["flux_flatfielded"], fwhm,
-                      exposure["beta"])
-    saturated = ndi.binary_dilation(truth.saturated(name, CHIP)[trim], iterations=3)
-    return (model > 5 * rms) & ~saturated
+    return star_pixels(truth, name, CHIP, shape, rms)
 
 
 def _cosmic_scores(night, sampled: bool) -> tuple[int, int, int, int]:
