@@ -13,7 +13,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe.db.context", "context"),
+_EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe._context", "context"),
           "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None)}
 
 

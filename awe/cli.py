@@ -14,7 +14,7 @@ log = logging.getLogger("awe.cli")
 
 
 def _connect(project: str | None = None):
-    from awe.db.context import context
+    from awe import context
     if not context.connected:
         context.connect()
     if project:
@@ -116,7 +116,7 @@ def user() -> None:
               help="Password (asked for when not given; empty for none).")
 def user_add(name: str, password: str) -> None:
     """Create a user with a private project (MYDB)."""
-    from awe.db.context import context
+    from awe import context
     from awe.config import load_settings
     settings = load_settings()
     context.connect(settings, create_user=True)

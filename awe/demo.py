@@ -25,7 +25,7 @@ FILTER = "#844"
 def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: list[str] | None = None,
                progress: Callable | None = None) -> str:
     """Simulate (if needed), ingest and reduce; returns a text summary."""
-    from awe.db.context import context
+    from awe import context
     from awe.instruments import get_instrument
     from awe.model import RawBiasFrame, RawDomeFlatFrame, RawTwilightFlatFrame
     from awe.model.refcat import load_refcat

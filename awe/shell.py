@@ -43,7 +43,7 @@ def start_prompt(argv: list[str] | None = None, namespace: dict[str, Any] | None
     from traitlets.config import Config
 
     import awe
-    from awe.db.context import context
+    from awe import context
 
     configure_logging()
     context.connect() if not context.connected else None

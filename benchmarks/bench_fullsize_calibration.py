@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from awe.config import load_settings  # noqa: E402
-from awe.db.context import context  # noqa: E402
+from awe import context  # noqa: E402
 from awe.sim import Truth, simulate_night  # noqa: E402
 from awe.image.weights import COSMIC  # noqa: E402
 from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,  # noqa: E402

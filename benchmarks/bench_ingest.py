@@ -49,7 +49,7 @@ def plain_astropy(raw: Path, outdir: Path) -> None:
 
 def awe_ingest(raw: Path, home: Path) -> None:
     from awe.config import load_settings
-    from awe.db.context import context
+    from awe import context
     from awe.tasks.ingest import ingest
 
     home.mkdir(parents=True)

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from awe.config import load_settings  # noqa: E402
-from awe.db.context import context  # noqa: E402
+from awe import context  # noqa: E402
 from awe.db.persistent import Inputs  # noqa: E402
 from awe.db.schema import DBObject, links  # noqa: E402
 from awe.model import RawBiasFrame, RawDomeFlatFrame, RawScienceFrame  # noqa: E402

@@ -6,7 +6,7 @@ import datetime as dt
 
 
 from awe.db.commit import commit
-from awe.db.context import context
+from awe import context
 from awe.db.schema import ImStat
 from awe.model import Chip, Filter, Instrument, RawBiasFrame
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from awe.config import load_settings
-from awe.db.context import context
+from awe import context
 
 
 @pytest.fixture(scope="session")

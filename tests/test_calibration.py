@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from awe.db.context import context
+from awe import context
 from awe.db.query import observing_night
 from awe.instruments import get_instrument
 from awe.model import ColdPixelMap, HotPixelMap, QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawTwilightFlatFrame
@@ -345,11 +345,11 @@ def test_every_frame_flagged(night):
     assert len(flats) == 3
     try:
         for f in flats:
-            f.quality_flags = QualityFlags.SATURATED
+            f.update(quality_flags=QualityFlags.SATURATED)
         _refused(night, lambda: TwilightFlatTask(instrument='WFI', chip='ccd53', date=NIGHT, filter='#844',
                                                  commit=1).execute(), TaskError, "all 3 are flagged", "SATURATED")
         _refused(night, lambda: TwilightFlatTask(raw_filenames=[f.filename for f in flats], commit=1).execute(),
                  TaskError, "all 3 raw twilight flats given are flagged")
     finally:
         for f in flats:
-            f.quality_flags = 0
+            f.update(quality_flags=0)

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from awe.db.commit import commit
-from awe.db.context import context
+from awe import context
 from awe.db.persistent import Inputs
 from awe.db.schema import DBObject
 from awe.model import BaseFrame

@@ -6,7 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from awe.db.commit import commit
-from awe.db.context import AuthenticationError, DependencyError, PrivilegeError, context
+from awe import context
+from awe.db.accounts import AuthenticationError, PrivilegeError
+from awe.db.publish import DependencyError
 from awe.db.persistent import Input, Inputs, ReadOnlyAttributeError
 from awe.db.schema import DBObject
 from awe.model import RawBiasFrame
@@ -73,8 +75,17 @@ def test_committed_objects_are_immutable_except_verdicts(published_raw):
         s.filename = "other.fits"
     with pytest.raises(ReadOnlyAttributeError):
         s.frames = []
-    s.is_valid = 0
+    with pytest.raises(ReadOnlyAttributeError, match=r"obj.update\(is_valid=0\)"):
+        s.is_valid = 0
+    assert (Stack.filename == s.filename)[0].is_valid == 1
+    s.update(is_valid=0)
+    assert s.is_valid == 0
     assert (Stack.filename == s.filename)[0].is_valid == 0
+    end = s.creation_date
+    s.update(timestamp_end=end)
+    assert (Stack.filename == s.filename)[0].timestamp_end == end
+    with pytest.raises(AttributeError, match="cannot be updated; the mutable attributes are"):
+        s.update(filename="x.fits")
 
 
 def test_commit_is_all_or_nothing(published_raw):

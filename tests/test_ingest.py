@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 import astropy.units as u
 
-from awe.db.context import context
+from awe import context
 from awe.instruments import get_instrument
 from awe.model import (QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame, RawScienceFrame, RawStandardFrame,
                        RawTwilightFlatFrame)

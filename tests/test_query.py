@@ -90,8 +90,8 @@ def test_select_by_night(night):
 def test_select_ignores_flagged_and_invalid(night):
     q = RawBiasFrame.select(instrument="WFI", chip="ccd50")
     first, second = q[0], q[1]
-    first.quality_flags = 1  # written at once
-    second.is_valid = 0
+    first.update(quality_flags=1)  # written at once
+    second.update(is_valid=0)
     assert len(RawBiasFrame.select(instrument="WFI", chip="ccd50")) == 8
     assert len((RawBiasFrame.chip.name == "ccd50")) == 10
     assert (RawBiasFrame.filename == first.filename)[0].quality_flags == 1

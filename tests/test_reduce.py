@@ -22,7 +22,7 @@ import sep
 from scipy import ndimage as ndi
 
 from awe.db.commit import commit
-from awe.db.context import context
+from awe import context
 from awe.db.query import observing_night
 from awe.image.weights import COLD, COSMIC, HOT, SATELLITE
 from awe.model import (BiasFrame, IlluminationCorrection, IlluminationFit, RawBiasFrame, RawScienceFrame,

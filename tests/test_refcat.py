@@ -11,7 +11,7 @@ from astropy.coordinates import SkyCoord
 from astropy.table import Table
 import astropy.units as u
 
-from awe.db.context import context
+from awe import context
 from awe.model import ReferenceCatalog, load_refcat, refcat_box, refcat_sources
 from awe.model.refcat import RefcatError, refcat_rows
 from awe.sim import simulate_night

@@ -18,32 +18,36 @@ from typing import Any, Sequence
 import sqlalchemy as sa
 
 from awe import __version__
-from awe.db.context import PrivilegeError, context
+from awe.db.accounts import PrivilegeError
 from awe.db.lineage import link_rows
 from awe.db.persistent import Field, utcnow
 from awe.db.schema import DBObject, links
+from awe.db.session import Session, current_session, session_of
 
-__all__ = ["commit", "update_attribute"]
+__all__ = ["commit", "update_attributes"]
 
 log = logging.getLogger(__name__)
 
 
-def commit(items: Sequence[tuple[DBObject, str | Path | None]]) -> list[DBObject]:
-    """Store the products (with their files) in the current project.
+def commit(items: Sequence[tuple[DBObject, str | Path | None]], session: Session | None = None) -> list[DBObject]:
+    """Store the products (with their files) in the session's current project.
 
     Parameters
     ----------
     items : sequence of (object, file path or None)
         The new objects, in an order where inputs come before what uses them.
+    session : Session, optional
+        Who commits, and into which project; default: the current session.
 
     Returns
     -------
     list
         The objects, now with ``object_id``, ``project_id``, ``creator``, ``checksum``.
     """
-    project = context.project
-    if not context.may_write(project.id):
-        raise PrivilegeError(f"user {context.user} may not write to project {project.name}")
+    session = session or current_session()
+    project = session.project
+    if not session.may_write(project.id):
+        raise PrivilegeError(f"user {session.user} may not write to project {project.name}")
     for obj, _ in items:
         if obj.object_id is not None:
             raise ValueError(f"{obj!r} is committed already")
@@ -51,14 +55,14 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]]) -> list[DBObject
             raise ValueError(f"{type(obj).__name__} has no filename; it cannot be stored")
     for obj, path in items:
         if path is not None:
-            obj.__dict__["checksum"] = context.storage.store(Path(path), obj.filename)
+            obj.__dict__["checksum"] = session.storage.store(Path(path), obj.filename)
     table = DBObject.__table__
     now = utcnow()
     try:
-        with context.engine.begin() as conn:
+        with session.engine.begin() as conn:
             for obj, _ in items:
                 values = obj._column_values()
-                values.update(project_id=project.id, creator=context.user, software_version=__version__)
+                values.update(project_id=project.id, creator=session.user, software_version=__version__)
                 values["creation_date"] = values.get("creation_date") or now
                 oid = conn.execute(table.insert().values(**values)).inserted_primary_key[0]
                 obj.__dict__["object_id"] = oid  # so later items can link to it
@@ -73,16 +77,41 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]]) -> list[DBObject
             obj.__dict__["object_id"] = None
         raise
     for obj, _ in items:
-        obj.__dict__.update(project_id=project.id, creator=context.user, software_version=__version__)
+        obj.__dict__.update(project_id=project.id, creator=session.user, software_version=__version__,
+                            _session=session)
         obj.__dict__["creation_date"] = obj.__dict__.get("creation_date") or now
         log.info("committed %s %s to project %s", type(obj).__name__, obj.filename, project.name)
     return [obj for obj, _ in items]
 
 
-def update_attribute(obj: DBObject, fld: Field, value: Any) -> None:
-    """Write a mutable attribute (``is_valid``, ``quality_flags``) of a committed object."""
-    if not context.may_write(obj.project_id):
-        raise PrivilegeError(f"user {context.user} may not change {obj.filename} in project {obj.project}")
+def update_attributes(obj: DBObject, changes: dict[str, Any]) -> None:
+    """Write mutable attributes (``is_valid``, ``quality_flags``, validity range) of a committed object.
+
+    The rights are checked by the statement itself: it changes the row only while
+    it is in a project the object's session may write to, whatever the Python
+    object says.
+    """
+    if obj.object_id is None:
+        raise ValueError(f"{obj!r} is not committed: set its attributes directly")
+    fields: dict[str, Field] = {}
+    for name in changes:
+        fld = type(obj)._fields.get(name)
+        if not isinstance(fld, Field) or not fld.mutable:
+            mutable = sorted(n for n, f in type(obj)._fields.items() if isinstance(f, Field) and f.mutable)
+            raise AttributeError(f"{type(obj).__name__}.{name} cannot be updated; the mutable attributes are "
+                                 f"{mutable}")
+        fields[name] = fld
+    if not changes:
+        return
+    session = session_of(obj)
+    writable = [pid for pid in session.visible_project_ids() if session.may_write(pid)]
     table = DBObject.__table__
-    with context.engine.begin() as conn:
-        conn.execute(sa.update(table).where(table.c.object_id == obj.object_id).values({fld.column: value}))
+    values = {fields[name].column: fields[name].to_db(value) for name, value in changes.items()}
+    with session.engine.begin() as conn:
+        done = conn.execute(sa.update(table).where(table.c.object_id == obj.object_id,
+                                                   table.c.project_id.in_(writable)).values(values)).rowcount
+    if not done:
+        raise PrivilegeError(f"user {session.user} may not change {obj.filename} (object {obj.object_id}): it is "
+                             "not in a project you may write to")
+    obj.__dict__.update(changes)
+    log.info("updated %s %s: %s", type(obj).__name__, obj.filename, changes)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import sqlalchemy as sa
 
 from awe.db.schema import DBObject, links
+from awe.db.session import Session, session_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from awe.db.persistent import Persistent
@@ -21,70 +22,73 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["load_inputs", "dependencies", "derived", "provenance_hash", "link_rows"]
 
 
-def _load_objects(ids: Iterable[int]) -> dict[int, DBObject]:
-    """Visible objects by id (one query)."""
-    from awe.db.context import context
+def _load_objects(session: Session, ids: Iterable[int]) -> dict[int, DBObject]:
+    """Objects by id that ``session`` may see (one query)."""
     ids = list(set(ids))
     if not ids:
         return {}
     table = DBObject.__table__
-    stmt = sa.select(table).where(table.c.object_id.in_(ids), table.c.project_id.in_(context.visible_project_ids()))
-    with context.engine.connect() as conn:
-        return {row["object_id"]: DBObject._from_row(row) for row in conn.execute(stmt).mappings()}
+    stmt = sa.select(table).where(table.c.object_id.in_(ids), table.c.project_id.in_(session.visible_project_ids()))
+    with session.engine.connect() as conn:
+        return {row["object_id"]: DBObject._from_row(row, session) for row in conn.execute(stmt).mappings()}
 
 
 def load_inputs(obj: "Persistent", role: str) -> list[DBObject]:
-    """The inputs of ``obj`` in ``role``, in their stored order (only those visible in this context)."""
-    from awe.db.context import context
+    """The inputs of ``obj`` in ``role``, in their stored order (only those its session may see)."""
+    session = session_of(obj)
     stmt = (sa.select(links.c.parent_id).where(links.c.child_id == obj.object_id, links.c.role == role)
             .order_by(links.c.position))
-    with context.engine.connect() as conn:
+    with session.engine.connect() as conn:
         ids = list(conn.execute(stmt).scalars())
-    objects = _load_objects(ids)
+    objects = _load_objects(session, ids)
     return [objects[i] for i in ids if i in objects]
 
 
-def _walk(start: int, forward: bool) -> list[int]:
+def _walk(session: Session, start: int, forward: bool) -> list[int]:
     """Ids reachable from ``start`` along links (backward: parents; forward: children)."""
-    from awe.db.context import context
     src, dst = (links.c.parent_id, links.c.child_id) if forward else (links.c.child_id, links.c.parent_id)
     seed = sa.select(dst.label("oid")).where(src == start).cte("walk", recursive=True)
     previous = seed.alias()
     step = links.alias()
     s_src, s_dst = (step.c.parent_id, step.c.child_id) if forward else (step.c.child_id, step.c.parent_id)
     walk = seed.union(sa.select(s_dst).where(s_src == previous.c.oid))
-    with context.engine.connect() as conn:
+    with session.engine.connect() as conn:
         return list(conn.execute(sa.select(walk.c.oid)).scalars())
 
 
-def dependencies(obj: DBObject, raw_only: bool = False) -> list[DBObject]:
+def dependencies(obj: DBObject, raw_only: bool = False, session: Session | None = None) -> list[DBObject]:
     """Every visible object ``obj`` depends on (recursively), oldest first.
 
     Parameters
     ----------
     raw_only : bool
         Return only raw frames (objects without inputs of their own).
+    session : Session, optional
+        Whose view; default: the session ``obj`` was loaded through.
     """
+    session = session or session_of(obj)
     if obj.object_id is None:
         found: dict[int, DBObject] = {}
         for role in obj._inputs.values():
             for parent in role.values(obj):
                 if parent.object_id is not None:
                     found[parent.object_id] = parent
-                    found.update({d.object_id: d for d in dependencies(parent)})
+                    found.update({d.object_id: d for d in dependencies(parent, session=session)})
         result = list(found.values())
     else:
-        result = list(_load_objects(_walk(obj.object_id, forward=False)).values())
+        result = list(_load_objects(session, _walk(session, obj.object_id, forward=False)).values())
     if raw_only:
         result = [o for o in result if not o._inputs]
     return sorted(result, key=lambda o: o.object_id)
 
 
-def derived(obj: DBObject) -> list[DBObject]:
+def derived(obj: DBObject, session: Session | None = None) -> list[DBObject]:
     """Every visible object made, directly or not, from ``obj``."""
     if obj.object_id is None:
         return []
-    return sorted(_load_objects(_walk(obj.object_id, forward=True)).values(), key=lambda o: o.object_id)
+    session = session or session_of(obj)
+    return sorted(_load_objects(session, _walk(session, obj.object_id, forward=True)).values(),
+                  key=lambda o: o.object_id)
 
 
 def link_rows(obj: "Persistent") -> list[dict[str, Any]]:

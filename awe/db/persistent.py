@@ -71,8 +71,8 @@ class Field:
     default : object
         Value of a new object.
     mutable : bool
-        May change after commit (``is_valid``, ``quality_flags``); the change is
-        written to the database at once.
+        May change after commit (``is_valid``, ``quality_flags``, the validity
+        range), through ``obj.update(name=value)`` only.
     """
 
     def __init__(self, type_: Any, doc: str = "", *, index: bool = False, default: Any = None,
@@ -109,8 +109,11 @@ class Field:
                     f"{type(obj).__name__}.{self.name} of committed object {obj.object_id} cannot change; "
                     "make a new product instead"
                 )
-            from awe.db.commit import update_attribute
-            update_attribute(obj, self, value)
+            raise ReadOnlyAttributeError(
+                f"{type(obj).__name__}.{self.name} of committed object {obj.object_id} is changed in the database "
+                f"with obj.update({self.name}={value!r}), which checks your rights; plain assignment does not "
+                "write it"
+            )
         obj.__dict__[self.name] = value
 
     def to_db(self, value: Any) -> Any:
@@ -148,7 +151,7 @@ class Ref(Field):
             return RefPath(cls, (self,))
         value = obj.__dict__.get(self.name)
         if value is None and obj.__dict__.get(self.column) is not None:
-            value = self.target.get_cached(obj.__dict__[self.column])
+            value = self.target.get_cached(obj.__dict__[self.column], obj.__dict__.get("_session"))
             obj.__dict__[self.name] = value
         return value
 
@@ -347,10 +350,13 @@ class Persistent(metaclass=PersistentMeta):
         return [name for name, klass in registry.items() if issubclass(klass, cls)]
 
     @classmethod
-    def _from_row(cls, row: Any) -> "Persistent":
+    def _from_row(cls, row: Any, session: Any = None) -> "Persistent":
+        """The object of a database row, remembering the session it was loaded through."""
         klass = registry[row["class_name"]]
         obj = klass.__new__(klass)
         obj.__dict__.update(klass._row_values(row))
+        if session is not None:
+            obj.__dict__["_session"] = session
         return obj
 
     @classmethod
@@ -397,9 +403,10 @@ class Persistent(metaclass=PersistentMeta):
         return result[0]
 
     @classmethod
-    def get_cached(cls, object_id: int) -> "Persistent":
-        from awe.db.context import context
-        return context.cached_entity(cls, object_id)
+    def get_cached(cls, object_id: int, session: Any = None) -> "Persistent":
+        """Reference data (an entity) by id, from the database's cache."""
+        from awe.db.session import current_session
+        return (session or current_session()).database.cached_entity(cls, object_id)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Persistent):

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 if TYPE_CHECKING:  # pragma: no cover
     from awe.db.persistent import Embedded, Field, Input, Persistent, Ref
+    from awe.db.session import Session
 
 __all__ = ["Query", "Attr", "RefPath", "EmbeddedPath", "InputPath", "QueryError"]
 
@@ -331,10 +332,23 @@ class Query:
     largest value.
     """
 
-    def __init__(self, cls: type, cond: _Cond | None = None) -> None:
+    def __init__(self, cls: type, cond: _Cond | None = None, session: "Session | None" = None) -> None:
         self.cls = cls
         self._cond = cond
         self._order: list[tuple[Any, bool]] = []
+        self._bound = session
+
+    def using(self, session: "Session") -> "Query":
+        """This query run for ``session`` (a web request's, a job's) instead of the current one."""
+        result = Query(self.cls, self._cond, session)
+        result._order = list(self._order)
+        return result
+
+    @property
+    def session(self) -> "Session":
+        """The session this query runs for: the bound one, else the current one."""
+        from awe.db.session import current_session
+        return self._bound if self._bound is not None else current_session()
 
     # combination ------------------------------------------------------
     def _merge_class(self, other: "Query") -> type:
@@ -348,7 +362,7 @@ class Query:
         if not isinstance(other, Query):
             return NotImplemented
         parts = [c for c in (self._cond, other._cond) if c is not None]
-        result = Query(self._merge_class(other), kind(*parts) if parts else None)
+        result = Query(self._merge_class(other), kind(*parts) if parts else None, self._bound or other._bound)
         result._order = list(self._order or other._order)
         return result
 
@@ -359,7 +373,8 @@ class Query:
         return self._combine(other, _Or)
 
     def __invert__(self) -> "Query":
-        return Query(self.cls, _Not(self._cond) if self._cond is not None else _Raw(lambda c: sa.false()))
+        return Query(self.cls, _Not(self._cond) if self._cond is not None else _Raw(lambda c: sa.false()),
+                     self._bound)
 
     def __bool__(self) -> bool:
         raise TypeError(
@@ -392,8 +407,8 @@ class Query:
 
     # execution --------------------------------------------------------
     def _compiler(self) -> _Compiler:
-        from awe.db.context import context
-        return _Compiler(self.cls, context.visible_project_ids() if context.applies_to(self.cls) else None)
+        owned = "project_id" in self.cls.__table__.c  # products belong to projects; reference data is shared
+        return _Compiler(self.cls, self.session.visible_project_ids() if owned else None)
 
     def _select(self, columns: Any = None, ordered: bool = True) -> tuple[sa.Select, _Compiler]:
         comp = self._compiler()
@@ -410,8 +425,7 @@ class Query:
         return str(self._select()[0])
 
     def _execute(self, stmt: sa.Select) -> list[Any]:
-        from awe.db.context import context
-        with context.engine.connect() as conn:
+        with self.session.engine.connect() as conn:
             return list(conn.execute(stmt).mappings())
 
     def __len__(self) -> int:
@@ -422,12 +436,14 @@ class Query:
         return int(self._scalar(stmt))
 
     def _scalar(self, stmt: sa.Select) -> Any:
-        from awe.db.context import context
-        with context.engine.connect() as conn:
+        with self.session.engine.connect() as conn:
             return conn.execute(stmt).scalar()
 
     def _objects(self, stmt: sa.Select) -> list[Any]:
-        return [self.cls._from_row(row) for row in self._execute(stmt)]
+        session = self.session
+        with session.engine.connect() as conn:
+            rows = list(conn.execute(stmt).mappings())
+        return [self.cls._from_row(row, session) for row in rows]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._objects(self._select()[0]))
@@ -478,8 +494,7 @@ class Query:
         """One attribute of every object, in the current order (fetched in one query)."""
         attr = self._path(name)
         stmt, _ = self._select(lambda comp: [attr._sql(comp)])
-        from awe.db.context import context
-        with context.engine.connect() as conn:
+        with self.session.engine.connect() as conn:
             return list(conn.execute(stmt).scalars())
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -58,14 +59,23 @@ class DBObject(Persistent, abstract=True):
     provenance = Field(String(40), "hash of (class, output-affecting parameters, input ids, code version)",
                        index=True)
     checksum = Field(String(64), "sha256 of the stored file")
-    timestamp_start = Field(DateTime, "start of the validity range (calibrations)", index=True)
-    timestamp_end = Field(DateTime, "end of the validity range (calibrations)", index=True)
+    timestamp_start = Field(DateTime, "start of the validity range (calibrations), UTC", index=True, mutable=True)
+    timestamp_end = Field(DateTime, "end of the validity range (calibrations), UTC", index=True, mutable=True)
+
+    def update(self, **changes: Any) -> None:
+        """Change mutable attributes of a committed object in the database (one statement).
+
+        ``obj.update(is_valid=0)``, ``obj.update(timestamp_end=datetime(...))``; only
+        ``is_valid``, ``quality_flags``, ``timestamp_start`` and ``timestamp_end`` may change.
+        """
+        from awe.db.commit import update_attributes
+        update_attributes(self, changes)
 
     @property
     def project(self) -> str | None:
         """Name of the project (context) holding the object."""
-        from awe.db.context import context
-        return context.project_name(self.project_id) if self.project_id is not None else None
+        from awe.db.session import session_of
+        return session_of(self).project_name(self.project_id) if self.project_id is not None else None
 
     def dependencies(self, raw_only: bool = False) -> list["DBObject"]:
         """Every object this one was made from, walking back to the raw frames."""

@@ -57,14 +57,15 @@ class Filter(Entity):
 
 def ensure_instrument(name: str) -> Instrument:
     """The Instrument row for ``name``, creating it (with chips and filters) from its description."""
-    from awe.db.context import context
+    from awe.db.session import current_session
     from awe.instruments import get_instrument
     spec = get_instrument(name)
     found = list(Instrument.name == spec.name)
     if found:
         return found[0]
     inst_t, chip_t, filt_t = Instrument.__table__, Chip.__table__, Filter.__table__
-    with context.engine.begin() as conn:
+    session = current_session()
+    with session.engine.begin() as conn:
         iid = conn.execute(inst_t.insert().values(
             class_name="Instrument", name=spec.name, telescope=spec.telescope, observatory=spec.observatory,
             longitude=spec.longitude_deg, latitude=spec.latitude_deg, pixel_scale=spec.pixel_scale,
@@ -73,7 +74,7 @@ def ensure_instrument(name: str) -> Instrument:
                                        for c in spec.chips])
         conn.execute(filt_t.insert(), [dict(class_name="Filter", name=f.id, eso_name=f.eso_name, band=f.band,
                                             wavelength=f.wavelength_nm, instrument_id=iid) for f in spec.filters])
-    context.forget_entities()
+    session.database.forget_entities()
     return list(Instrument.name == spec.name)[0]
 
 

@@ -82,23 +82,24 @@ class BaseFrame(DBObject, abstract=True):
     # ------------------------------------------------------------ files
     def retrieve(self, dest: str | Path | None = None) -> Path:
         """Fetch the file from the data storage into the working folder; returns its path."""
-        from awe.db.context import context
+        from awe.db.session import session_of
         if not self.filename:
             raise ValueError(f"{self!r} has no file")
-        local = Path(dest or context.settings.workdir) / self.filename
+        session = session_of(self)
+        local = Path(dest or session.settings.workdir) / self.filename
         if local.exists() and self.checksum is None:
             return local
-        return context.storage.retrieve(self.filename, local.parent, checksum=self.checksum)
+        return session.storage.retrieve(self.filename, local.parent, checksum=self.checksum)
 
     def local_path(self) -> Path:
         """Path of a readable copy (from the cache or storage), verified against the checksum."""
-        from awe.db.context import context
+        from awe.db.session import session_of
         if self.object_id is None:
             path = getattr(self, "_local_path", None)
             if path is None:
                 raise ValueError(f"{self!r} was not committed and has no local file")
             return Path(path)
-        return context.storage.open(self.filename, checksum=self.checksum)
+        return session_of(self).storage.open(self.filename, checksum=self.checksum)
 
     def load(self):
         """The pixel data (float32 numpy array) of the first image HDU."""

@@ -314,7 +314,7 @@ def load_refcat(path: str | Path, kind: str, name: str | None = None,
         If the file cannot be read or has no usable RA/Dec columns.
     """
     from awe.db.commit import commit
-    from awe.db.context import context
+    from awe.db.session import current_session
 
     if kind not in KINDS:
         raise RefcatError(f"kind must be one of {list(KINDS)}, not {kind!r}")
@@ -326,7 +326,7 @@ def load_refcat(path: str | Path, kind: str, name: str | None = None,
     with tempfile.TemporaryDirectory(prefix="awe-refcat-") as tmp:
         local = Path(tmp) / "refcat.fits"
         _write_fits(normalised, local)
-        digest = hashlib.sha1(local.read_bytes() + f"|{kind}|{name}|{context.project.name}".encode()).hexdigest()
+        digest = hashlib.sha1(local.read_bytes() + f"|{kind}|{name}|{current_session().project.name}".encode()).hexdigest()
         filename = f"RefCat-{kind}-{_slug(name)}-{digest[:20]}.fits"
         same = list(ReferenceCatalog.filename == filename)
         if same:
@@ -343,10 +343,11 @@ def load_refcat(path: str | Path, kind: str, name: str | None = None,
 # ====================================================================== querying
 def _visible_catalogs(kind: str, name: str | None) -> list[ReferenceCatalog]:
     """Valid catalogues of ``kind`` visible in the current context, one per content (current project first)."""
-    from awe.db.context import context
+    from awe.db.session import current_session
 
     if kind not in KINDS:
         raise RefcatError(f"kind must be one of {list(KINDS)}, not {kind!r}")
+    project = current_session().project
     query = (ReferenceCatalog.kind == kind) & (ReferenceCatalog.quality_flags == 0) & \
         (ReferenceCatalog.is_valid != 0)
     if name is not None:
@@ -354,9 +355,9 @@ def _visible_catalogs(kind: str, name: str | None) -> list[ReferenceCatalog]:
     found = list(query)
     if not found:
         what = f"{kind} reference catalogue" + (f" named {name!r}" if name else "")
-        raise LookupError(f"no {what} is visible in project {context.project.name}: load one with "
+        raise LookupError(f"no {what} is visible in project {project.name}: load one with "
                           f"`awe refcat FILE --kind {kind}` (or load_refcat)")
-    current = context.project.id
+    current = project.id
     found.sort(key=lambda c: (c.project_id != current, -(c.object_id or 0)))
     unique: dict[str | None, ReferenceCatalog] = {}
     for cat in found:
@@ -366,13 +367,13 @@ def _visible_catalogs(kind: str, name: str | None) -> list[ReferenceCatalog]:
 
 def _fetch(catalogs: Sequence[ReferenceCatalog], condition: Any) -> Table:
     """Rows of ``catalogs`` matching ``condition`` as a table, extra columns expanded."""
-    from awe.db.context import context
+    from awe.db.session import current_session, session_of
 
     names = {c.object_id: c.name for c in catalogs}
     t = refcat_rows
     stmt = (sa.select(t.c.catalog_id, t.c.ra, t.c.dec, t.c.mag, t.c.mag_err, t.c.name, t.c.extra)
             .where(t.c.catalog_id.in_(list(names)), condition).order_by(t.c.source_id))
-    with context.engine.connect() as conn:
+    with (session_of(catalogs[0]) if catalogs else current_session()).engine.connect() as conn:
         rows = conn.execute(stmt).all()
     table = Table()
     table["ra"] = np.array([r.ra for r in rows], dtype=np.float64)

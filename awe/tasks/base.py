@@ -19,15 +19,17 @@ groups form ``Pars(SomeTask)``), ``selection`` (keyword -> doc) and implements
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 import logging
+import threading
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 from awe import __version__
-from awe.db.context import context
 from awe.db.lineage import provenance_hash
 from awe.db.schema import DBObject
+from awe.db.session import Session, current_session
 from awe.model.frames import BaseFrame, product_filename
 from awe.pars import ParamGroup, Pars
 
@@ -49,7 +51,14 @@ _COMMON = {
     "inspect": "1: save the QA figures as PNG in the working folder",
     "logfile": "1 (or a file name): also write the log to a file in the working folder",
     "redo": "1: make the product again even if an identical one exists",
+    "session": "the Session to run for (a web request's, a DPU job's); default: the current one",
 }
+
+#: the task whose execute() is running in this thread/asyncio task (per-task log files)
+_running: contextvars.ContextVar["Task | None"] = contextvars.ContextVar("awe_task", default=None)
+_level_lock = threading.Lock()
+_level_users = 0
+_level_saved = logging.NOTSET
 
 
 class Task:
@@ -73,7 +82,8 @@ class Task:
         cls.__doc__ = "\n".join(lines)
 
     def __init__(self, pars: "Pars | dict | None" = None, commit: int | bool = 0, inspect: int | bool = 0,
-                 logfile: int | bool | str = 0, redo: int | bool = 0, **selection: Any) -> None:
+                 logfile: int | bool | str = 0, redo: int | bool = 0, session: Session | None = None,
+                 **selection: Any) -> None:
         selection = {_ALIASES.get(k, k): v for k, v in selection.items()}
         allowed = set(self.selection) | set(self.shortcuts)
         unknown = set(selection) - allowed
@@ -92,6 +102,7 @@ class Task:
         self.inspect = bool(inspect)
         self.logfile = logfile
         self.redo = bool(redo)
+        self._session = session
         self.log = logging.getLogger(f"awe.tasks.{type(self).__name__}")
         self.results: list[DBObject] = []
 
@@ -103,19 +114,26 @@ class Task:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     @property
+    def session(self) -> Session:
+        """The session the task runs for: the one given, else the current one when it was asked."""
+        if self._session is None:
+            self._session = current_session()
+        return self._session
+
+    @property
     def workdir(self) -> Path:
-        return Path(context.settings.workdir)
+        return Path(self.session.settings.workdir)
 
     def execute(self) -> list[DBObject]:
-        """Run the task; returns the products (committed when ``commit=1``)."""
-        with self._log_to_file():
+        """Run the task for its session; returns the products (committed when ``commit=1``)."""
+        with self.session.activate(), self._log_to_file():
             self.log.info("%s started: %s, commit=%d", type(self).__name__, self.selection_values, self.commit)
             made = self.make()
             if self.commit:
                 from awe.db.commit import commit
                 fresh = [(obj, path) for obj, path in made if obj.object_id is None]
                 if fresh:
-                    commit(fresh)
+                    commit(fresh, session=self.session)
             self.results = [obj for obj, _ in made]
             self.log.info("%s done: %d product(s)", type(self).__name__, len(self.results))
         return self.results
@@ -126,23 +144,28 @@ class Task:
 
     @contextlib.contextmanager
     def _log_to_file(self) -> Iterator[None]:
+        """With ``logfile``: this task's log records (only its own, whatever runs in other threads) to a file."""
+        token = _running.set(self)
         if not self.logfile:
-            yield
+            try:
+                yield
+            finally:
+                _running.reset(token)
             return
         name = self.logfile if isinstance(self.logfile, str) else f"{type(self).__name__}.log"
         handler = logging.FileHandler(self.workdir / name)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(lambda record: _running.get() is self)  # filters run in the emitting thread
         root = logging.getLogger("awe")
+        _lower_level(root)
         root.addHandler(handler)
-        previous = root.level
-        if root.getEffectiveLevel() > logging.INFO:
-            root.setLevel(logging.INFO)
         try:
             yield
         finally:
             root.removeHandler(handler)
-            root.setLevel(previous)
+            _restore_level(root)
             handler.close()
+            _running.reset(token)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def params(self, product: type, group: str = "process_params") -> ParamGroup:
@@ -181,7 +204,7 @@ class Task:
         filt = getattr(obj, "filter", None)
         obj.filename = product_filename(category, step or cls.__name__[:5], inst.name if inst else None,
                                         filt.name if filt else None, chip.name if chip else None,
-                                        context.user, obj.provenance)
+                                        self.session.user, obj.provenance)
         return obj
 
     def existing(self, obj: DBObject) -> DBObject | None:
@@ -206,6 +229,25 @@ class Task:
     def figure_path(self, obj: DBObject | str, what: str = "") -> Path:
         stem = obj.filename[:-5] if isinstance(obj, DBObject) else str(obj)
         return self.workdir / f"{stem}{('-' + what) if what else ''}.png"
+
+
+def _lower_level(logger: logging.Logger) -> None:
+    """Let INFO records through while at least one task writes a log file (reference-counted)."""
+    global _level_users, _level_saved
+    with _level_lock:
+        if _level_users == 0:
+            _level_saved = logger.level
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+        _level_users += 1
+
+
+def _restore_level(logger: logging.Logger) -> None:
+    global _level_users
+    with _level_lock:
+        _level_users -= 1
+        if _level_users == 0:
+            logger.setLevel(_level_saved)
 
 
 def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filter: bool = False,

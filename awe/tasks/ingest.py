@@ -586,16 +586,17 @@ class _Entities:
 
 def _existing(filenames: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
     """Stored objects with these file names in any project: name -> (checksum, project id)."""
-    from awe.db.context import context
+    from awe.db.session import current_session
     table = DBObject.__table__
     stmt = sa.select(table.c.filename, table.c.checksum, table.c.project_id).where(table.c.filename.in_(filenames))
-    with context.engine.connect() as conn:
+    with current_session().engine.connect() as conn:
         return {row.filename: (row.checksum, row.project_id) for row in conn.execute(stmt)}
 
 
 def _project_names(ids: Iterable[int | None]) -> str:
-    from awe.db.context import context
-    return ", ".join(sorted({context.project_name(i) or "?" for i in ids if i is not None}))
+    from awe.db.session import current_session
+    session = current_session()
+    return ", ".join(sorted({session.project_name(i) or "?" for i in ids if i is not None}))
 
 
 # ====================================================================== one file
