@@ -27,7 +27,7 @@ from awe.config import load_settings  # noqa: E402
 from awe import context  # noqa: E402
 from awe.db.persistent import Inputs  # noqa: E402
 from awe.db.schema import DBObject, links  # noqa: E402
-from awe.model import RawBiasFrame, RawDomeFlatFrame, RawScienceFrame  # noqa: E402
+from awe.model import BaseFrame, RawBiasFrame, RawDomeFlatFrame, RawScienceFrame  # noqa: E402
 
 
 class BenchReduced(DBObject):
@@ -63,9 +63,16 @@ def fill(n_frames: int) -> int:
                          OBJECT="3C273" if kind == "RawScienceFrame" else "FLAT", imstat_median=180.0 + i % 7,
                          imstat_stdev=28.0 + (i % 13) / 10))
     with context.engine.begin() as conn:
+        # each frame is a row in objects, frames and raw_frames (joined-table layout)
+        tables = RawBiasFrame._tables
         for k in range(0, len(rows), 5000):
-            conn.execute(table.insert(), rows[k:k + 5000])
+            chunk = rows[k:k + 5000]
+            conn.execute(table.insert(), [{c: r[c] for c in r if c in table.c} for r in chunk])
         ids = dict(conn.execute(sa.select(table.c.filename, table.c.object_id)).all())
+        for family in tables[1:]:
+            family_rows = [{"object_id": ids[r["filename"]], **{c: r[c] for c in r if c in family.c}} for r in rows]
+            for k in range(0, len(family_rows), 5000):
+                conn.execute(family.insert(), family_rows[k:k + 5000])
         raw_ids = [ids[r["filename"]] for r in rows if r["class_name"] == "RawScienceFrame"]
         bias_ids = [ids[r["filename"]] for r in rows if r["class_name"] == "RawBiasFrame"]
         n_derived = n_frames - n_raw - 1
@@ -119,6 +126,10 @@ def run(url: str | None, label: str, n_frames: int, repeat: int, tmp: Path) -> N
             lambda: len(list(RawDomeFlatFrame.select(instrument="WFI", chip="ccd53", date="2003-01-03"))),
         "order_by: (RawScienceFrame.chip.name=='ccd55').order_by('imstat.stdev')[:20]":
             lambda: len((RawScienceFrame.chip.name == "ccd55").order_by("imstat.stdev")[:20]),
+        "polymorphic: (BaseFrame.chip.name=='ccd50').order_by('-MJD_OBS')[:50]":
+            lambda: len({type(o).__name__ for o in (BaseFrame.chip.name == "ccd50").order_by("-MJD_OBS")[:50]}),
+        "polymorphic count: len(BaseFrame.EXPTIME > 10)":
+            lambda: len(BaseFrame.EXPTIME > 10),
         "max: (RawScienceFrame.OBJECT=='3C273').max('creation_date')":
             lambda: (RawScienceFrame.OBJECT == "3C273").max("creation_date").filename,
         "lineage: coadd of 250 inputs -> all raw frames":

@@ -61,10 +61,12 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]], session: Session
     try:
         with session.engine.begin() as conn:
             for obj, _ in items:
-                values = obj._column_values()
+                (root, values), *families = obj._table_values()
                 values.update(project_id=project.id, creator=session.user, software_version=__version__)
                 values["creation_date"] = values.get("creation_date") or now
-                oid = conn.execute(table.insert().values(**values)).inserted_primary_key[0]
+                oid = conn.execute(root.insert().values(**values)).inserted_primary_key[0]
+                for family, family_values in families:
+                    conn.execute(family.insert().values(object_id=oid, **family_values))
                 obj.__dict__["object_id"] = oid  # so later items can link to it
                 rows = [dict(r, child_id=oid) for r in link_rows(obj)]
                 if rows:

@@ -24,13 +24,8 @@ __all__ = ["load_inputs", "dependencies", "derived", "provenance_hash", "link_ro
 
 def _load_objects(session: Session, ids: Iterable[int]) -> dict[int, DBObject]:
     """Objects by id that ``session`` may see (one query)."""
-    ids = list(set(ids))
-    if not ids:
-        return {}
-    table = DBObject.__table__
-    stmt = sa.select(table).where(table.c.object_id.in_(ids), table.c.project_id.in_(session.visible_project_ids()))
-    with session.engine.connect() as conn:
-        return {row["object_id"]: DBObject._from_row(row, session) for row in conn.execute(stmt).mappings()}
+    from awe.db.query import load_objects
+    return load_objects(session, DBObject, list(ids))
 
 
 def load_inputs(obj: "Persistent", role: str) -> list[DBObject]:

@@ -9,10 +9,18 @@ A persistent class declares its attributes with descriptors::
         raw_bias_frames = Inputs(RawBiasFrame)
 
 On the class, an attribute is a query path (``RawBiasFrame.chip.name == 'ccd50'``
-is a :class:`~awe.db.query.Query`); on an instance it is the value. All classes
-below one root (a class with ``__tablename__``) share the root's table, told
-apart by ``class_name``; so a query on a class sees its subclasses too, and
-lineage, filenames and contexts work the same for every product.
+is a :class:`~awe.db.query.Query`); on an instance it is the value.
+
+Tables (joined-table inheritance): a class with ``__tablename__`` and no
+persistent ancestor with a table is a *root* (``objects`` for every product,
+``instruments``, ...): its table has ``object_id`` and ``class_name`` and the
+attributes it declares. A class with ``__tablename__`` below a root starts a
+*family* table (``frames``, ``bias_frames``, ...) keyed by the same
+``object_id``; every attribute goes into the table of the nearest class that
+has one. So an object is one row in each table of its chain
+(``cls._tables``: root first), a query on a class sees its subclasses too
+(``class_name IN (...)``), and a column name means one quantity with one unit:
+the same name may not appear twice along a chain.
 
 Instances are plain Python objects, detached from any database session: they are
 loaded by queries and written by :func:`awe.db.commit.commit`.
@@ -288,12 +296,15 @@ class PersistentMeta(type):
 class Persistent(metaclass=PersistentMeta):
     """Base of every stored class.
 
-    Subclasses that define ``__tablename__`` are roots with their own table;
-    the others add their columns to their root's table.
+    Subclasses that define ``__tablename__`` have a table of their own (a root,
+    or a family table joined by ``object_id``); the others add their columns to
+    the table of their nearest ancestor that has one.
     """
 
     __tablename__: ClassVar[str | None] = None
     __table__: ClassVar[sa.Table]
+    #: the tables of this class's chain, root first (every object has one row in each)
+    _tables: ClassVar[tuple[sa.Table, ...]] = ()
     _fields: ClassVar[dict[str, Any]] = {}
     _inputs: ClassVar[dict[str, Input]] = {}
     _abstract: ClassVar[bool] = True
@@ -317,12 +328,18 @@ class Persistent(metaclass=PersistentMeta):
         cls._fields = fields
         cls._inputs = inputs
         if "__tablename__" in vars(cls):
-            cls.__table__ = sa.Table(
-                cls.__tablename__, metadata,
-                sa.Column("object_id", Integer, primary_key=True, autoincrement=True),
-                sa.Column("class_name", String(64), nullable=False, index=True),
-            )
-        table = getattr(cls, "__table__", None)
+            chain = cls._tables
+            if chain:  # a family table below the root, joined by object_id
+                table = sa.Table(cls.__tablename__, metadata,
+                                 sa.Column("object_id", Integer, sa.ForeignKey(f"{chain[0].name}.object_id"),
+                                           primary_key=True, autoincrement=False))
+            else:
+                table = sa.Table(cls.__tablename__, metadata,
+                                 sa.Column("object_id", Integer, primary_key=True, autoincrement=True),
+                                 sa.Column("class_name", String(64), nullable=False, index=True))
+                cls.__table__ = table
+            cls._tables = chain + (table,)
+        table = cls._tables[-1] if cls._tables else None
         for key, value in vars(cls).items():
             if table is None:
                 if isinstance(value, (Field, Embedded)) and key != "object_id":
@@ -330,6 +347,11 @@ class Persistent(metaclass=PersistentMeta):
                 continue
             if isinstance(value, (Field, Embedded)) and key != "object_id":
                 for column in value.sql_columns():
+                    for other in cls._tables[:-1]:
+                        if column.name in other.c:
+                            raise PersistentError(
+                                f"{cls.__name__}.{key}: column {column.name} is already in table {other.name} of "
+                                f"its ancestors; give the quantity its own name")
                     _add_column(table, column, cls)
 
     # ------------------------------------------------------------------ building
@@ -372,6 +394,11 @@ class Persistent(metaclass=PersistentMeta):
                 values[key] = row.get(fld.column)
         return values
 
+    def _table_values(self) -> list[tuple[sa.Table, dict[str, Any]]]:
+        """The row to insert into each table of the chain (root first; the others without object_id)."""
+        values = self._column_values()
+        return [(table, {c.name: values[c.name] for c in table.c if c.name in values}) for table in self._tables]
+
     def _column_values(self) -> dict[str, Any]:
         """The values to insert, by column name."""
         values: dict[str, Any] = {"class_name": type(self).__name__}
@@ -413,10 +440,10 @@ class Persistent(metaclass=PersistentMeta):
             return NotImplemented
         if self.object_id is None or other.object_id is None:
             return self is other
-        return type(self).__tablename__ == type(other).__tablename__ and self.object_id == other.object_id
+        return type(self).__table__ is type(other).__table__ and self.object_id == other.object_id
 
     def __hash__(self) -> int:
-        return hash((type(self).__tablename__, self.object_id)) if self.object_id is not None else id(self)
+        return hash((type(self).__table__.name, self.object_id)) if self.object_id is not None else id(self)
 
     def __repr__(self) -> str:
         label = getattr(self, "filename", None) or getattr(self, "name", None) or ""

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from awe.db.accounts import PrivilegeError, find_project, may_enter, private_project_name
 from awe.db.lineage import dependencies
+from awe.db.query import fetch_rows
 from awe.db.schema import DBObject, links
 from awe.db.session import Session
 
@@ -89,11 +90,12 @@ def delete(session: Session, obj: DBObject) -> None:
 
 
 def _delete_rows(session: Session, objs: list[DBObject]) -> None:
-    table = DBObject.__table__
     ids = [o.object_id for o in objs]
+    tables = {t.name: t for o in objs for t in type(o)._tables}
     with session.engine.begin() as conn:
         conn.execute(links.delete().where(links.c.child_id.in_(ids)))
-        conn.execute(table.delete().where(table.c.object_id.in_(ids)))
+        for table in sorted(tables.values(), key=lambda t: t is DBObject.__table__):  # family tables first
+            conn.execute(table.delete().where(table.c.object_id.in_(ids)))
     for o in objs:
         if o.filename and o.checksum and session.storage.exists(o.filename):
             session.storage.delete(o.filename)
@@ -112,7 +114,8 @@ def clean(session: Session, project: str | None = None) -> list[DBObject]:
         raise PrivilegeError(f"only the owner's private project can be cleaned, not {p.name}")
     table = DBObject.__table__
     with session.engine.connect() as conn:
-        rows = conn.execute(sa.select(table).where(table.c.project_id == p.id)).mappings().all()
+        ids = list(conn.execute(sa.select(table.c.object_id).where(table.c.project_id == p.id)).scalars())
+        rows = fetch_rows(conn, ids)
     remaining = {r["object_id"]: DBObject._from_row(r, session) for r in rows}
     deleted: list[DBObject] = []
     while remaining:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from awe.db.persistent import Embedded, Field, Input, Persistent, Ref
     from awe.db.session import Session
 
-__all__ = ["Query", "Attr", "RefPath", "EmbeddedPath", "InputPath", "QueryError"]
+__all__ = ["Query", "Attr", "RefPath", "EmbeddedPath", "InputPath", "QueryError", "load_objects"]
 
 
 class QueryError(AttributeError, TypeError):
@@ -282,34 +282,57 @@ def _coerce(value: Any) -> Any:
 
 # --------------------------------------------------------------------- compiler
 class _Compiler:
-    """Turns paths into columns of a base table alias plus outer joins."""
+    """Turns paths into columns of the root table's alias plus the joins they need.
+
+    A family table of the queried class (``frames``, ``bias_frames``) is joined
+    (inner, on ``object_id``) only when one of its columns is used; a reference
+    (``.chip.name``) is an outer join to the entity's table.
+    """
 
     def __init__(self, cls: type, visible: Sequence[int] | None) -> None:
         self.cls = cls
         self.visible = visible
         self.base = cls.__table__.alias()
         self.joins: dict[tuple, sa.Alias] = {}
-        self.join_list: list[tuple[sa.Alias, sa.ColumnElement]] = []
+        self.join_list: list[tuple[sa.Alias, sa.ColumnElement, bool]] = []
+
+    def _alias(self, key: tuple, table: sa.Table, on: Any, outer: bool) -> sa.Alias:
+        if key not in self.joins:
+            alias = table.alias()
+            self.joins[key] = alias
+            self.join_list.append((alias, on(alias), outer))
+        return self.joins[key]
+
+    def _locate(self, key: tuple, owner: type, column: str) -> sa.Alias:
+        """The alias of the table of ``owner``'s chain that holds ``column`` (joining it if needed)."""
+        root = self.base if not key else self.joins[key]
+        if column in root.c:
+            return root
+        for table in owner._tables[1:]:
+            if column in table.c:
+                return self._alias(key + (table.name,), table, lambda a: a.c.object_id == root.c.object_id,
+                                   outer=bool(key))
+        raise QueryError(f"column {column} is not in the tables of {owner.__name__}")
+
+    def family(self, table: sa.Table) -> sa.Alias:
+        """The (joined) alias of one of the queried class's family tables."""
+        return self._alias((table.name,), table, lambda a: a.c.object_id == self.base.c.object_id, outer=False)
 
     def column(self, refs: tuple, column: str) -> sa.ColumnElement:
-        table = self.base
-        for depth in range(len(refs)):
-            key = refs[: depth + 1]
-            ref = refs[depth]
-            if key not in self.joins:
-                alias = ref.target.__table__.alias()
-                self.joins[key] = alias
-                self.join_list.append((alias, alias.c.object_id == table.c[ref.column]))
-            table = self.joins[key]
-        try:
-            return table.c[column]
-        except KeyError:
-            raise QueryError(f"column {column} is not in table {table.name}") from None
+        owner: type = self.cls
+        key: tuple = ()
+        for ref in refs:
+            holder = self._locate(key, owner, ref.column)
+            key = key + (ref,)
+            self._alias(key, ref.target.__table__, lambda a, h=holder, r=ref: a.c.object_id == h.c[r.column],
+                        outer=True)
+            owner = ref.target
+        return self._locate(key, owner, column).c[column]
 
     def from_clause(self) -> sa.FromClause:
         clause: sa.FromClause = self.base
-        for alias, on in self.join_list:
-            clause = clause.outerjoin(alias, on)
+        for alias, on, outer in self.join_list:
+            clause = clause.outerjoin(alias, on) if outer else clause.join(alias, on)
         return clause
 
     def where(self, cond: _Cond | None) -> sa.ColumnElement:
@@ -320,6 +343,65 @@ class _Compiler:
         if cond is not None:
             parts.append(cond.sql(self))
         return sa.and_(*parts)
+
+
+def _object_columns(comp: _Compiler) -> list[Any]:
+    """What loading objects of the queried class selects: its root and family tables' columns."""
+    columns: list[Any] = [comp.base]
+    for table in comp.cls._tables[1:]:
+        alias = comp.family(table)
+        columns += [c for c in alias.c if c.name != "object_id"]
+    return columns
+
+
+_IN_CHUNK = 500
+
+
+def _complete_rows(conn: sa.Connection, rows: list[dict[str, Any]], known: int) -> None:
+    """Add to each row the columns of the family tables of its class below the first ``known`` ones.
+
+    A query on ``BaseFrame`` selects ``objects`` and ``frames``; the rows of
+    BiasFrames then get ``calibration_frames`` and ``bias_frames`` here, one
+    query per table and chunk of ids (not one per object).
+    """
+    from awe.db.persistent import registry
+    extra: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if len(registry[row["class_name"]]._tables) > known:
+            for table in registry[row["class_name"]]._tables[known:]:
+                extra.setdefault(table.name, []).append(row)
+    for name, wanting in extra.items():
+        table = next(t for t in registry[wanting[0]["class_name"]]._tables if t.name == name)
+        by_id = {row["object_id"]: row for row in wanting}
+        ids = list(by_id)
+        for start in range(0, len(ids), _IN_CHUNK):
+            stmt = sa.select(table).where(table.c.object_id.in_(ids[start:start + _IN_CHUNK]))
+            for found in conn.execute(stmt).mappings():
+                by_id[found["object_id"]].update({k: v for k, v in found.items() if k != "object_id"})
+
+
+def fetch_rows(conn: sa.Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Complete rows of products by id, whoever owns them (for callers that checked the rights)."""
+    from awe.db.schema import DBObject
+    table = DBObject.__table__
+    rows: list[dict[str, Any]] = []
+    ids = list(ids)
+    for start in range(0, len(ids), _IN_CHUNK):
+        stmt = sa.select(table).where(table.c.object_id.in_(ids[start:start + _IN_CHUNK]))
+        rows += [dict(r) for r in conn.execute(stmt).mappings()]
+    _complete_rows(conn, rows, 1)
+    return rows
+
+
+def load_objects(session: "Session", cls: type, ids: Sequence[int]) -> dict[int, Any]:
+    """The objects of ``cls`` with these ids that ``session`` may see, by id (complete, in few queries)."""
+    result: dict[int, Any] = {}
+    ids = list(set(ids))
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start:start + _IN_CHUNK]
+        for obj in Query(cls, session=session).filter(cls.object_id.in_(chunk)).list():
+            result[obj.object_id] = obj
+    return result
 
 
 # --------------------------------------------------------------------- query
@@ -414,7 +496,7 @@ class Query:
         comp = self._compiler()
         where = comp.where(self._cond)
         order = [(a._sql(comp).desc() if d else a._sql(comp).asc()) for a, d in self._order]
-        selected = columns(comp) if columns else [comp.base]
+        selected = columns(comp) if columns else _object_columns(comp)
         stmt = sa.select(*selected).select_from(comp.from_clause()).where(where)
         if ordered:
             stmt = stmt.order_by(*order, comp.base.c.object_id)
@@ -442,7 +524,8 @@ class Query:
     def _objects(self, stmt: sa.Select) -> list[Any]:
         session = self.session
         with session.engine.connect() as conn:
-            rows = list(conn.execute(stmt).mappings())
+            rows = [dict(row) for row in conn.execute(stmt).mappings()]
+            _complete_rows(conn, rows, len(self.cls._tables))
         return [self.cls._from_row(row, session) for row in rows]
 
     def __iter__(self) -> Iterator[Any]:
@@ -477,7 +560,7 @@ class Query:
         comp = self._compiler()
         where = comp.where(self._cond)
         column = attr._sql(comp)
-        stmt = (sa.select(comp.base).select_from(comp.from_clause()).where(where, column.is_not(None))
+        stmt = (sa.select(*_object_columns(comp)).select_from(comp.from_clause()).where(where, column.is_not(None))
                 .order_by(column.desc() if desc else column.asc(), comp.base.c.object_id.desc()).limit(1))
         result = self._objects(stmt)
         return result[0] if result else None

@@ -121,6 +121,8 @@ class MasterFlatParams(ParamGroup):
 class CalibrationFrame(BaseFrame, abstract=True):
     """A calibration image of one chip with a validity range, on the trimmed grid."""
 
+    __tablename__ = "calibration_frames"
+
     nframes = Field(Integer, "number of raw frames combined")
     overscan_correction = Field(Integer, "overscan correction method (OVERSCAN_CORRECTION) of the raw frames")
 
@@ -145,6 +147,8 @@ class CalibrationFrame(BaseFrame, abstract=True):
 class PixelMap(CalibrationFrame, abstract=True):
     """A bad-pixel map: uint8 image, 1 on a bad pixel."""
 
+    __tablename__ = "pixel_maps"
+
     n_bad_pixels = Field(Integer, "number of pixels flagged")
     bad_fraction = Field(Float, "fraction of pixels flagged")
     bad_columns = Field(JSON, "0-based (trimmed grid) columns flagged as a whole")
@@ -167,6 +171,8 @@ class PixelMap(CalibrationFrame, abstract=True):
 class FlatFrame(CalibrationFrame, abstract=True):
     """A normalised flat field (median 1 over the trimmed grid) with its QC figures."""
 
+    __tablename__ = "flat_frames"
+
     level = Field(Float, "mean de-biased median level of the raw flats combined [ADU]")
     levels = Field(JSON, "de-biased median level of each raw flat [ADU], in input order")
     n_rejected = Field(Integer, "values clipped while combining (cosmic rays, stars)")
@@ -185,6 +191,8 @@ class BiasFrame(CalibrationFrame):
     frames reduced with it must be overscan-corrected the same way.
     ``read_noise`` is measured from differences of pairs of raw biases.
     """
+
+    __tablename__ = "bias_frames"
 
     parameter_groups = {"process_params": BiasParams}
 

@@ -40,6 +40,8 @@ class QualityFlags:
 class BaseFrame(DBObject, abstract=True):
     """An image: a file in the data storage with its instrument, chip, filter and header attributes."""
 
+    __tablename__ = "frames"
+
     instrument = Ref("Instrument", "instrument")
     chip = Ref("Chip", "chip (CCD)")
     filter = Ref("Filter", "filter")
@@ -126,6 +128,8 @@ def _longitude(instrument: str | None) -> float:
 
 class RawFrame(BaseFrame, abstract=True):
     """A raw frame: one chip of an ESO raw MEF file, as ingested."""
+
+    __tablename__ = "raw_frames"
 
     raw_file = Field(String(255), "original raw MEF file name", index=True)
     extension = Field(Integer, "extension number in the raw MEF file")

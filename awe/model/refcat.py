@@ -76,6 +76,8 @@ class ReferenceCatalog(DBObject):
     :func:`refcat_sources`); the file is the normalised FITS table.
     """
 
+    __tablename__ = "reference_catalogs"
+
     name = Field(String(128), "catalogue name", index=True)
     kind = Field(String(16), "'astrometric' or 'standard'", index=True)
     n_sources = Field(Integer, "number of sources")

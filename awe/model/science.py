@@ -88,6 +88,8 @@ class ReducedScienceFrame(BaseFrame):
     grid, and the gain.
     """
 
+    __tablename__ = "reduced_frames"
+
     parameter_groups = {"process_params": ReducedScienceParams}
 
     raw = Input("RawScienceFrame", "the raw frame")
@@ -144,6 +146,8 @@ class WeightFrame(BaseFrame):
     ``FLAGS`` extension says why a pixel has weight 0 (:meth:`flags`).
     """
 
+    __tablename__ = "weight_frames"
+
     parameter_groups = {"process_params": WeightParams}
 
     reduced = Input("ReducedScienceFrame", "the reduced frame")
@@ -173,6 +177,8 @@ class SatelliteMap(BaseFrame):
     x1, y1`` where the line crosses the image border.
     """
 
+    __tablename__ = "satellite_maps"
+
     parameter_groups = {"process_params": SatelliteParams}
 
     reduced = Input("ReducedScienceFrame", "the reduced frame searched")
@@ -198,6 +204,8 @@ class IlluminationCorrection(CalibrationFrame):
     :class:`IlluminationFit`). Made by the photometric pipeline from reduced
     standard fields; applied by ``ReduceTask`` when a valid one exists.
     """
+
+    __tablename__ = "illumination_corrections"
 
     reduced_frames = Inputs("ReducedScienceFrame", "reduced standard-field frames it was measured on")
 
