@@ -60,6 +60,8 @@ class DBObject(Persistent, abstract=True):
     checksum = Field(String(64), "sha256 of the stored file")
     timestamp_start = Field(DateTime, "start of the validity range (calibrations)", index=True)
     timestamp_end = Field(DateTime, "end of the validity range (calibrations)", index=True)
+    qc_report = Field(JSON, "the automatic quality checks run: a list of {check, value, limit, parameter, "
+                            "relation, failed, flag} (None: none run)")
 
     @property
     def project(self) -> str | None:
