@@ -13,6 +13,12 @@ combine them. Paths through references (``.chip.name``), embedded groups
 (``.imstat.median``) and lineage roles (``ReducedScienceFrame.raw.filename``)
 become joins or ``EXISTS`` sub-queries. Every query runs in the database and
 sees only what the current context may see.
+
+Catalogue rows (:mod:`awe.db.rows`) read the same way,
+``(Source.SLID == 42) & (Source.MAG_AUTO < 22)``, with sky conditions
+(``Source.cone(ra, dec, radius)``, ``Source.box(...)``); their queries
+(:class:`~awe.db.rows.RowQuery`) fetch astropy Tables, and see the rows whose
+parent object the context may see.
 """
 
 from __future__ import annotations
@@ -169,6 +175,9 @@ class Attr(_Comparable):
         self._label = label or (fld.name if fld else self._column)
 
     def _cond(self, op: str, value: Any) -> "Query":
+        unit = getattr(self._field, "unit", None)
+        if unit is not None:  # a Quantity compared with a column of a declared unit
+            value = [_in_unit(v, unit, self) for v in value] if op == "in" else _in_unit(value, unit, self)
         return Query(self._cls, _Compare(self, op, value))
 
     def _sql(self, comp: "_Compiler") -> sa.ColumnElement:
@@ -176,6 +185,16 @@ class Attr(_Comparable):
 
     def __repr__(self) -> str:
         return ".".join([self._cls.__name__] + [r.name for r in self._refs] + [self._label])
+
+
+def _in_unit(value: Any, unit: str, attr: Attr) -> Any:
+    if not hasattr(value, "unit") or not hasattr(value, "to_value"):
+        return value
+    import astropy.units as u
+    try:
+        return value.to_value(unit)
+    except u.UnitConversionError:
+        raise QueryError(f"{attr!r} is in {unit}; {value} does not convert to it") from None
 
 
 class _InputAttr(_Comparable):
@@ -283,32 +302,44 @@ def _coerce(value: Any) -> Any:
 class _Compiler:
     """Turns paths into columns of a base table alias plus outer joins."""
 
+    #: the base table's key column: the tie-breaker of every order
+    key = "object_id"
+
     def __init__(self, cls: type, visible: Sequence[int] | None) -> None:
         self.cls = cls
         self.visible = visible
         self.base = cls.__table__.alias()
-        self.joins: dict[tuple, sa.Alias] = {}
-        self.join_list: list[tuple[sa.Alias, sa.ColumnElement]] = []
+        self.joins: dict[tuple, sa.FromClause] = {}
+        self.join_list: list[tuple[sa.FromClause, sa.ColumnElement, bool]] = []
 
-    def column(self, refs: tuple, column: str) -> sa.ColumnElement:
-        table = self.base
+    def join(self, refs: tuple, inner: bool = False) -> sa.FromClause:
+        """The alias reached from the base table through the references ``refs`` (joined once)."""
+        table: sa.FromClause = self.base
         for depth in range(len(refs)):
             key = refs[: depth + 1]
             ref = refs[depth]
             if key not in self.joins:
                 alias = ref.target.__table__.alias()
                 self.joins[key] = alias
-                self.join_list.append((alias, alias.c.object_id == table.c[ref.column]))
+                self.join_list.append((alias, alias.c.object_id == table.c[ref.column], inner and depth == 0))
             table = self.joins[key]
+        return table
+
+    def column(self, refs: tuple, column: str) -> sa.ColumnElement:
+        table = self.join(refs)
         try:
             return table.c[column]
         except KeyError:
-            raise QueryError(f"column {column} is not in table {table.name}") from None
+            raise QueryError(f"column {column} is not in table {getattr(table, 'name', table)}") from None
+
+    def order_term(self, column: sa.ColumnElement, descending: bool) -> sa.ColumnElement:
+        """``column`` ascending or descending in an ORDER BY."""
+        return column.desc() if descending else column.asc()
 
     def from_clause(self) -> sa.FromClause:
         clause: sa.FromClause = self.base
-        for alias, on in self.join_list:
-            clause = clause.outerjoin(alias, on)
+        for alias, on, inner in self.join_list:
+            clause = clause.join(alias, on) if inner else clause.outerjoin(alias, on)
         return clause
 
     def where(self, cond: _Cond | None) -> sa.ColumnElement:
@@ -330,6 +361,13 @@ class Query:
     returns the query), ``q.max('creation_date')`` returns the object with the
     largest value.
     """
+
+    def __new__(cls, klass: type, cond: _Cond | None = None) -> "Query":
+        # a class may name its own kind of query (catalogue rows: awe.db.rows.RowQuery)
+        wanted = getattr(klass, "_query_class", None)
+        if wanted is not None and not issubclass(cls, wanted):
+            return super().__new__(wanted)
+        return super().__new__(cls)
 
     def __init__(self, cls: type, cond: _Cond | None = None) -> None:
         self.cls = cls
@@ -398,11 +436,11 @@ class Query:
     def _select(self, columns: Any = None, ordered: bool = True) -> tuple[sa.Select, _Compiler]:
         comp = self._compiler()
         where = comp.where(self._cond)
-        order = [(a._sql(comp).desc() if d else a._sql(comp).asc()) for a, d in self._order]
+        order = [comp.order_term(a._sql(comp), d) for a, d in self._order]
         selected = columns(comp) if columns else [comp.base]
         stmt = sa.select(*selected).select_from(comp.from_clause()).where(where)
         if ordered:
-            stmt = stmt.order_by(*order, comp.base.c.object_id)
+            stmt = stmt.order_by(*order, comp.base.c[comp.key])
         return stmt, comp
 
     def sql(self) -> str:
@@ -462,7 +500,7 @@ class Query:
         where = comp.where(self._cond)
         column = attr._sql(comp)
         stmt = (sa.select(comp.base).select_from(comp.from_clause()).where(where, column.is_not(None))
-                .order_by(column.desc() if desc else column.asc(), comp.base.c.object_id.desc()).limit(1))
+                .order_by(column.desc() if desc else column.asc(), comp.base.c[comp.key].desc()).limit(1))
         result = self._objects(stmt)
         return result[0] if result else None
 
