@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # awe in one command, on a machine with Python >= 3.11 and git:
 #   bash run.sh demo    set up, then run the course reduction on a simulated WFI night
-#                       (embedded SQLite database and local storage under ./awe-home)
+#                       (embedded SQLite database and local storage under ./awe-home,
+#                       products and the log awe.log in ./awe-work)
+#   bash run.sh prompt  the awe> prompt on the demo's data (in ./awe-work)
 #   bash run.sh test    set up (incl. a PostgreSQL server binary), then run every test
 #   bash run.sh bench   set up, then run the benchmarks (full-size chips: minutes, GBs)
 set -euo pipefail
@@ -43,7 +45,15 @@ case "${1:-}" in
         export AWE_HOME=${AWE_HOME:-$PWD/awe-home}
         mkdir -p awe-work
         cd awe-work
-        exec ../.venv/bin/awe demo "$@"
+        exec ../.venv/bin/awe demo --prompt-command "bash run.sh prompt" "$@"
+        ;;
+    prompt)
+        setup_python
+        shift
+        export AWE_HOME=${AWE_HOME:-$PWD/awe-home}
+        mkdir -p awe-work
+        cd awe-work
+        exec ../.venv/bin/awe "$@"
         ;;
     test)
         setup_python
@@ -60,7 +70,7 @@ case "${1:-}" in
         done
         ;;
     *)
-        echo "usage: bash run.sh demo|test|bench" >&2
+        echo "usage: bash run.sh demo|prompt|test|bench" >&2
         exit 2
         ;;
 esac

@@ -4,11 +4,20 @@
 prompt: every persistent class, every task, ``Pars``, ``context`` (and
 ``pylab``, ``os``, ``np``). Names are imported on first use, so ``import
 awe.image`` stays light.
+
+Names of the course (``astro-wise-course-2008``) that awe does not implement
+yet (``RegridTask``, ``dpu``, ``SourceList``, ...) are in the namespace too, as
+:class:`Planned` placeholders: calling or using one raises
+:class:`NotImplementedYetError` saying which spec section it belongs to,
+instead of a bare ``NameError``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -16,14 +25,79 @@ __version__ = "0.1.0"
 _EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe._context", "context"),
           "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None)}
 
+#: Names of the course that awe does not implement yet: name -> (sections of the spec, what it is).
+PLANNED: dict[str, tuple[str, str]] = {
+    "AstrometricParametersTask": ("section 6", "astrometric calibration of a reduced frame"),
+    "AstrometricParameters": ("section 6", "astrometric solution of a reduced frame"),
+    "PhotcatTask": ("section 6", "catalogue of standard stars for the photometric calibration"),
+    "PhotSrcCatalog": ("section 6", "catalogue of standard stars measured on a reduced frame"),
+    "PhotomTask": ("section 6", "photometric zero point"),
+    "PhotometricParameters": ("section 6", "photometric zero point and extinction"),
+    "GAstromSourceListTask": ("section 6", "source lists for the global astrometry"),
+    "GAstromSourceList": ("section 6", "source list for the global astrometry"),
+    "GAstromTask": ("section 6", "global (multi-exposure) astrometric solution"),
+    "GAstrometric": ("section 6", "global astrometric solution"),
+    "RegridTask": ("section 6", "regridding of reduced frames to a common sky grid"),
+    "RegriddedFrame": ("sections 5 and 6", "reduced frame regridded to a common sky grid"),
+    "CoaddTask": ("section 7", "coaddition of regridded frames into a mosaic"),
+    "CoaddedRegriddedFrame": ("sections 9 and 10", "coadded mosaic with its weight"),
+    "dpu": ("section 7", "the distributed processing unit (dpu.run, dpu.wait_for_jobs, dpu.get_logs)"),
+    "SourceListTask": ("section 10", "source extraction into a queryable source list"),
+    "SourceList": ("section 10", "queryable list of extracted sources"),
+    "AssociateListTask": ("section 10", "association of overlapping source lists"),
+    "AssociateList": ("section 10", "associated sources of several source lists"),
+}
+
+
+class NotImplementedYetError(NotImplementedError):
+    """A name of the course that awe does not implement yet was called or used."""
+
+
+class _PlannedMeta(type):
+    """Metaclass of the placeholders: every public use raises :class:`NotImplementedYetError`."""
+
+    _awe_message: str
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedYetError(cls._awe_message)
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("_"):  # introspection (help, IPython, pickle) looks these up
+            raise AttributeError(name)
+        raise NotImplementedYetError(cls._awe_message)
+
+    def __repr__(cls) -> str:
+        return f"<{cls.__name__}: not implemented yet in awe {__version__}>"
+
+
+class Planned(metaclass=_PlannedMeta):
+    """Base of the placeholders for names of the course not implemented yet."""
+
+    _awe_message = "this name is part of the course but not implemented yet in awe"
+
+
+@functools.lru_cache(maxsize=None)
+def planned(name: str) -> type:
+    """The placeholder for ``name`` (one of :data:`PLANNED`); ``help()`` on it says what it will be."""
+    section, what = PLANNED[name]
+    message = (f"{name} is part of the spec ({section}: {what}) but not implemented yet in awe "
+               f"{__version__}; see README 'Course coverage'")
+    return _PlannedMeta(name, (Planned,), {"__doc__": message, "_awe_message": message, "__module__": "awe"})
+
 
 def _modules() -> list[str]:
     return ["awe.model", "awe.tasks"]
 
 
 def namespace() -> dict[str, Any]:
-    """The prompt's namespace: persistent classes, tasks, Pars, context, pylab, os, np."""
-    names: dict[str, Any] = {}
+    """The prompt's namespace: persistent classes, tasks, Pars, context, pylab, os, np.
+
+    Names of the course not implemented yet come as :func:`planned` placeholders;
+    the real ones win as soon as they exist. The first call also chooses the
+    matplotlib backend (see :func:`choose_backend`).
+    """
+    choose_backend()
+    names: dict[str, Any] = {name: planned(name) for name in PLANNED}
     for module_name in _modules():
         module = importlib.import_module(module_name)
         names.update({n: getattr(module, n) for n in module.__all__})
@@ -37,18 +111,41 @@ def __getattr__(name: str) -> Any:
         return sorted(namespace())
     if name in _EXTRA:
         module_name, attr = _EXTRA[name]
-        if name == "pylab":
-            import matplotlib
-            matplotlib.use("Agg" if not _has_display() else matplotlib.get_backend())
         module = importlib.import_module(module_name)
         return getattr(module, attr) if attr else module
     for module_name in _modules():
         module = importlib.import_module(module_name)
         if name in getattr(module, "__all__", ()):
             return getattr(module, name)
+    if name in PLANNED:
+        return planned(name)
     raise AttributeError(f"module 'awe' has no attribute {name!r}")
 
 
-def _has_display() -> bool:
-    import os
+def has_display() -> bool:
+    """Whether figures can be shown on a screen (a desktop session, or not a X11/Wayland platform)."""
+    if not sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")):
+        return True  # macOS and Windows always have their native backends
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def choose_backend() -> str | None:
+    """Choose matplotlib's backend once, at start-up: ``Agg`` where there is no display.
+
+    Called when the prompt, the ``awe`` command or ``from awe import *`` start;
+    library code never touches the backend. Nothing is changed when
+    ``MPLBACKEND`` is set, when there is a display (matplotlib then picks an
+    interactive backend), or when pyplot is already in use (the session chose).
+
+    Returns
+    -------
+    str or None
+        The backend set, or None when the choice was left to matplotlib or the user.
+    """
+    if os.environ.get("MPLBACKEND") or has_display() or "matplotlib.pyplot" in sys.modules:
+        return None
+    if "matplotlib" in sys.modules:
+        sys.modules["matplotlib"].use("Agg")
+    else:  # matplotlib reads it when (if ever) it is imported: the command's verbs need not import it
+        os.environ["MPLBACKEND"] = "agg"
+    return "agg"

@@ -1,4 +1,10 @@
-"""The ``awe`` command: the prompt, and verbs for data, users, projects, storage and the demo."""
+"""The ``awe`` command: the prompt, and verbs for data, users, projects, storage and the demo.
+
+The verbs show warnings and errors on the screen (``-v``: everything) and
+write their whole log to ``awe.log`` in the working folder; progress is drawn
+as one bar per step. awe's errors end a verb with one line (``AWE_DEBUG=1``:
+the traceback).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,10 @@ from pathlib import Path
 
 import click
 
-from awe.shell import configure_logging
-
 log = logging.getLogger("awe.cli")
+
+#: The log file of the verbs, in the working folder.
+LOG_FILE = "awe.log"
 
 
 def _connect(project: str | None = None):
@@ -33,21 +40,82 @@ class _Cli(click.Group):
     def invoke(self, ctx):
         from awe.config import ConfigError
         from awe.db.engine import DatabaseError
+        from awe.shell import debug_enabled, is_awe_error
         try:
             return super().invoke(ctx)
-        except (ConfigError, DatabaseError, PermissionError, LookupError, ValueError, OSError) as exc:
+        except Exception as exc:
+            one_line = isinstance(exc, (ConfigError, DatabaseError, PermissionError, LookupError, ValueError,
+                                        OSError)) or is_awe_error(exc)
+            if debug_enabled() or not one_line or isinstance(exc, click.ClickException):
+                raise
+            log_file = ctx.obj.get("log_file") if isinstance(ctx.obj, dict) else None
+            if log_file is not None:
+                log.error("%s: %s", type(exc).__name__, exc, exc_info=True, extra={"awe_file_only": True})
             _fail(str(exc))
 
 
+class _TqdmHandler(logging.Handler):
+    """Log records on the screen without breaking the progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - as logging.StreamHandler does
+            self.handleError(record)
+
+
+def _configure_logging(verbose: bool) -> Path | None:
+    """Screen: warnings and errors (``-v``: everything); ``awe.log`` in the working folder: everything."""
+    logger = logging.getLogger("awe")
+    level = logging.DEBUG if verbose else logging.INFO
+    logger.setLevel(level)
+    for handler in [h for h in logger.handlers if getattr(h, "_awe_cli", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    screen = _TqdmHandler(level if verbose else logging.WARNING)
+    screen.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    screen.addFilter(lambda record: not getattr(record, "awe_file_only", False))
+    handlers: list[logging.Handler] = [screen]
+    path = None
+    try:
+        from awe.config import ConfigError, load_settings
+        workdir = Path(load_settings().workdir)
+    except ConfigError:
+        workdir = None  # the verb reports the bad setting itself
+    if workdir is not None and workdir.is_dir():
+        path = workdir / LOG_FILE
+        try:
+            file = logging.FileHandler(path, encoding="utf-8")
+        except OSError as exc:
+            click.echo(f"awe: cannot write the log file {path} ({exc}); logging to the screen only", err=True)
+            path = None
+        else:
+            file.setLevel(level)
+            file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            handlers.append(file)
+    for handler in handlers:
+        handler._awe_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    return path
+
+
 @click.group(cls=_Cli, invoke_without_command=True)
-@click.option("-v", "--verbose", is_flag=True, help="Show debug messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Show every log message on the screen, debug ones too.")
 @click.pass_context
 def main(ctx: click.Context, verbose: bool) -> None:
-    """awe: the Astro-WISE environment. Without a command: open the awe> prompt."""
-    configure_logging(logging.DEBUG if verbose else logging.INFO)
+    """awe: the Astro-WISE environment. Without a command: open the awe> prompt.
+
+    The commands write their log to awe.log in the working folder.
+    """
+    import awe
+    awe.choose_backend()
     if ctx.invoked_subcommand is None:
-        from awe.shell import start_prompt
+        from awe.shell import configure_logging, start_prompt
+        configure_logging(logging.DEBUG if verbose else logging.INFO)
         start_prompt()
+    else:
+        ctx.obj = {"log_file": _configure_logging(verbose)}
 
 
 # ----------------------------------------------------------------- data
@@ -58,34 +126,44 @@ def main(ctx: click.Context, verbose: bool) -> None:
 def sim(outdir: Path, scale: float, seed: int) -> None:
     """Simulate the course night (WFI, 2003-03-03) as ESO raw files, with truth."""
     from awe.sim import simulate_night
-    path = simulate_night(outdir, scale=scale, seed=seed, progress=_progress("simulating"))
+    path = simulate_night(outdir, scale=scale, seed=seed, progress=_progress("simulate"))
     click.echo(f"simulated night written to {path}")
 
 
+_UNITS = {"simulate": "chip", "ingest": "file", "calibrate": "task", "reduce": "task"}
+
+
 def _progress(label: str):
+    """A progress bar for one step: the ``(done, total, name)`` callback the library reports to."""
     from tqdm import tqdm
     bar: dict = {}
+    unit = _UNITS.get(label, "")
 
     def report(done: int, total: int, name: str = "") -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=total, desc=label, unit="file", file=sys.stderr, leave=False)
+            if done >= total:
+                return
+            bar["bar"] = tqdm(total=total, desc=f"{label:10s}", unit=unit, file=sys.stderr, leave=True,
+                              dynamic_ncols=True)
         bar["bar"].n = done
-        bar["bar"].set_postfix_str(str(name)[-40:])
-        bar["bar"].refresh()
+        bar["bar"].set_postfix_str(str(name)[-40:], refresh=False)
         if done >= total:
             bar.pop("bar").close()
+        else:
+            bar["bar"].refresh()
 
     return report
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--project", default=None, help="Project to ingest into (the course keeps raw data in ALL).")
-def ingest(paths: tuple[Path, ...], project: str | None) -> None:
+@click.option("--project", default="ALL", show_default=True,
+              help="Project to ingest into (the course keeps raw data in ALL).")
+def ingest(paths: tuple[Path, ...], project: str) -> None:
     """Ingest ESO raw files (or folders of them) into the database and data storage."""
     from awe.tasks.ingest import ingest as run_ingest
     _connect(project)
-    report = run_ingest(list(paths), progress=_progress("ingesting"))
+    report = run_ingest(list(paths), progress=_progress("ingest"))
     click.echo(str(report))
     if report.failed:
         sys.exit(1)
@@ -214,13 +292,28 @@ def db_upgrade() -> None:
               help="Where the simulated raw night goes.")
 @click.option("--scale", default=0.125, show_default=True, help="Chip size factor (1 = full size).")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--chip", "chips", multiple=True, help="Chips to reduce (default: all 8).")
-def demo(outdir: Path, scale: float, seed: int, chips: tuple[str, ...]) -> None:
-    """The course reduction (spec sections 5-6) on a simulated WFI night, on the embedded database."""
-    from awe.demo import run_course
-    summary = run_course(outdir, scale=scale, seed=seed, chips=list(chips) or None,
-                         progress=_progress("ingesting"))
-    click.echo(summary)
+@click.option("--chip", "chips", multiple=True, help="Chip to reduce (repeatable; default: all 8, e.g. --chip ccd50).")
+@click.option("--prompt-command", default=None, hidden=True,
+              help="The command that opens the prompt on this data (run.sh gives its own).")
+@click.pass_context
+def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple[str, ...],
+         prompt_command: str | None) -> None:
+    """The course reduction (spec sections 5-6) on a simulated WFI night, on the embedded database.
+
+    Ends with the command that opens the awe> prompt on the demo's data.
+    """
+    from awe.demo import prepare_prompt, run_course
+    session = _connect()
+    report = run_course(outdir, scale=scale, seed=seed, chips=list(chips) or None, progress=_progress)
+    click.echo(report.summary())
+    log_file = (ctx.obj or {}).get("log_file")
+    if log_file is not None:
+        click.echo(f"Every step in detail: {log_file}")
+    command = prepare_prompt(session.settings, prompt_command)
+    click.echo("Open the awe> prompt on this data (sections 5 and 6 of the course work there as written):")
+    click.echo(f"    {command}")
+    if report.failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

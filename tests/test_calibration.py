@@ -140,6 +140,7 @@ def test_products_committed_with_validity_mode_and_types(night):
 
 
 # ----------------------------------------------------------------------------- accuracy against the truth
+# Tolerances are about twice the worst of ccd50 and ccd57 over seeds 1-3 (the figures in the comments).
 @pytest.mark.parametrize("chip", CHIPS)
 def test_master_bias_matches_truth(night, chip):
     truth, bias = night.truth, night.products[chip]["bias"]
@@ -147,17 +148,18 @@ def test_master_bias_matches_truth(night, chip):
     normal = ~truth.hot_pixels(chip)[_trim(truth, chip)]
     expected_noise = _chip_truth(truth, chip)["read_noise_adu"] / np.sqrt(bias.nframes)
     assert bias.nframes == 10
-    assert abs(float(np.mean(residual[normal]))) < 0.5
-    assert abs(float(np.std(residual[normal])) / expected_noise - 1) < 0.2
+    assert abs(float(np.mean(residual[normal]))) < 0.025  # measured |mean| <= 0.0116 ADU
+    # the per-row overscan median and the clipping add noise: measured +7.5 .. +8.2 %
+    assert 0.0 < float(np.std(residual[normal])) / expected_noise - 1 < 0.17
 
 
 @pytest.mark.parametrize("chip", CHIPS)
 def test_read_noise_and_gain_match_truth(night, chip):
     row = _chip_truth(night.truth, chip)
     products = night.products[chip]
-    assert abs(products["bias"].read_noise / row["read_noise_adu"] - 1) < 0.05
-    assert abs(products["dome"].gain / row["gain"] - 1) < 0.05
-    assert abs(products["twilight"].gain / row["gain"] - 1) < 0.05
+    assert abs(products["bias"].read_noise / row["read_noise_adu"] - 1) < 0.04  # measured +0.7 .. +2.0 %
+    assert abs(products["dome"].gain / row["gain"] - 1) < 0.014  # measured within 0.69 %
+    assert abs(products["twilight"].gain / row["gain"] - 1) < 0.015  # measured within 0.76 %
     assert products["master"].gain == products["dome"].gain
 
 
@@ -165,18 +167,32 @@ def test_read_noise_ignores_row_jitter():
     rng = np.random.default_rng(3)
     frames = [rng.normal(0, 2.0, (300, 200)).astype(np.float32) + rng.normal(0, 5, (300, 1)).astype(np.float32)
               for _ in range(4)]
-    assert abs(bias_read_noise(frames) / 2.0 - 1) < 0.02
+    assert abs(bias_read_noise(frames) / 2.0 - 1) < 0.006  # measured -0.31 % (within 0.32 % over seeds 3-7)
+
+
+def _amplifier_excess(truth, chip):
+    """How far each column next to the amplifier sits above the next 40 (the simulator's bias structure)."""
+    section = _trim(truth, chip)
+    pattern = truth.bias_pattern(chip)[section]
+    columns = np.median(pattern, axis=0)
+    return columns[:16] - np.median(columns[16:56])
 
 
 @pytest.mark.parametrize("chip", CHIPS)
 def test_hot_pixel_map_matches_truth(night, chip):
+    """All true hot pixels found, ~no false ones, although the bias has columns a few ADU above their
+    neighbours next to the amplifier (a 2-D smooth alone flags 1.2-2.0 % of the chip there)."""
     truth, hot = night.truth, night.products[chip]["hot"]
+    assert _amplifier_excess(truth, chip).max() > 3.0  # the structure is there
     true_hot = truth.hot_pixels(chip)[_trim(truth, chip)]
     found = hot.mask()
-    assert (found & true_hot).sum() >= 0.95 * true_hot.sum()
-    assert (found & ~true_hot).sum() < 0.001 * found.size
+    assert (found & true_hot).sum() == true_hot.sum()  # measured: all, on every chip of seeds 1-3
+    assert (found & ~true_hot).sum() <= 2  # measured 0 (0-1 on the other chips)
+    assert hot.quality_flags == 0
     assert hot.n_bad_pixels == found.sum() and hot.bad_fraction == pytest.approx(found.mean())
     assert np.array_equal(hot.weight(), (~found).astype(np.float32))
+    x0, y0 = _trim(truth, chip)[1].start, _trim(truth, chip)[0].start
+    assert sorted(hot.bad_columns) == sorted(int(c["x"]) - x0 for c in truth.hot_columns(chip))
 
 
 @pytest.mark.parametrize("chip", CHIPS)
@@ -185,14 +201,16 @@ def test_cold_pixel_map_matches_truth(night, chip):
     trim = _trim(truth, chip)
     true_cold = truth.cold_pixels(chip, include_columns=False)[trim]
     found = cold.mask()
-    assert (found & true_cold).sum() >= 0.95 * true_cold.sum()
+    assert (found & true_cold).sum() == true_cold.sum()  # measured: all
     x0, y0 = trim[1].start, trim[0].start
     columns = truth.bad_columns(chip)
     for col in columns:
         rows = slice(max(int(col["y0"]) - y0, 0), int(col["y1"]) - y0)
         assert found[rows, int(col["x"]) - x0].all(), col
+    # good pixels lost: only the dead run of a partially dead column is masked (was 229 on ccd57)
+    assert (found & ~truth.cold_pixels(chip)[trim]).sum() <= 2  # measured 0
     if chip == "ccd57":
-        assert len(columns) == 1  # the night has a dead column on this chip
+        assert len(columns) == 1  # the night has a dead column on this chip, over 45 % of it
         assert int(columns[0]["x"]) - x0 in cold.bad_columns
 
 
@@ -202,9 +220,11 @@ def test_master_flat_matches_truth(night, chip):
     good = ~(truth.cold_pixels(chip)[_trim(truth, chip)] | products["cold"].mask())
     small, large = _flat_errors(products["master"].load(), truth, chip, good)
     _, dome_large = _flat_errors(products["dome"].load(), truth, chip, good)
-    assert small < 0.005
-    assert large < 0.003
-    assert large < 0.5 * dome_large  # the twilight's large scales fix the dome lamp's pattern
+    # the pixel scale is the dome flats' photon noise: measured 1.038-1.044 x 1/sqrt(gain x sum of levels)
+    photon = 1.0 / np.sqrt(_chip_truth(truth, chip)["gain"] * sum(products["dome"].levels))
+    assert 1.0 < small / photon < 1.09
+    assert large < 0.002  # measured 0.00094-0.00102
+    assert large < 0.5 * dome_large  # the twilight's large scales fix the dome lamp's pattern (0.16-0.24 x)
     assert products["master"].smoothing_scale == round(64 * SCALE)
     assert np.median(products["master"].load()) == pytest.approx(1.0, abs=1e-4)
 
@@ -248,18 +268,67 @@ def test_inspect_saves_one_figure_per_step(night):
 
 
 def test_bias_qc_against_previous_master_and_limits(night):
-    names = [_chip_file(d, "ccd50") for d in BIASES[:5]]
+    """The stdev of the difference with the previous (10-frame) master reads what the shared frames imply,
+    also when nearly all are shared (the clipped statistic read 0.000 ADU then), and fails above its limit."""
+    rn = _chip_truth(night.truth, "ccd50")["read_noise_adu"]
+    names = [_chip_file(d, "ccd50") for d in BIASES]
     before = _factory.db_state(night.storage)
-    (half,) = BiasTask(raw_filenames=names, commit=0).execute()
-    # the previous master is the 10-frame one; their difference is sigma/sqrt(10)-like noise
-    assert 0.5 < half.stdev_difference < 1.2
-    assert half.quality_flags == 0 and half.nframes == 5
+    for n, ratio in ((5, 1.12), (9, 1.175)):  # measured 1.113-1.123 and 1.174-1.178 (seeds 1-3, ccd50, ccd57)
+        (part,) = BiasTask(raw_filenames=names[:n], commit=0).execute()
+        # plain means of n frames out of the same 10: rn * sqrt(1/n + 1/10 - 2 n / (10 n)); clipped means
+        # are noisier (the clipped statistic read 1.065 and 1.047 x this)
+        expected = rn * np.sqrt(1 / n + 1 / 10 - 2 / 10)
+        assert abs(part.stdev_difference / expected - ratio) < 0.03, n
+        assert part.quality_flags == 0 and part.nframes == n
+    pars = Pars(BiasTask)
+    pars.BiasFrame.process_params.SIGMA_CLIP = 2.5
+    (same,) = BiasTask(instrument='WFI', chip='ccd50', pars=pars, commit=0).execute()
+    assert 0.15 < same.stdev_difference < 0.4  # the same 10 frames, clipped harder: measured 0.238
     pars = Pars(BiasTask)
     pars.BiasFrame.process_params.MAXIMUM_STDEV = 0.5
     pars.BiasFrame.process_params.MAXIMUM_STDEV_DIFFERENCE = 0.3
-    (strict,) = BiasTask(raw_filenames=names, pars=pars, commit=0).execute()
+    (strict,) = BiasTask(raw_filenames=names[:5], pars=pars, commit=0).execute()
     assert strict.quality_flags == QualityFlags.TOO_NOISY | QualityFlags.DIFFERS_FROM_PREVIOUS
+    failed = {r["parameter"]: r for r in strict.qc_report if r["failed"]}
+    assert set(failed) == {"BiasFrame.process_params.MAXIMUM_STDEV",
+                           "BiasFrame.process_params.MAXIMUM_STDEV_DIFFERENCE"}
+    assert failed["BiasFrame.process_params.MAXIMUM_STDEV_DIFFERENCE"]["value"] == pytest.approx(
+        strict.stdev_difference)
+    assert failed["BiasFrame.process_params.MAXIMUM_STDEV_DIFFERENCE"]["limit"] == 0.3
+    passed = {r["parameter"].rsplit(".", 1)[1] for r in strict.qc_report if not r["failed"]}
+    assert passed == {"MAXIMUM_ABS_MEAN", "MAXIMUM_SUBWIN_FLATNESS", "MAXIMUM_SUBWIN_STDEV"}
     assert _factory.db_state(night.storage) == before
+
+
+def test_refused_calibration_names_the_check_its_value_and_parameter(night, caplog):
+    """A flat made without a hot pixel map warns; a hot pixel map refused by its QC is named with the check
+    that failed, its value, its limit and the parameter to relax -- not 'make one' (which makes it again)."""
+    chip = "ccd54"
+    BiasTask(instrument='WFI', chip=chip, commit=1).execute()
+    with caplog.at_level(logging.INFO, logger="awe"):
+        DomeFlatTask(instrument='WFI', chip=chip, date=NIGHT, filter='#844', commit=0).execute()
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "without a HotPixelMap" in r.getMessage()]
+    assert warned and "HotPixelsTask(" in warned[0].getMessage()
+    pars = Pars(HotPixelsTask)
+    pars.HotPixelMap.process_params.MAXIMUM_FRACTION = 1e-5
+    (strict,) = HotPixelsTask(instrument='WFI', chip=chip, date=NIGHT, pars=pars, commit=1).execute()
+    assert strict.object_id is not None and strict.quality_flags == QualityFlags.TOO_NOISY
+    (record,) = strict.qc_report
+    assert record == {"check": "hot pixel fraction", "value": pytest.approx(strict.bad_fraction), "limit": 1e-5,
+                      "parameter": "HotPixelMap.process_params.MAXIMUM_FRACTION", "relation": ">",
+                      "failed": True, "flag": "TOO_NOISY"}
+    raw = RawDomeFlatFrame.select(instrument='WFI', chip=chip, filter='#844')[0]
+    with pytest.raises(MissingCalibrationError) as info:
+        select_calibration(HotPixelMap, raw, logging.getLogger("test"))
+    message = str(info.value)
+    for words in (strict.filename, "hot pixel fraction = ", f"{strict.bad_fraction:.4g} > 1e-05",
+                  "raise HotPixelMap.process_params.MAXIMUM_FRACTION", "pars = Pars(HotPixelsTask)", "redo=1"):
+        assert words in message, (words, message)
+    assert "Make one first" not in message
+    assert info.value.qc_failures == [(strict.filename, record)]
+    pars.HotPixelMap.process_params.MAXIMUM_FRACTION = 0.01
+    (relaxed,) = HotPixelsTask(instrument='WFI', chip=chip, date=NIGHT, pars=pars, commit=1).execute()
+    assert relaxed.quality_flags == 0 and select_calibration(HotPixelMap, raw, logging.getLogger("test")) == relaxed
 
 
 def test_streaming_row_file_roundtrip(tmp_path):
@@ -333,6 +402,13 @@ def test_too_few_frames(night):
     pars.DomeFlatFrame.process_params.MINIMUM_FRAMES = 4
     _refused(night, lambda: DomeFlatTask(instrument='WFI', chip='ccd50', date=NIGHT, filter='#844', pars=pars,
                                          commit=1).execute(), TaskError, "MINIMUM_FRAMES", "3 raw dome flats")
+
+
+def test_bad_hot_pixel_parameters(night):
+    pars = Pars(HotPixelsTask)
+    pars.HotPixelMap.process_params.ROW_WINDOW = 1
+    _refused(night, lambda: HotPixelsTask(instrument='WFI', chip='ccd50', date=NIGHT, pars=pars, commit=1).execute(),
+             ValueError, "HotPixelMap.process_params", "ROW_WINDOW must be >= 3")
 
 
 def test_wrong_night(night):

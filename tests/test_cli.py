@@ -25,6 +25,12 @@ def run(tmp_path):
         return subprocess.run([awe, *args], env=e, cwd=tmp_path, capture_output=True, text=True, input=input,
                               timeout=300)
 
+    def python(script: str, user: str):
+        e = dict(env, AWE_USER=user)
+        return subprocess.run([sys.executable, "-c", script], env=e, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+
+    call.python = python
     return call
 
 
@@ -32,14 +38,24 @@ def test_sim_ingest_refcat_vacuum(run, tmp_path):
     out = run("sim", str(tmp_path / "night"), "--scale", "0.0625", "--seed", "3")
     assert out.returncode == 0, out.stderr
     assert len(list((tmp_path / "night").glob("WFI.*.fits"))) == 31
-    out = run("ingest", str(tmp_path / "night"), "--project", "ALL")
+    out = run("ingest", str(tmp_path / "night"))  # no --project: raw data go to ALL, as in the course
     assert out.returncode == 0, out.stderr
     assert "31 file(s) ingested (248 frames)" in out.stdout
+    assert "INFO" not in out.stderr and "sha256" not in out.stderr  # the detail is in the log file
+    assert "ingest" in out.stderr and "31/31" in out.stderr  # the progress bar
+    log = (tmp_path / "awe.log").read_text()
+    assert log.count("sha256") >= 248 and "31 file(s) ingested" in log
+    seen = run.python("from awe import *\n"
+                      "print(len(RawBiasFrame.instrument.name == 'WFI'), context.get_current_project().name)",
+                      user="somebody_else")
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split() == ["80", "SOMEBODY_ELSE"]  # another user sees them: they are in ALL
     again = run("ingest", str(tmp_path / "night" / "WFI.2003-03-03T19:23:24.843.fits"))
     assert again.returncode == 0 and "already ingested" in again.stdout
     (tmp_path / "broken.fits").write_bytes(b"SIMPLE  =                    T" + b" " * 50)
     bad = run("ingest", str(tmp_path / "broken.fits"))
     assert bad.returncode == 1 and "broken.fits" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
     out = run("refcat", str(tmp_path / "night" / "refcat" / "standards.fits"), "--kind", "standard",
               "--project", "ALL")
     assert out.returncode == 0, out.stderr

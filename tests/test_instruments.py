@@ -57,6 +57,30 @@ def test_chips_extensions_and_layout():
         wfi.chip(9)
 
 
+def test_detector_ids_name_the_chips():
+    wfi = get_instrument("WFI")
+    # the keywords raw files carry the detector id in, read in this order; the primary's list of them
+    assert wfi.detector_id_keys == ("HIERARCH ESO DET CHIP ID", "HIERARCH ESO DET CHIP1 ID")
+    assert wfi.primary_detector_id_key.format(n=3) == "HIERARCH ESO DET CHIP3 ID"
+    for chip in wfi.chips:
+        # ESO's La Silla detector ids are the ESO CCD numbers: WFI's chips are ESO CCDs #50..#57
+        assert chip.detector_id == chip.name and chip.detector_ids == (chip.name, f"ESO_CCD_#{chip.name[3:]}")
+        for value in (chip.name, chip.name.upper(), f" eso_ccd_#{chip.name[3:]} "):
+            assert wfi.identify(value) is chip
+    with pytest.raises(LookupError, match="no detector with id or name 'ccd58'.*ccd50 \\(ccd50/ESO_CCD_#50\\)"):
+        wfi.identify("ccd58")
+    with pytest.raises(LookupError, match="no detector"):
+        wfi.identify("1")          # a position is not a detector id
+    # a description without detector ids: the chip name is the id
+    data = _wfi_data()
+    del data["detector_id"]
+    for chip in data["chips"]:
+        del chip["detector_ids"]
+    bare = spec_from_mapping(data, "bare.toml")
+    assert bare.detector_id_keys == () and bare.primary_detector_id_key is None
+    assert bare.chip(2).detector_id == "ccd51" and bare.identify("CCD51") is bare.chip(2)
+
+
 def test_filters_by_id_or_eso_name():
     wfi = get_instrument("WFI")
     rc = wfi.filter("#844")
@@ -84,6 +108,16 @@ def test_a_new_instrument_needs_only_its_description():
     (lambda d: d["chips"][0].update(trim=[40, 2082, 31, 4122]), "trim section .* not inside"),
     (lambda d: d["chips"][1].update(index=1), "chip indices must be 1..8"),
     (lambda d: d.update(layout=[["ccd50"]]), "layout .* every chip"),
+    (lambda d: d["chips"][3].update(detector_ids=["ccd53", "ESO_CCD_#50"]),
+     "detector id or name 'eso_ccd_#50' names both chip ccd50 and chip ccd53"),
+    (lambda d: d["chips"][1].update(detector_ids=["ccd50"]), "'ccd50' names both chip ccd50 and chip ccd51"),
+    (lambda d: d["chips"][0].update(detector_ids="ccd50"), "chip ccd50: detector_ids must be a list of non-empty"),
+    (lambda d: d["chips"][0].update(detector_ids=["ccd50", " "]), "detector_ids must be a list of non-empty"),
+    (lambda d: d["detector_id"].pop("extension_keys"), "detector_ids but detector_id.extension_keys does not say"),
+    (lambda d: d["detector_id"].update(primary_key="HIERARCH ESO DET CHIP1 ID"), "primary_key must be a keyword "
+                                                                                "with {n}"),
+    (lambda d: d["detector_id"].update(extension_key="X"), "detector_id has unknown key\\(s\\) \\['extension_key'\\]"),
+    (lambda d: d.update(detector_id="HIERARCH ESO DET CHIP ID"), "detector_id must be a table"),
 ])
 def test_bad_descriptions_are_refused(change, message):
     data = _wfi_data()

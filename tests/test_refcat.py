@@ -12,7 +12,7 @@ from astropy.table import Table
 import astropy.units as u
 
 from awe import context
-from awe.model import ReferenceCatalog, load_refcat, refcat_box, refcat_sources
+from awe.model import ReferenceCatalog, ReferenceSource, load_refcat, refcat_box, refcat_sources
 from awe.model.refcat import RefcatError, refcat_rows
 from awe.sim import simulate_night
 
@@ -83,6 +83,14 @@ def test_simulated_catalogues_and_region_queries(db, refcat_dir):
     box = refcat_box("astrometric", QSO[0] - 0.05, QSO[0] + 0.05, QSO[1] - 0.03, QSO[1] + 0.03)
     keep = (np.abs(astro_in["RA"] - QSO[0]) <= 0.05) & (np.abs(astro_in["DEC"] - QSO[1]) <= 0.03)
     assert len(box) == int(keep.sum()) > 5
+
+    # the sources are catalogue rows: units on the fetched columns, reachable from the query language
+    assert (found["ra"].unit, found["dec"].unit, found["mag"].unit) == (u.deg, u.deg, u.mag)
+    bright = (ReferenceSource.catalog == std) & (ReferenceSource.mag < 15)
+    assert len(bright) == int((std_in["R"] < 15).sum()) > 0
+    assert set(bright.table()["name"]) == set(std_in["NAME"][std_in["R"] < 15])
+    assert len(ReferenceSource.catalog.kind == "astrometric") == len(astro_in)
+    assert len(ReferenceSource.cone(*QSO, 0.1 * u.deg)) == len(expected)
 
     # loading the same catalogue again changes nothing; deleting it removes its rows
     assert load_refcat(refcat_dir / "astrometric.fits", "astrometric").object_id == astro.object_id

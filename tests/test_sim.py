@@ -127,7 +127,10 @@ def test_mef_structure_and_chip_mapping(night, truth):
                     assert key in hdu.header, (filename, n, key)
                 assert hdu.header["BITPIX"] == 16 and hdu.header["BZERO"] == 32768 and hdu.header["BSCALE"] == 1
                 assert hdu.data.dtype == np.dtype(">i2")
-                assert hdu.header["EXTNAME"] == f"ccd{49 + n}" == hdu.header["HIERARCH ESO DET CHIP1 ID"]
+                # the detector id the instrument description declares (ESO CCD #5N); the primary lists them all
+                assert hdu.header["EXTNAME"] == f"ccd{49 + n}" == hdu.header["HIERARCH ESO DET CHIP1 ID"] \
+                    == spec.chip(n).detector_id == hdul[0].header[f"HIERARCH ESO DET CHIP{n} ID"]
+                assert "HIERARCH ESO DET CHIP ID" not in hdu.header
                 assert hdu.header["HIERARCH ESO DET OUT1 CONAD"] == spec.chip(n).gain
                 assert (hdu.header["CTYPE1"], hdu.header["CTYPE2"]) == ("RA---TAN", "DEC--TAN")
                 geometry = RawGeometry.from_header(hdu.header, spec.chip(n))
@@ -135,6 +138,45 @@ def test_mef_structure_and_chip_mapping(night, truth):
                 assert hdu.data.shape == geometry.shape == (516, 288)
         with fits.open(night / filename) as hdul:
             assert hdul[1].data.dtype == np.uint16
+
+
+def test_file_conventions_of_other_generations(night, tmp_path):
+    """EXTNAME style, detector id keyword, primary list and extension order are options; the pixels stay."""
+    spec = get_instrument("WFI")
+    names = ["WFI.2003-03-03T19:01:05.890.fits", STANDARD]
+    other = simulate_night(tmp_path / "other", SCALE, 1, only=names, extname_style="upper",
+                           detector_id_key="HIERARCH ESO DET CHIP ID", shuffle_extensions=True)
+    orders = []
+    for name in names:
+        with fits.open(other / name) as hdul, fits.open(night / name) as plain:
+            assert len(hdul) == 9
+            order = [spec.identify(hdu.header["HIERARCH ESO DET CHIP ID"]).index for hdu in hdul[1:]]
+            orders.append(order)
+            assert sorted(order) == list(range(1, 9)) and order != list(range(1, 9))
+            for extension, n in enumerate(order, 1):
+                header = hdul[extension].header
+                assert header["EXTNAME"] == f"CCD{49 + n}" and "HIERARCH ESO DET CHIP1 ID" not in header
+                # the primary lists the chips in the file's own order
+                assert hdul[0].header[f"HIERARCH ESO DET CHIP{extension} ID"] == spec.chip(n).detector_id
+                np.testing.assert_array_equal(hdul[extension].data, plain[n].data)
+                assert header["CRPIX1"] == plain[n].header["CRPIX1"]
+    assert orders[0] != orders[1]        # a random order per file, drawn from the seed
+    bare = simulate_night(tmp_path / "bare", SCALE, 1, only=names[:1], extname_style="none", detector_id_key=None,
+                          primary_detector_ids=False, shuffle_extensions=["ccd57", "ccd56", "ccd55", "ccd54",
+                                                                          "ccd53", "ccd52", "ccd51", 1])
+    with fits.open(bare / names[0]) as hdul, fits.open(night / names[0]) as plain:
+        assert not any(re.fullmatch(r"ESO DET CHIP\d* ID", k) for k in hdul[0].header)
+        for extension in range(1, 9):
+            assert "EXTNAME" not in hdul[extension].header and "HIERARCH ESO DET CHIP1 ID" not in hdul[extension].header
+            np.testing.assert_array_equal(hdul[extension].data, plain[9 - extension].data)
+    for options, message in [(dict(extname_style="CHIP"), "extname_style must be one of name, upper, chip, none"),
+                             (dict(detector_id_key="ESO DET CHIP2 ID"), "detector_id_key must be one of"),
+                             (dict(shuffle_extensions=["ccd50"] * 8), "must name each of the 8 chips once"),
+                             (dict(shuffle_extensions=["ccd58"]), "no chip 'ccd58'"),
+                             (dict(shuffle_extensions="ccd50"), "must be True, False or a sequence")]:
+        with pytest.raises(ValueError, match=message):
+            simulate_night(tmp_path / "refused", SCALE, 1, only=names[:1], **options)
+    assert not (tmp_path / "refused").exists()      # refused before anything is written
 
 
 # ====================================================================== detector

@@ -81,12 +81,16 @@ class Field:
     mutable : bool
         May change after commit (``is_valid``, ``quality_flags``, the validity
         range), through ``obj.update(name=value)`` only.
+    unit : str, optional
+        The astropy unit of a quantity (``'deg'``, ``'arcsec'``, ``'mag'``); catalogue
+        rows (:mod:`awe.db.rows`) put it on their fetched Table columns.
     """
 
     def __init__(self, type_: Any, doc: str = "", *, index: bool = False, default: Any = None,
-                 mutable: bool = False, unique: bool = False) -> None:
+                 mutable: bool = False, unique: bool = False, unit: str | None = None) -> None:
         self.type = type_
         self.doc = doc
+        self.unit = unit
         self.index = index
         self.default = default
         self.mutable = mutable

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from awe.db.accounts import PrivilegeError, find_project, may_enter, private_project_name
 from awe.db.lineage import dependencies
 from awe.db.query import fetch_rows
+from awe.db.rows import delete_rows
 from awe.db.schema import DBObject, links
 from awe.db.session import Session
 
@@ -93,6 +94,7 @@ def _delete_rows(session: Session, objs: list[DBObject]) -> None:
     ids = [o.object_id for o in objs]
     tables = {t.name: t for o in objs for t in type(o)._tables}
     with session.engine.begin() as conn:
+        delete_rows(conn, ids)  # catalogue rows of the objects
         conn.execute(links.delete().where(links.c.child_id.in_(ids)))
         for table in sorted(tables.values(), key=lambda t: t is DBObject.__table__):  # family tables first
             conn.execute(table.delete().where(table.c.object_id.in_(ids)))

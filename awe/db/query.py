@@ -13,6 +13,12 @@ combine them. Paths through references (``.chip.name``), embedded groups
 (``.imstat.median``) and lineage roles (``ReducedScienceFrame.raw.filename``)
 become joins or ``EXISTS`` sub-queries. Every query runs in the database and
 sees only what the current context may see.
+
+Catalogue rows (:mod:`awe.db.rows`) read the same way,
+``(Source.SLID == 42) & (Source.MAG_AUTO < 22)``, with sky conditions
+(``Source.cone(ra, dec, radius)``, ``Source.box(...)``); their queries
+(:class:`~awe.db.rows.RowQuery`) fetch astropy Tables, and see the rows whose
+parent object the context may see.
 """
 
 from __future__ import annotations
@@ -170,6 +176,9 @@ class Attr(_Comparable):
         self._label = label or (fld.name if fld else self._column)
 
     def _cond(self, op: str, value: Any) -> "Query":
+        unit = getattr(self._field, "unit", None)
+        if unit is not None:  # a Quantity compared with a column of a declared unit
+            value = [_in_unit(v, unit, self) for v in value] if op == "in" else _in_unit(value, unit, self)
         return Query(self._cls, _Compare(self, op, value))
 
     def _sql(self, comp: "_Compiler") -> sa.ColumnElement:
@@ -177,6 +186,16 @@ class Attr(_Comparable):
 
     def __repr__(self) -> str:
         return ".".join([self._cls.__name__] + [r.name for r in self._refs] + [self._label])
+
+
+def _in_unit(value: Any, unit: str, attr: Attr) -> Any:
+    if not hasattr(value, "unit") or not hasattr(value, "to_value"):
+        return value
+    import astropy.units as u
+    try:
+        return value.to_value(unit)
+    except u.UnitConversionError:
+        raise QueryError(f"{attr!r} is in {unit}; {value} does not convert to it") from None
 
 
 class _InputAttr(_Comparable):
@@ -289,34 +308,38 @@ class _Compiler:
     (``.chip.name``) is an outer join to the entity's table.
     """
 
+    #: the base table's key column: the tie-breaker of every order
+    key = "object_id"
+
     def __init__(self, cls: type, visible: Sequence[int] | None) -> None:
         self.cls = cls
         self.visible = visible
         self.base = cls.__table__.alias()
-        self.joins: dict[tuple, sa.Alias] = {}
-        self.join_list: list[tuple[sa.Alias, sa.ColumnElement, bool]] = []
+        self.joins: dict[tuple, sa.FromClause] = {}
+        #: (alias, ON clause, inner join?) in the order they were made
+        self.join_list: list[tuple[sa.FromClause, sa.ColumnElement, bool]] = []
 
-    def _alias(self, key: tuple, table: sa.Table, on: Any, outer: bool) -> sa.Alias:
+    def _alias(self, key: tuple, table: sa.Table, on: Any, inner: bool) -> sa.FromClause:
         if key not in self.joins:
             alias = table.alias()
             self.joins[key] = alias
-            self.join_list.append((alias, on(alias), outer))
+            self.join_list.append((alias, on(alias), inner))
         return self.joins[key]
 
-    def _locate(self, key: tuple, owner: type, column: str) -> sa.Alias:
+    def _locate(self, key: tuple, owner: type, column: str) -> sa.FromClause:
         """The alias of the table of ``owner``'s chain that holds ``column`` (joining it if needed)."""
         root = self.base if not key else self.joins[key]
         if column in root.c:
             return root
-        for table in owner._tables[1:]:
+        for table in getattr(owner, "_tables", ())[1:]:
             if column in table.c:
                 return self._alias(key + (table.name,), table, lambda a: a.c.object_id == root.c.object_id,
-                                   outer=bool(key))
+                                   inner=not key)
         raise QueryError(f"column {column} is not in the tables of {owner.__name__}")
 
-    def family(self, table: sa.Table) -> sa.Alias:
+    def family(self, table: sa.Table) -> sa.FromClause:
         """The (joined) alias of one of the queried class's family tables."""
-        return self._alias((table.name,), table, lambda a: a.c.object_id == self.base.c.object_id, outer=False)
+        return self._alias((table.name,), table, lambda a: a.c.object_id == self.base.c.object_id, inner=True)
 
     def column(self, refs: tuple, column: str) -> sa.ColumnElement:
         owner: type = self.cls
@@ -325,14 +348,18 @@ class _Compiler:
             holder = self._locate(key, owner, ref.column)
             key = key + (ref,)
             self._alias(key, ref.target.__table__, lambda a, h=holder, r=ref: a.c.object_id == h.c[r.column],
-                        outer=True)
+                        inner=False)
             owner = ref.target
         return self._locate(key, owner, column).c[column]
 
+    def order_term(self, column: sa.ColumnElement, descending: bool) -> sa.ColumnElement:
+        """``column`` ascending or descending in an ORDER BY."""
+        return column.desc() if descending else column.asc()
+
     def from_clause(self) -> sa.FromClause:
         clause: sa.FromClause = self.base
-        for alias, on, outer in self.join_list:
-            clause = clause.outerjoin(alias, on) if outer else clause.join(alias, on)
+        for alias, on, inner in self.join_list:
+            clause = clause.join(alias, on) if inner else clause.outerjoin(alias, on)
         return clause
 
     def where(self, cond: _Cond | None) -> sa.ColumnElement:
@@ -413,6 +440,13 @@ class Query:
     returns the query), ``q.max('creation_date')`` returns the object with the
     largest value.
     """
+
+    def __new__(cls, klass: type, cond: _Cond | None = None, session: "Session | None" = None) -> "Query":
+        # a class may name its own kind of query (catalogue rows: awe.db.rows.RowQuery)
+        wanted = getattr(klass, "_query_class", None)
+        if wanted is not None and not issubclass(cls, wanted):
+            return super().__new__(wanted)
+        return super().__new__(cls)
 
     def __init__(self, cls: type, cond: _Cond | None = None, session: "Session | None" = None) -> None:
         self.cls = cls
@@ -495,11 +529,11 @@ class Query:
     def _select(self, columns: Any = None, ordered: bool = True) -> tuple[sa.Select, _Compiler]:
         comp = self._compiler()
         where = comp.where(self._cond)
-        order = [(a._sql(comp).desc() if d else a._sql(comp).asc()) for a, d in self._order]
+        order = [comp.order_term(a._sql(comp), d) for a, d in self._order]
         selected = columns(comp) if columns else _object_columns(comp)
         stmt = sa.select(*selected).select_from(comp.from_clause()).where(where)
         if ordered:
-            stmt = stmt.order_by(*order, comp.base.c.object_id)
+            stmt = stmt.order_by(*order, comp.base.c[comp.key])
         return stmt, comp
 
     def sql(self) -> str:
@@ -561,7 +595,7 @@ class Query:
         where = comp.where(self._cond)
         column = attr._sql(comp)
         stmt = (sa.select(*_object_columns(comp)).select_from(comp.from_clause()).where(where, column.is_not(None))
-                .order_by(column.desc() if desc else column.asc(), comp.base.c.object_id.desc()).limit(1))
+                .order_by(column.desc() if desc else column.asc(), comp.base.c[comp.key].desc()).limit(1))
         result = self._objects(stmt)
         return result[0] if result else None
 

@@ -61,6 +61,8 @@ class DBObject(Persistent, abstract=True):
     checksum = Field(String(64), "sha256 of the stored file")
     timestamp_start = Field(DateTime, "start of the validity range (calibrations), UTC", index=True, mutable=True)
     timestamp_end = Field(DateTime, "end of the validity range (calibrations), UTC", index=True, mutable=True)
+    qc_report = Field(JSON, "the automatic quality checks run: a list of {check, value, limit, parameter, "
+                            "relation, failed, flag} (None: none run)")
 
     def update(self, **changes: Any) -> None:
         """Change mutable attributes of a committed object in the database (one statement).

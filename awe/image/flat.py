@@ -26,7 +26,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from awe.image.combine import Combiner, _frame_array, _is_reader, _read_block
-from awe.image.stats import good_values, sigma_clipped_stats, subwin_stats
+from awe.image.stats import MAD_TO_SIGMA, good_values, sigma_clipped_stats, subwin_stats
 
 __all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "smooth_large_scale", "master_flat",
            "FlatQC", "flat_qc", "gain_from_pairs", "read_noise_from_pairs"]
@@ -427,16 +427,70 @@ def read_noise_from_pairs(bias1: ArrayLike, bias2: ArrayLike, gain: float | None
     return noise
 
 
+def _sample_median(image: np.ndarray) -> float:
+    values = good_values(image[::4, ::4])
+    return float(bn.median(values)) if values.size else math.nan
+
+
+def _signal_ratio(s1: np.ndarray, s2: np.ndarray, block: int, degree: int) -> np.ndarray:
+    """The ratio of two flats' signals as a smooth surface: a polynomial of ``degree`` in x and y fitted (with
+    5-sigma clipping of blocks) to the medians of ``s1 / s2`` in blocks of ``block`` x ``block`` pixels.
+
+    The pixel response cancels in the ratio; what is left is how the illumination changed between the two
+    exposures (a twilight sky's level and gradient), which is smooth across a chip.
+    """
+    ny, nx = s1.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = (s1 / s2).astype(np.float32)
+    q[~np.isfinite(q)] = np.nan
+    by, nby, oy = _block_grid(ny, block)
+    bx, nbx, ox = _block_grid(nx, block)
+    blocks = q[oy:oy + nby * by, ox:ox + nbx * bx].reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3)
+    medians = bn.nanmedian(blocks.reshape(nby, nbx, by * bx), axis=-1).astype(np.float64).ravel()
+    yc = (oy + (np.arange(nby) + 0.5) * by) / ny - 0.5
+    xc = (ox + (np.arange(nbx) + 0.5) * bx) / nx - 0.5
+    yy, xx = (g.ravel() for g in np.meshgrid(yc, xc, indexing="ij"))
+    keep = np.isfinite(medians)
+    powers = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    while len(powers) > 1 and keep.sum() < 3 * len(powers):  # too few blocks for the surface: a lower degree
+        degree -= 1
+        powers = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    if not keep.any():
+        raise ValueError("the two flats have no block with a finite signal ratio; are they exposed?")
+    design = np.stack([xx ** i * yy ** j for i, j in powers], axis=-1)
+    coef = np.zeros(len(powers))
+    for _ in range(5):
+        coef = np.linalg.lstsq(design[keep], medians[keep], rcond=None)[0]
+        residual = medians - design @ coef
+        spread = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
+        new = np.isfinite(medians) & (np.abs(residual) <= 5.0 * spread if spread > 0 else np.isfinite(medians))
+        if np.array_equal(new, keep) or new.sum() < len(powers):
+            break
+        keep = new
+    x = (np.arange(nx) + 0.5) / nx - 0.5
+    y = (np.arange(ny) + 0.5) / ny - 0.5
+    ratio = np.zeros((ny, nx), dtype=np.float32)
+    for (i, j), c in zip(powers, coef):
+        ratio += (c * np.outer(y ** j, x ** i)).astype(np.float32)
+    return ratio
+
+
 def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike, bias2: ArrayLike,
-                    section: tuple[slice, slice] | None = None) -> float:
+                    section: tuple[slice, slice] | None = None, degree: int = 2, block: int = 16) -> float:
     """Gain (e-/ADU) from two flats and two biases: Janesick's photon-transfer method.
 
-    ``gain = ((F1 + F2) - (B1 + B2)) / (var(F1 - F2) - var(B1 - B2))`` with
-    ``F``/``B`` the mean levels and ``var`` the (5-sigma clipped) variance of
-    the difference images, in which the pixel-response pattern cancels.  When
-    the two flats differ in level, the second one's signal is scaled to the
-    first one's before differencing (and the formula adjusted), so that the
-    pattern still cancels.
+    ``gain = <S1 (1 + r)> / (var(S1 - r S2) - <(1 + r^2) / 2> var(B1 - B2))`` with
+    ``S = F - bias level`` the signals of the two flats, ``r(x, y)`` the ratio
+    of the two signals and ``var`` the (5-sigma clipped) variance of the
+    difference images, in which the pixel-response pattern cancels.  ``r`` is a
+    smooth surface (a polynomial of ``degree`` fitted to block medians of
+    ``S1 / S2``), not one number: the illumination of twilight flats changes
+    between exposures in level *and* gradient, and a single scale factor
+    would leave that change in the difference (a 0.5 % change of the gradient
+    across a chip makes the gain 4 % low).  Pixels within 2 pixels of a
+    5-sigma outlier of the difference (stars that moved between the
+    exposures, cosmic rays) are left out, so that the faint wings of stars do
+    not add variance either.
 
     Parameters
     ----------
@@ -445,7 +499,11 @@ def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike, bias2:
     bias1, bias2 : array_like
         Two bias frames of the same layout.
     section : (slice, slice), optional
-        A region of uniform illumination and no defects (default: whole frames).
+        A region free of defects (default: whole frames).
+    degree : int
+        Degree of the polynomial surface of the signal ratio (0: one scale factor).
+    block : int
+        Block size (pixels) of the medians the surface is fitted to.
 
     Returns
     -------
@@ -456,20 +514,32 @@ def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike, bias2:
     b1, b2 = _section(bias1, section, "bias1"), _section(bias2, section, "bias2")
     if not f1.shape == f2.shape == b1.shape == b2.shape:
         raise ValueError(f"flats and biases differ in shape: {f1.shape}, {f2.shape}, {b1.shape}, {b2.shape}")
-    bias_level = 0.5 * (sigma_clipped_stats(b1, sigma=_PAIR_CLIP_SIGMA).mean
-                        + sigma_clipped_stats(b2, sigma=_PAIR_CLIP_SIGMA).mean)
-    s1 = sigma_clipped_stats(f1, sigma=_PAIR_CLIP_SIGMA).mean - bias_level
-    s2 = sigma_clipped_stats(f2, sigma=_PAIR_CLIP_SIGMA).mean - bias_level
-    if not (s1 > 0 and s2 > 0):
-        raise ValueError(f"flat signals above bias are {s1:.1f} and {s2:.1f} ADU; need two exposed flats")
-    ratio = s1 / s2
-    var_flat = _clipped_var((f1 - bias_level) - ratio * (f2 - bias_level))
+    if int(degree) != degree or degree < 0 or int(block) != block or block < 2:
+        raise ValueError(f"degree must be an integer >= 0 and block one >= 2, got {degree!r} and {block!r}")
+    # levels from every 4th row and column: an error in the bias level cancels in the difference and is
+    # 1e-5 of the signal; the flats' levels only check that they are exposed
+    bias_level = 0.5 * (_sample_median(b1) + _sample_median(b2))
+    s1 = (f1 - bias_level).astype(np.float32)
+    s2 = (f2 - bias_level).astype(np.float32)
+    level1, level2 = _sample_median(s1), _sample_median(s2)
+    if not (level1 > 0 and level2 > 0):
+        raise ValueError(f"flat signals above bias are {level1:.1f} and {level2:.1f} ADU; need two exposed flats")
+    ratio = _signal_ratio(s1, s2, int(block), int(degree))
+    diff = s1 - ratio * s2
+    stats = sigma_clipped_stats(diff, sigma=_PAIR_CLIP_SIGMA, maxiters=10)
+    with np.errstate(invalid="ignore"):
+        outliers = ~np.isfinite(diff) | (np.abs(diff - np.float32(stats.median)) > _PAIR_CLIP_SIGMA * stats.stdev)
+    bad = ndimage.binary_dilation(outliers, iterations=2)
+    var_flat = _clipped_var(np.where(bad, np.float32(np.nan), diff))
     var_bias = _clipped_var(b1 - b2)
-    photon_var = var_flat - 0.5 * (1.0 + ratio ** 2) * var_bias
+    good = ~bad
+    signal = float(np.mean(s1[good] * (1.0 + ratio[good]), dtype=np.float64))
+    bias_weight = float(np.mean(0.5 * (1.0 + ratio[good].astype(np.float64) ** 2)))
+    photon_var = var_flat - bias_weight * var_bias
     if not photon_var > 0:
         raise ValueError("the flat-pair variance does not exceed the bias-pair variance; "
                          "the flats are too faint or not independent exposures")
-    gain = s1 * (1.0 + ratio) / photon_var
-    log.debug("gain from pairs: S1=%.1f S2=%.1f var_flat=%.2f var_bias=%.2f -> %.4f e-/ADU",
-              s1, s2, var_flat, var_bias, gain)
+    gain = signal / photon_var
+    log.debug("gain from pairs: S1=%.1f S2=%.1f var_flat=%.2f var_bias=%.2f, %d pixels left out -> %.4f e-/ADU",
+              level1, level2, var_flat, var_bias, int(bad.sum()), gain)
     return float(gain)

@@ -1,8 +1,10 @@
 """Small plotting helpers for QA figures of image steps.
 
-Matplotlib is imported inside the functions (Agg backend, no display), and
-every drawing function takes an ``ax`` (``None`` makes a new figure), in the
-``inspect=1`` style of the tasks::
+Matplotlib is imported inside the functions, in whatever backend the session
+chose (the prompt, the ``awe`` command and ``from awe import *`` pick ``Agg``
+only where there is no display; nothing here changes it), and every drawing
+function takes an ``ax`` (``None`` makes a new figure), in the ``inspect=1``
+style of the tasks::
 
     fig, ax = new_figure()
     show_image(ax, reduced, "ccd50", masks={"cosmics": cr, "satellites": sat.mask})
@@ -26,16 +28,13 @@ MASK_COLOURS = ("red", "cyan", "yellow", "magenta", "lime", "orange")
 
 
 def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (6.0, 6.0)) -> tuple[Any, Any]:
-    """A new Agg figure and its axes (``plt.subplots``)."""
+    """A new figure and its axes (``plt.subplots``), in the session's backend."""
     plt = _pyplot()
     return plt.subplots(nrows, ncols, figsize=size, squeeze=True)
 

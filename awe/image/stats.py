@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = ["ImStat", "imstat", "ClippedStats", "sigma_clipped_stats", "robust_sigma", "MAD_TO_SIGMA",
-           "SubwinStats", "subwin_stats", "good_values"]
+           "SubwinStats", "subwin_stats", "good_values", "difference_stdev"]
 
 log = logging.getLogger(__name__)
 
@@ -250,3 +250,49 @@ def subwin_stats(data: ArrayLike, grid: tuple[int, int] = (4, 4), mask: ArrayLik
     flatness = float(medians[finite].max() - medians[finite].min()) if finite.any() else math.nan
     max_stdev = float(stdevs[finite].max()) if finite.any() else math.nan
     return SubwinStats(medians=medians, stdevs=stdevs, flatness=flatness, max_stdev=max_stdev)
+
+
+def difference_stdev(first: ArrayLike, second: ArrayLike, mask: ArrayLike | None = None,
+                     outlier_sigma: float = 5.0) -> float:
+    """Standard deviation of ``first - second`` over every pixel but the defects the two images share.
+
+    A pixel is left out when it lies more than ``outlier_sigma`` (3-sigma
+    clipped) standard deviations from the clipped median in *both* images
+    (hot pixels, hot columns: the same in both); everything else counts,
+    unclipped.  So any change between the images shows, a change confined to a
+    minority of the pixels included (a clipped or MAD-based width would ignore
+    it), and the figure does not collapse when the images share most of their
+    inputs: it is then the small, honest difference.
+
+    Parameters
+    ----------
+    first, second : array_like
+        Two images of the same shape (e.g. a new and the previous master bias).
+    mask : array_like of bool, optional
+        ``True`` marks pixels to leave out as well.
+    outlier_sigma : float
+        Threshold of the defects, in clipped standard deviations of each image.
+
+    Returns
+    -------
+    float
+        NaN when fewer than two pixels are usable.
+    """
+    a = np.asarray(first, dtype=np.float32)
+    b = np.asarray(second, dtype=np.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"the two images differ in shape: {a.shape} and {b.shape}")
+    if not outlier_sigma > 0:
+        raise ValueError(f"outlier_sigma must be positive, got {outlier_sigma!r}")
+    bad = ~(np.isfinite(a) & np.isfinite(b))
+    if mask is not None:
+        bad |= np.asarray(mask, dtype=bool)
+    shared = np.ones(a.shape, dtype=bool)
+    for image in (a, b):
+        stats = sigma_clipped_stats(image, bad)
+        with np.errstate(invalid="ignore"):
+            shared &= np.abs(image - np.float32(stats.median)) > outlier_sigma * stats.stdev
+    keep = ~(bad | shared)
+    if np.count_nonzero(keep) < 2:
+        return math.nan
+    return float(np.std(a[keep].astype(np.float64) - b[keep].astype(np.float64)))

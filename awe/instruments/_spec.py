@@ -39,6 +39,10 @@ class ChipSpec:
         Approximate reference pixel of the mosaic pointing (raw pixels, 1-based).
     cd : tuple of tuple of float
         Approximate CD matrix [deg/pixel].
+    detector_ids : tuple of str
+        Values of the detector id keyword (``HIERARCH ESO DET CHIP ID``) that
+        name this chip, the one raw files carry first; the chip name is always
+        accepted as well (see :meth:`InstrumentSpec.identify`).
     """
 
     name: str
@@ -54,6 +58,12 @@ class ChipSpec:
     trim: tuple[int, int, int, int]
     crpix: tuple[float, float]
     cd: tuple[tuple[float, float], tuple[float, float]]
+    detector_ids: tuple[str, ...] = ()
+
+    @property
+    def detector_id(self) -> str:
+        """The detector id a raw file of this chip carries (the first declared; the name if none is)."""
+        return self.detector_ids[0] if self.detector_ids else self.name
 
     @property
     def raw_shape(self) -> tuple[int, int]:
@@ -111,6 +121,12 @@ class InstrumentSpec:
     filters : tuple of FilterSpec
     pixel_size_um : float
         Physical pixel size [micron].
+    detector_id_keys : tuple of str
+        Extension keywords that carry the detector id, in the order they are
+        read (``'HIERARCH ESO DET CHIP ID'``, ``'HIERARCH ESO DET CHIP1 ID'``).
+    primary_detector_id_key : str or None
+        Primary-header keyword listing the detector id of the n-th chip, with
+        ``{n}`` for the number (``'HIERARCH ESO DET CHIP{n} ID'``).
     """
 
     name: str
@@ -126,6 +142,8 @@ class InstrumentSpec:
     chips: tuple[ChipSpec, ...]
     filters: tuple[FilterSpec, ...]
     pixel_size_um: float = 15.0
+    detector_id_keys: tuple[str, ...] = ()
+    primary_detector_id_key: str | None = None
 
     def chip(self, name_or_index: str | int) -> ChipSpec:
         """The chip with this name (``'ccd50'``, any case) or extension index (``1``).
@@ -143,6 +161,22 @@ class InstrumentSpec:
                 return chip
         known = ", ".join(f"{c.name} (extension {c.index})" for c in self.chips)
         raise LookupError(f"{self.name} has no chip {name_or_index!r}; its chips are {known}")
+
+    def identify(self, value: str) -> ChipSpec:
+        """The chip a detector id or a chip name names (``'ccd50'``, any case, spaces ignored).
+
+        Raises
+        ------
+        LookupError
+            If no chip has this detector id or name.
+        """
+        key = str(value).strip().lower()
+        for chip in self.chips:
+            if key == chip.name.lower() or key in (i.lower() for i in chip.detector_ids):
+                return chip
+        known = ", ".join(f"{c.name} ({'/'.join(c.detector_ids) or c.name})" for c in self.chips)
+        raise LookupError(f"{self.name} has no detector with id or name {value!r}; its chips (detector ids) "
+                          f"are {known}")
 
     def filter(self, id_or_eso_name: str) -> FilterSpec:
         """The filter with this Astro-WISE id (``'#844'``) or ESO name (``'BB#Rc/162_ESO844'``).
@@ -171,6 +205,43 @@ def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    """A list of non-empty strings from a TOML value."""
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) \
+            or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InstrumentDescriptionError(f"{where} must be a list of non-empty strings, got {value!r}")
+    return tuple(v.strip() for v in value)
+
+
+def _detector(data: Mapping[str, Any], chips: tuple[ChipSpec, ...],
+              source: str) -> tuple[tuple[str, ...], str | None]:
+    """The ``[detector_id]`` table: extension keywords and the primary listing; every id names one chip."""
+    table = data.get("detector_id", {})
+    if not isinstance(table, Mapping):
+        raise InstrumentDescriptionError(f"{source}: detector_id must be a table with keys 'extension_keys' "
+                                         "and 'primary_key'")
+    unknown = set(table) - {"extension_keys", "primary_key"}
+    if unknown:
+        raise InstrumentDescriptionError(f"{source}: detector_id has unknown key(s) {sorted(unknown)}; "
+                                         "known: extension_keys, primary_key")
+    keys = _strings(table.get("extension_keys", []), f"{source}: detector_id.extension_keys")
+    primary = table.get("primary_key")
+    if primary is not None and (not isinstance(primary, str) or "{n}" not in primary):
+        raise InstrumentDescriptionError(f"{source}: detector_id.primary_key must be a keyword with {{n}} for the "
+                                         f"chip number, like 'HIERARCH ESO DET CHIP{{n}} ID', got {primary!r}")
+    if any(c.detector_ids for c in chips) and not keys:
+        raise InstrumentDescriptionError(f"{source}: chips declare detector_ids but detector_id.extension_keys "
+                                         "does not say which header keyword carries them")
+    owner: dict[str, str] = {}
+    for chip in chips:
+        for value in {chip.name.lower(), *(i.lower() for i in chip.detector_ids)}:
+            if value in owner and owner[value] != chip.name:
+                raise InstrumentDescriptionError(f"{source}: detector id or name {value!r} names both chip "
+                                                 f"{owner[value]} and chip {chip.name}: every id must name one chip")
+            owner[value] = chip.name
+    return keys, primary
+
+
 def _chip_from_mapping(entry: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> ChipSpec:
     merged = {**defaults, **entry}
     name = str(_require(merged, "name", where))
@@ -184,6 +255,7 @@ def _chip_from_mapping(entry: Mapping[str, Any], defaults: Mapping[str, Any], wh
         trim=tuple(int(v) for v in get("trim")),  # type: ignore[arg-type]
         crpix=tuple(float(v) for v in get("crpix")),  # type: ignore[arg-type]
         cd=((float(cd[0][0]), float(cd[0][1])), (float(cd[1][0]), float(cd[1][1]))),
+        detector_ids=_strings(entry.get("detector_ids", []), f"{where}: detector_ids"),
     )
     x0, x1, y0, y1 = chip.trim
     if not (chip.prescan_x < x0 <= x1 <= chip.prescan_x + chip.nx
@@ -200,7 +272,8 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Ins
     Raises
     ------
     InstrumentDescriptionError
-        If a key is missing or chips, layout and indices disagree.
+        If a key is missing, chips, layout and indices disagree, or a detector
+        id names more than one chip.
     """
     defaults = data.get("defaults", {})
     chips = tuple(sorted((_chip_from_mapping(c, defaults, source) for c in _require(data, "chips", source)),
@@ -215,6 +288,7 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Ins
                                band=str(_require(f, "band", source)),
                                wavelength_nm=float(_require(f, "wavelength_nm", source)))
                     for f in data.get("filters", []))
+    detector_id_keys, primary_detector_id_key = _detector(data, chips, source)
     get = lambda key: _require(data, key, source)  # noqa: E731
     return InstrumentSpec(
         name=str(get("name")), telescope=str(get("telescope")), observatory=str(get("observatory")),
@@ -222,4 +296,5 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Ins
         altitude_m=float(get("altitude_m")), pixel_scale=float(get("pixel_scale")),
         saturation=float(get("saturation")), adc_limit=int(get("adc_limit")), layout=layout, chips=chips,
         filters=filters, pixel_size_um=float(data.get("pixel_size_um", 15.0)),
+        detector_id_keys=detector_id_keys, primary_detector_id_key=primary_detector_id_key,
     )

@@ -5,7 +5,7 @@ from awe.model.frames import (BaseFrame, QualityFlags, RawBiasFrame, RawDomeFlat
                               RawScienceFrame, RawStandardFrame, RawTwilightFlatFrame, product_filename)
 from awe.model.calibration import (BiasFrame, ColdPixelMap, DomeFlatFrame, HotPixelMap, MasterFlatFrame,
                                    TwilightFlatFrame)
-from awe.model.refcat import ReferenceCatalog, load_refcat, refcat_box, refcat_sources
+from awe.model.refcat import ReferenceCatalog, ReferenceSource, load_refcat, refcat_box, refcat_sources
 from awe.model.science import (IlluminationCorrection, IlluminationFit, ReducedScienceFrame, SatelliteMap,
                                WeightFrame)
 
@@ -13,7 +13,7 @@ __all__ = [
     "Instrument", "Chip", "Filter", "ensure_instrument",
     "BaseFrame", "RawFrame", "RawBiasFrame", "RawDomeFlatFrame", "RawTwilightFlatFrame", "RawScienceFrame",
     "RawStandardFrame", "QualityFlags", "product_filename",
-    "ReferenceCatalog", "load_refcat", "refcat_sources", "refcat_box",
+    "ReferenceCatalog", "ReferenceSource", "load_refcat", "refcat_sources", "refcat_box",
     "BiasFrame", "HotPixelMap", "DomeFlatFrame", "ColdPixelMap", "TwilightFlatFrame", "MasterFlatFrame",
     "ReducedScienceFrame", "WeightFrame", "SatelliteMap", "IlluminationCorrection", "IlluminationFit",
 ]

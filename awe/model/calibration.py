@@ -52,8 +52,9 @@ class BiasParams(ParamGroup):
 
     MAXIMUM_ABS_MEAN = Param(10.0, "QC: largest |clipped mean| of the overscan-corrected master bias", unit="ADU")
     MAXIMUM_STDEV = Param(10.0, "QC: largest clipped standard deviation of the master bias", unit="ADU")
-    MAXIMUM_STDEV_DIFFERENCE = Param(10.0, "QC: largest clipped standard deviation of the difference with the "
-                                           "previous valid master bias of the chip", unit="ADU")
+    MAXIMUM_STDEV_DIFFERENCE = Param(10.0, "QC: largest standard deviation of the difference with the "
+                                           "previous valid master bias of the chip (defects of both left out)",
+                                     unit="ADU")
     MAXIMUM_SUBWIN_FLATNESS = Param(100000.0, "QC: largest max - min of the medians of 4 x 4 sub-windows",
                                     unit="ADU")
     MAXIMUM_SUBWIN_STDEV = Param(100000.0, "QC: largest standard deviation within a sub-window", unit="ADU")
@@ -64,12 +65,13 @@ class BiasParams(ParamGroup):
 class HotPixelParams(ParamGroup):
     """``HotPixelMap.process_params``."""
 
-    THRESHOLD = Param(6.0, "a pixel is hot when it exceeds the local bias level by this many robust sigma",
-                      unit="sigma")
-    COLUMN_THRESHOLD = Param(6.0, "a column is hot when its median excess is this many robust sigma of the "
-                                  "column medians", unit="sigma")
-    SMOOTHING_SCALE = Param(256, "block size of the local bias level, in full-size pixels (scaled to the "
-                                 "frame's size)", unit="pixel")
+    THRESHOLD = Param(6.0, "a pixel is hot when it exceeds its local bias level (the running median of its "
+                           "row plus its column's offset) by this many robust sigma", unit="sigma")
+    COLUMN_THRESHOLD = Param(6.0, "a column is hot from a row to one end when the mean excess on that side "
+                                  "exceeds the other side's by this many standard errors (and one pixel sigma)",
+                             unit="sigma")
+    ROW_WINDOW = Param(15, "columns of the running median along each row that gives the local bias level; "
+                           "column structure over a column's whole length is part of that level", unit="pixel")
     MAXIMUM_FRACTION = Param(0.01, "QC: largest acceptable fraction of hot pixels", unit="fraction")
 
 
@@ -101,7 +103,8 @@ class ColdPixelParams(ParamGroup):
 
     LOW = Param(0.8, "a pixel is cold when its response relative to its surroundings is below this")
     HIGH = Param(1.2, "... or above this (overly responsive pixel)")
-    COLUMN_THRESHOLD = Param(0.95, "a column is bad when its median relative response is below this")
+    COLUMN_THRESHOLD = Param(0.95, "a run along a column is bad when its median response relative to the "
+                                   "neighbouring columns is below this (the whole column when most of it is bad)")
     SMOOTHING_SCALE = Param(256, "block size of the local response, in full-size pixels (scaled to the "
                                  "frame's size)", unit="pixel")
     MAXIMUM_FRACTION = Param(0.01, "QC: largest acceptable fraction of cold pixels", unit="fraction")
@@ -151,7 +154,8 @@ class PixelMap(CalibrationFrame, abstract=True):
 
     n_bad_pixels = Field(Integer, "number of pixels flagged")
     bad_fraction = Field(Float, "fraction of pixels flagged")
-    bad_columns = Field(JSON, "0-based (trimmed grid) columns flagged as a whole")
+    bad_columns = Field(JSON, "0-based (trimmed grid) columns with a flagged run (hot: from a defect to one end; "
+                              "cold: the bad runs, or the whole column when most of it is bad)")
 
     def mask(self) -> np.ndarray:
         """Boolean mask, True on bad pixels."""
@@ -202,8 +206,9 @@ class BiasFrame(CalibrationFrame):
     n_rejected = Field(Integer, "values clipped while combining (cosmic rays)")
     clipped_mean = Field(Float, "sigma-clipped mean of the master bias [ADU] (QC MAXIMUM_ABS_MEAN)")
     clipped_stdev = Field(Float, "sigma-clipped standard deviation of the master bias [ADU] (QC MAXIMUM_STDEV)")
-    stdev_difference = Field(Float, "clipped standard deviation of this minus the previous valid master bias "
-                                    "[ADU] (QC MAXIMUM_STDEV_DIFFERENCE; None without a previous one)")
+    stdev_difference = Field(Float, "standard deviation of this minus the previous valid master bias, the "
+                                    "defects of both left out [ADU] (QC MAXIMUM_STDEV_DIFFERENCE; None without a "
+                                    "previous one)")
     subwin_flatness = Field(Float, "max - min of 4 x 4 sub-window medians [ADU] (QC MAXIMUM_SUBWIN_FLATNESS)")
     subwin_stdev = Field(Float, "largest sub-window standard deviation [ADU] (QC MAXIMUM_SUBWIN_STDEV)")
 
@@ -268,7 +273,6 @@ class MasterFlatFrame(FlatFrame):
 # ============================================================================ figures
 def _pyplot() -> Any:
     import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     return plt
 

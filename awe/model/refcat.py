@@ -2,12 +2,13 @@
 
 A :class:`ReferenceCatalog` is a product like any other (a FITS table in the
 data storage, a row in ``objects``, a project, a creator), and its sources are
-rows of their own table, ``refcat_sources``, indexed on position, so a region
-is one SQL query::
+catalogue rows (:class:`ReferenceSource`, table ``reference_sources``) with the
+sky index of :mod:`awe.db.rows`, so a region is one SQL query::
 
     load_refcat("refcat/standards.fits", "standard")          # awe refcat FILE --kind standard
     stars = refcat_sources("standard", ra=187.28, dec=2.05, radius_deg=0.3)
     stars["ra", "dec", "mag", "name"]
+    (ReferenceSource.catalog.kind == "standard") & (ReferenceSource.mag < 15)   # the query language
 
 Only catalogues visible in the current context are searched.
 """
@@ -24,33 +25,22 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import sqlalchemy as sa
 from astropy.table import MaskedColumn, Table
 
-from awe.db.persistent import JSON, Field, Float, Integer, String, metadata
+from awe.db.persistent import JSON, Field, Float, Integer, String
+from awe.db.rows import Parent, RowQuery, Rows
 from awe.db.schema import DBObject
 
-__all__ = ["ReferenceCatalog", "refcat_rows", "load_refcat", "refcat_sources", "refcat_box", "RefcatError",
-           "KINDS"]
+__all__ = ["ReferenceCatalog", "ReferenceSource", "refcat_rows", "load_refcat", "refcat_sources", "refcat_box",
+           "RefcatError", "KINDS"]
 
 log = logging.getLogger(__name__)
 
 #: the kinds of reference catalogue
 KINDS = ("astrometric", "standard")
 
-refcat_rows = sa.Table(
-    "refcat_sources", metadata,
-    sa.Column("source_id", Integer, primary_key=True, autoincrement=True),
-    sa.Column("catalog_id", Integer, sa.ForeignKey("objects.object_id", ondelete="CASCADE"), nullable=False,
-              index=True, comment="the ReferenceCatalog the source belongs to"),
-    sa.Column("ra", Float, nullable=False, comment="right ascension (ICRS/J2000) [deg]"),
-    sa.Column("dec", Float, nullable=False, comment="declination (ICRS/J2000) [deg]"),
-    sa.Column("mag", Float, nullable=True, comment="magnitude [mag]"),
-    sa.Column("mag_err", Float, nullable=True, comment="magnitude error [mag]"),
-    sa.Column("name", String(64), nullable=True, comment="source name or id"),
-    sa.Column("extra", JSON, nullable=True, comment="other columns of the source (magnitudes, colours...)"),
-    sa.Index("ix_refcat_sources_dec_ra", "dec", "ra"),
-)
+#: the columns every reference source has; the file's other columns go into ``extra``
+_MAIN = ("ra", "dec", "mag", "mag_err", "name")
 
 _CANDIDATES: dict[str, tuple[str, ...]] = {
     "ra": ("ra", "raj2000", "_raj2000", "ra_j2000", "ra_icrs", "alpha_j2000", "alpha", "radeg", "ra_deg",
@@ -72,7 +62,7 @@ class RefcatError(ValueError):
 class ReferenceCatalog(DBObject):
     """A reference catalogue: astrometric reference stars or photometric standard stars.
 
-    The sources are rows of ``refcat_sources`` (see :meth:`sources` and
+    The sources are :class:`ReferenceSource` rows (see :meth:`sources` and
     :func:`refcat_sources`); the file is the normalised FITS table.
     """
 
@@ -87,12 +77,11 @@ class ReferenceCatalog(DBObject):
         """Every source of this catalogue as a table (ra, dec, mag, mag_err, name and the extra columns)."""
         if self.object_id is None:
             raise ValueError(f"{self!r} is not committed: it has no stored sources")
-        return _fetch([self], refcat_rows.c.catalog_id == self.object_id)
+        return _fetch([self], ReferenceSource.catalog == self)
 
     def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
         """Sky chart of the sources (symbol size by magnitude); returns the figure."""
         import matplotlib
-        matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
         table = self.sources()
         fig = None
@@ -111,11 +100,29 @@ class ReferenceCatalog(DBObject):
             fig.savefig(path, dpi=90)
         return fig
 
-    def _insert_rows(self, conn: sa.Connection) -> None:
+    def _insert_rows(self, conn: Any) -> None:
         """Called by :func:`awe.db.commit.commit` inside its transaction: write the sources."""
-        rows = self.__dict__.pop("_pending_rows", [])
-        for start in range(0, len(rows), 5000):
-            conn.execute(refcat_rows.insert(), [dict(r, catalog_id=self.object_id) for r in rows[start:start + 5000]])
+        table = self.__dict__.pop("_pending_rows", None)
+        if table is not None:
+            ReferenceSource.insert(self, _row_columns(table), connection=conn)
+
+
+class ReferenceSource(Rows):
+    """One source of a reference catalogue (rows ordered by sky position within a catalogue)."""
+
+    __tablename__ = "reference_sources"
+
+    catalog = Parent("ReferenceCatalog", "the reference catalogue the source belongs to")
+    ra = Field(Float, "right ascension (ICRS/J2000)", unit="deg")
+    dec = Field(Float, "declination (ICRS/J2000)", unit="deg")
+    mag = Field(Float, "magnitude (the catalogue's main band)", unit="mag")
+    mag_err = Field(Float, "magnitude error", unit="mag")
+    name = Field(String(64), "source name or id")
+    extra = Field(JSON, "the source's other columns of the input file (magnitudes, colours...)")
+
+
+#: the table of the reference sources
+refcat_rows = ReferenceSource.__table__
 
 
 # ====================================================================== reading
@@ -275,15 +282,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")[:48] or "catalogue"
 
 
-def _rows(table: Table) -> list[dict[str, Any]]:
-    extra_cols = [c for c in table.colnames if c not in ("ra", "dec", "mag", "mag_err", "name")]
-    rows = []
-    for row in table:
-        extra = {c: v for c in extra_cols if (v := _plain(row[c])) is not None}
-        rows.append(dict(ra=float(row["ra"]), dec=float(row["dec"]), mag=_plain(row["mag"]),
-                         mag_err=_plain(row["mag_err"]), name=(_plain(row["name"]) or None),
-                         extra=extra or None))
-    return rows
+def _row_columns(table: Table) -> dict[str, Any]:
+    """The normalised table as :class:`ReferenceSource` columns: the other columns become ``extra``."""
+    extra_cols = [c for c in table.colnames if c not in _MAIN]
+    values = [[_plain(v) for v in table[c].tolist()] for c in extra_cols]  # one list per column
+    extra = np.empty(len(table), dtype=object)
+    extra[:] = [({c: v for c, v in zip(extra_cols, row) if v is not None} or None) for row in zip(*values)] \
+        if extra_cols else [None] * len(table)
+    names = np.asarray(table["name"], dtype=str)
+    return {"ra": np.asarray(table["ra"], dtype=np.float64), "dec": np.asarray(table["dec"], dtype=np.float64),
+            "mag": np.asarray(table["mag"], dtype=np.float64),
+            "mag_err": np.asarray(table["mag_err"], dtype=np.float64),
+            "name": np.ma.masked_array(names, mask=names == ""), "extra": extra}
 
 
 def load_refcat(path: str | Path, kind: str, name: str | None = None,
@@ -336,7 +346,7 @@ def load_refcat(path: str | Path, kind: str, name: str | None = None,
             return same[0]
         catalog = ReferenceCatalog(filename=filename, name=name, kind=kind, n_sources=len(normalised),
                                    source_columns=found)
-        catalog.__dict__["_pending_rows"] = _rows(normalised)
+        catalog.__dict__["_pending_rows"] = normalised
         commit([(catalog, local)])
     log.info("loaded %d %s reference sources from %s as %s", catalog.n_sources, kind, path.name, filename)
     return catalog
@@ -367,43 +377,26 @@ def _visible_catalogs(kind: str, name: str | None) -> list[ReferenceCatalog]:
     return list(unique.values())
 
 
-def _fetch(catalogs: Sequence[ReferenceCatalog], condition: Any) -> Table:
-    """Rows of ``catalogs`` matching ``condition`` as a table, extra columns expanded."""
-    from awe.db.session import current_session, session_of
-
+def _fetch(catalogs: Sequence[ReferenceCatalog], query: RowQuery) -> Table:
+    """Sources of ``catalogs`` selected by ``query`` as a table, extra columns expanded."""
     names = {c.object_id: c.name for c in catalogs}
-    t = refcat_rows
-    stmt = (sa.select(t.c.catalog_id, t.c.ra, t.c.dec, t.c.mag, t.c.mag_err, t.c.name, t.c.extra)
-            .where(t.c.catalog_id.in_(list(names)), condition).order_by(t.c.source_id))
-    with (session_of(catalogs[0]) if catalogs else current_session()).engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    table = Table()
-    table["ra"] = np.array([r.ra for r in rows], dtype=np.float64)
-    table["dec"] = np.array([r.dec for r in rows], dtype=np.float64)
-    table["mag"] = np.array([np.nan if r.mag is None else r.mag for r in rows], dtype=np.float64)
-    table["mag_err"] = np.array([np.nan if r.mag_err is None else r.mag_err for r in rows], dtype=np.float64)
-    table["name"] = np.array([r.name or "" for r in rows], dtype=str) if rows else np.array([], dtype=str)
-    table["catalog"] = np.array([names[r.catalog_id] for r in rows], dtype=str) if rows else np.array([], dtype=str)
+    rows = (query & ReferenceSource.catalog.in_(list(names))).table(["catalog_id", *_MAIN, "extra"])
+    table = rows[list(_MAIN)]
+    ids, where = np.unique(np.asarray(rows["catalog_id"]), return_inverse=True)
+    table["catalog"] = np.array([names[int(i)] for i in ids], dtype=str)[where] if len(rows) else \
+        np.array([], dtype=str)
+    extras = list(rows["extra"])
     keys: dict[str, None] = {}
-    for r in rows:
-        keys.update(dict.fromkeys(r.extra or {}))
+    for extra in extras:
+        keys.update(dict.fromkeys(extra or {}))
     for key in keys:
-        values = [(r.extra or {}).get(key) for r in rows]
+        values = [(e or {}).get(key) for e in extras]
         if all(isinstance(v, (int, float)) or v is None for v in values):
             table[key] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
         else:
             table[key] = np.array(["" if v is None else str(v) for v in values], dtype=str)
     table.meta["catalogs"] = [c.filename for c in catalogs]
     return table
-
-
-def _ra_condition(lo: float, hi: float) -> Any:
-    """``lo <= ra <= hi`` on the circle (``lo > hi`` wraps through 0)."""
-    col = refcat_rows.c.ra
-    lo, hi = lo % 360.0, hi % 360.0
-    if lo <= hi:
-        return col.between(lo, hi)
-    return sa.or_(col >= lo, col <= hi)
 
 
 def refcat_sources(kind: str, ra: float, dec: float, radius_deg: float, name: str | None = None) -> Table:
@@ -422,8 +415,8 @@ def refcat_sources(kind: str, ra: float, dec: float, radius_deg: float, name: st
     Returns
     -------
     astropy.table.Table
-        ``ra``, ``dec``, ``mag``, ``mag_err``, ``name``, ``catalog`` and the
-        extra columns of the catalogue, ordered as loaded.
+        ``ra``, ``dec`` [deg], ``mag``, ``mag_err`` [mag], ``name``, ``catalog``
+        and the extra columns of the catalogue, in sky order (HEALPix) per catalogue.
 
     Raises
     ------
@@ -433,18 +426,7 @@ def refcat_sources(kind: str, ra: float, dec: float, radius_deg: float, name: st
     if not radius_deg > 0:
         raise ValueError(f"radius_deg must be positive, got {radius_deg!r}")
     catalogs = _visible_catalogs(kind, name)
-    dec_lo, dec_hi = dec - radius_deg, dec + radius_deg
-    condition = refcat_rows.c.dec.between(dec_lo, dec_hi)
-    widest = max(abs(dec_lo), abs(dec_hi))
-    if widest < 90.0:
-        half = radius_deg / math.cos(math.radians(widest))
-        if half < 180.0:
-            condition = sa.and_(condition, _ra_condition(ra - half, ra + half))
-    table = _fetch(catalogs, condition)
-    from astropy.coordinates import angular_separation
-    sep = np.degrees(angular_separation(np.radians(ra), np.radians(dec), np.radians(np.asarray(table["ra"])),
-                                        np.radians(np.asarray(table["dec"]))))
-    return table[np.asarray(sep) <= radius_deg]
+    return _fetch(catalogs, ReferenceSource.cone(ra, dec, radius_deg * 3600.0))
 
 
 def refcat_box(kind: str, ra_min: float, ra_max: float, dec_min: float, dec_max: float,
@@ -457,7 +439,4 @@ def refcat_box(kind: str, ra_min: float, ra_max: float, dec_min: float, dec_max:
     if dec_min > dec_max:
         raise ValueError(f"dec_min {dec_min} is above dec_max {dec_max}")
     catalogs = _visible_catalogs(kind, name)
-    condition = refcat_rows.c.dec.between(dec_min, dec_max)
-    if ra_max - ra_min < 360.0:
-        condition = sa.and_(condition, _ra_condition(ra_min, ra_max))
-    return _fetch(catalogs, condition)
+    return _fetch(catalogs, ReferenceSource.box(ra_min, ra_max, dec_min, dec_max))

@@ -17,6 +17,11 @@ At ``scale`` < 1 every chip shrinks proportionally (the sky covered stays the
 same, pixels grow to ``0.238 / scale`` arcsec) and fluxes in ADU scale with
 the pixel area, so that levels per pixel (bias, flats, sky, noise) stay those
 of real WFI frames: the zero point is ``24.47 + 5 log10(scale)``.
+
+The file conventions that differ between ESO file generations and archives
+are options of :func:`simulate_night` (``extname_style``, ``detector_id_key``,
+``primary_detector_ids``, ``shuffle_extensions``); the pixels do not depend
+on them.
 """
 
 from awe.sim._night import main_sim, simulate_night

@@ -16,7 +16,8 @@ from awe.instruments import ChipSpec, RawGeometry
 from awe.sim._optics import ChipOptics, dome_lamp, focal_plane, illumination, vignetting
 
 __all__ = ["ChipModel", "Readout", "build_chip_model", "read_out", "BIAS_LEVELS", "add_cosmics", "apply_bleeding",
-           "row_jitter", "PRESCAN_VARIANCE", "HOT_FRACTION", "COLD_FRACTION", "DEFECT_BITS"]
+           "row_jitter", "PRESCAN_VARIANCE", "HOT_FRACTION", "COLD_FRACTION", "DEFECT_BITS",
+           "AMPLIFIER_COLUMNS", "amplifier_columns"]
 
 # Bias level of every chip on this night [ADU] (ccd50 ~181, the others a few ADU apart).
 BIAS_LEVELS = {"ccd50": 181.5, "ccd51": 187.3, "ccd52": 176.9, "ccd53": 184.6,
@@ -31,6 +32,9 @@ PIXEL_RMS = 0.012
 COSMIC_RATE = 400.0 / (2048 * 4096 * 30.0)   # events per pixel per second
 COSMIC_READ_S = 10.0                          # extra exposure of every frame during read-out
 DEFECT_BITS = {"hot": 1, "hot_column": 2, "cold": 4, "bad_column": 8}
+# Static bias structure next to the read-out amplifier (the prescan side, low x) [A]: over this many
+# full-size columns (scaled with the chip, at least 8) the columns sit a few ADU above their neighbours.
+AMPLIFIER_COLUMNS = 48
 
 
 @dataclass
@@ -46,7 +50,8 @@ class ChipModel:
     prescan_offset : float
         How much lower the prescan columns sit [ADU].
     bias_pattern : ndarray
-        Level + fixed 2-D pattern (+ prescan offset), without frame drift and row jitter.
+        Level + fixed 2-D pattern (+ prescan offset, + the columns next to the amplifier), without frame
+        drift and row jitter.
     hot_excess : ndarray
         Extra ADU of hot pixels and hot columns (0 elsewhere), in every frame.
     defects : ndarray of uint8
@@ -104,9 +109,31 @@ class ChipModel:
         return float(np.median(self.flat_response()[self.geometry.trim]))
 
 
+def amplifier_columns(geometry: RawGeometry, rng: np.random.Generator) -> np.ndarray:
+    """Static offsets [ADU] of the illuminated columns next to the read-out amplifier (0 elsewhere).
+
+    Real CCD biases (WFI's too) have it: over the first few tens of columns after the prescan
+    the level decays from 3-6 ADU above the rest, with column-to-column steps of
+    ~1 ADU and a few single columns 2-5 ADU above their neighbours.  It is the same
+    in every frame and over the whole length of each column, so a master bias
+    removes it; it is not a defect.
+    """
+    offsets = np.zeros(geometry.nx, dtype=np.float32)
+    width = min(geometry.nx, max(8, round(AMPLIFIER_COLUMNS * geometry.nx / 2048)))
+    k = np.arange(width, dtype=np.float64)
+    decay = float(rng.uniform(3.0, 6.0)) * np.exp(-k / (width / 4.0))
+    steps = rng.normal(0.0, 1.0, width) * np.exp(-k / (width / 2.0))
+    spikes = np.zeros(width)
+    picked = rng.choice(np.arange(1, width), size=max(2, width // 8), replace=False)
+    spikes[picked] = rng.uniform(2.0, 5.0, picked.size)
+    offsets[:width] = (decay + steps + spikes).astype(np.float32)
+    return offsets
+
+
 def _bias_pattern(geometry: RawGeometry, level: float, prescan_offset: float, rng: np.random.Generator,
-                  readout_at_bottom: bool) -> np.ndarray:
-    """Level plus a weak fixed 2-D pattern (~1-2 ADU), identical in every frame."""
+                  readout_at_bottom: bool, amplifier: np.ndarray | None = None) -> np.ndarray:
+    """Level plus a weak fixed 2-D pattern (~1-2 ADU) and the ``amplifier`` column offsets (one per
+    illuminated column), identical in every frame."""
     ny, nx = geometry.shape
     x = (np.arange(nx, dtype=np.float32) / nx)[None, :]
     y = (np.arange(ny, dtype=np.float32) / ny)[:, None]
@@ -117,6 +144,8 @@ def _bias_pattern(geometry: RawGeometry, level: float, prescan_offset: float, rn
     ramp = 2.0 * np.exp(-from_readout / 0.01) + 1.0 * (y - 0.5)
     columns = rng.normal(0.0, 0.3, size=(1, nx)).astype(np.float32)
     pattern = (ripple + ramp + columns).astype(np.float32)
+    if amplifier is not None:
+        pattern[:, geometry.data[1]] += amplifier[None, :]
     pattern -= np.float32(np.median(pattern[geometry.data]))
     pattern += np.float32(level)
     pattern[:, geometry.prescan_x] -= np.float32(prescan_offset)
@@ -137,15 +166,19 @@ def _column_segment(rng: np.random.Generator, geometry: RawGeometry, to_bottom: 
 
 
 def build_chip_model(chip: ChipSpec, geometry: RawGeometry, optics: ChipOptics, qe: float, norm: float,
-                     n_hot_columns: int, n_bad_columns: int, seed: int) -> ChipModel:
-    """Draw the night-constant truth of one chip."""
+                     n_hot_columns: int, n_bad_columns: int, seed: int, amplifier_structure: bool = True) -> ChipModel:
+    """Draw the night-constant truth of one chip (``amplifier_structure``: the bias column structure next to
+    the amplifier, see :func:`amplifier_columns`)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 3, chip.index]))
     shape = geometry.shape
     ys, xs = geometry.data
     readout_at_bottom = geometry.n_prescan_y >= geometry.n_overscan_y
     level = BIAS_LEVELS.get(chip.name, 180.0 + 2.0 * chip.index % 9)
     prescan_offset = _prescan_offset(geometry)
-    bias_pattern = _bias_pattern(geometry, level, prescan_offset, rng, readout_at_bottom)
+    # its own random stream, so that switching it leaves every other draw of the chip unchanged
+    amplifier = (amplifier_columns(geometry, np.random.default_rng(np.random.SeedSequence([seed, 3, chip.index, 1])))
+                 if amplifier_structure else None)
+    bias_pattern = _bias_pattern(geometry, level, prescan_offset, rng, readout_at_bottom, amplifier)
 
     defects = np.zeros(shape, dtype=np.uint8)
     hot_excess = np.zeros(shape, dtype=np.float32)

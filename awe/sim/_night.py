@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from astropy.table import Table
@@ -25,7 +25,8 @@ from awe.sim import _truthio
 from awe.sim._detector import ChipModel, build_chip_model, read_out
 from awe.sim._optics import ChipOptics, chip_optics, focal_plane, true_wcs, vignetting
 from awe.sim._plan import EXTINCTION, Exposure, NightPlan, plan_night
-from awe.sim._rawfile import append_extension, extension_header, primary_header, start_raw_file
+from awe.sim._rawfile import (DEFAULT_DETECTOR_ID_KEY, append_extension, check_conventions, extension_header,
+                              primary_header, reorder_extensions, start_raw_file)
 from awe.sim._render import add_galaxies, add_stars, add_track
 from awe.sim._sky import astrometric_refcat, make_sources, standard_refcat
 from awe.sim._truthio import MASK_BITS
@@ -203,8 +204,46 @@ def _select(plan: NightPlan, only: Iterable[str] | None) -> list[Exposure]:
     return [plan.exposure(name) for name in only]
 
 
+def _fixed_order(instrument: InstrumentSpec, shuffle: bool | Sequence[str | int]) -> list[int] | None:
+    """The chip indices in extension order that ``shuffle_extensions`` names (None for True/False)."""
+    if isinstance(shuffle, bool):
+        return None
+    n = len(instrument.chips)
+    if isinstance(shuffle, (str, bytes)) or not isinstance(shuffle, Sequence):
+        raise ValueError(f"shuffle_extensions must be True, False or a sequence of the {n} chips (names or "
+                         f"indices) in extension order, got {shuffle!r}")
+    try:
+        order = [instrument.chip(c).index for c in shuffle]
+    except LookupError as exc:
+        raise ValueError(f"shuffle_extensions: {exc}") from None
+    if sorted(order) != list(range(1, n + 1)):
+        raise ValueError(f"shuffle_extensions must name each of the {n} chips once, got {list(shuffle)!r}")
+    return order
+
+
+def _extension_orders(plan: NightPlan, instrument: InstrumentSpec, selected: list[Exposure],
+                      shuffle: bool | Sequence[str | int]) -> dict[str, list[int]]:
+    """Chip indices in extension order for every file whose order is not the instrument's."""
+    fixed = _fixed_order(instrument, shuffle)
+    if fixed is not None:
+        return {exp.filename: fixed for exp in selected}
+    if not shuffle:
+        return {}
+    orders = {}
+    n = len(instrument.chips)
+    for exp in selected:
+        rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 11, exp.index]))
+        order = [int(i) + 1 for i in rng.permutation(n)]
+        if order == list(range(1, n + 1)):
+            order.reverse()
+        orders[exp.filename] = order
+    return orders
+
+
 def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, progress: Progress | None = None, *,
-                   only: Iterable[str] | None = None, overwrite: bool = False) -> Path:
+                   only: Iterable[str] | None = None, overwrite: bool = False, extname_style: str = "name",
+                   detector_id_key: str | None = DEFAULT_DETECTOR_ID_KEY, primary_detector_ids: bool = True,
+                   shuffle_extensions: bool | Sequence[str | int] = False) -> Path:
     """Simulate the course night of 2003-03-03 with WFI, with its truth.
 
     Parameters
@@ -225,6 +264,19 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
         still describe the whole night.
     overwrite : bool
         Replace raw files already in ``outdir`` (otherwise refuse).
+    extname_style : str
+        ``EXTNAME`` of the extensions: ``'name'`` (``ccd50``), ``'upper'``
+        (``CCD50``), ``'chip'`` (``CHIP1`` .. ``CHIP8``) or ``'none'``.
+    detector_id_key : str or None
+        Extension keyword carrying the detector id: ``'HIERARCH ESO DET CHIP1
+        ID'`` (default) or ``'HIERARCH ESO DET CHIP ID'``; None writes none.
+    primary_detector_ids : bool
+        List the detector id of the n-th extension as ``HIERARCH ESO DET CHIPn
+        ID`` in the primary header.
+    shuffle_extensions : bool or sequence
+        Extension order: the instrument's (False), a random order per file
+        drawn from the seed (True), or these chips (names or indices) in
+        extension order for every file. The pixels do not change.
 
     Returns
     -------
@@ -234,7 +286,8 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
     Raises
     ------
     ValueError
-        If ``scale`` is not in (0, 1] or ``seed`` is negative.
+        If ``scale`` is not in (0, 1], ``seed`` is negative or a file
+        convention option is unknown.
     FileExistsError
         If ``outdir`` already holds raw WFI files and ``overwrite`` is false.
     """
@@ -242,6 +295,8 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
         raise ValueError(f"scale must be a number in (0, 1] (1 = full size), got {scale!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_conventions(extname_style, detector_id_key)
+    _fixed_order(get_instrument("WFI"), shuffle_extensions)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     existing = sorted(outdir.glob("WFI.*.fits"))
@@ -254,6 +309,7 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
     optics = chip_optics(instrument, plan.scale, plan.seed)
     sources = make_sources(plan.seed)
     selected = _select(plan, only)
+    orders = _extension_orders(plan, instrument, selected, shuffle_extensions)
     satellite = _satellite(plan)
     norm = _response_norm(instrument, plan, optics)
     drift_rng = np.random.default_rng(np.random.SeedSequence([plan.seed, 9]))
@@ -268,7 +324,8 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
     writer = _truthio.TruthWriter(outdir, plan, instrument)
     writer.start_frames(selected)
     for exp in selected:
-        start_raw_file(outdir / exp.filename, primary_header(exp, instrument))
+        start_raw_file(outdir / exp.filename,
+                       primary_header(exp, instrument, instrument.chips if primary_detector_ids else None))
 
     total, done = len(selected) * len(instrument.chips), 0
     frame_rows: list[dict] = []
@@ -286,7 +343,9 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
         simulator = _FrameSimulator(plan, instrument, model, sources, levels, satellite, drift_gains[chip.name])
         for exp in selected:
             raw, bits, row, segs = simulator.frame(exp)
-            append_extension(outdir / exp.filename, raw, extension_header(chip, geometry, optics[chip.name], exp))
+            header = extension_header(chip, geometry, optics[chip.name], exp, extname_style=extname_style,
+                                      detector_id_key=detector_id_key)
+            append_extension(outdir / exp.filename, raw, header)
             writer.append_frame_mask(exp, chip.name, bits)
             frame_rows.append(row)
             tracks.extend(segs)
@@ -294,6 +353,8 @@ def simulate_night(outdir: str | Path, scale: float = 0.125, seed: int = 1, prog
             if progress is not None:
                 progress(done, total, f"{exp.filename}[{chip.name}]")
         del model, simulator
+    for filename, order in orders.items():  # chips are written in instrument order, then put in the file's order
+        reorder_extensions(outdir / filename, order, instrument)
     writer.write_night(chip_rows, frame_rows, tracks, satellite, optics, levels)
     writer.write_sources(sources)
     log.info("simulated night written to %s in %.1f s", outdir, time.perf_counter() - t_start)

@@ -1,8 +1,17 @@
-"""ESO raw multi-extension files as WFI writes them (headers and chip-by-chip writing)."""
+"""ESO raw multi-extension files as WFI writes them (headers and chip-by-chip writing).
+
+The conventions that differ between file generations and archives are
+options: the ``EXTNAME`` style (:data:`EXTNAME_STYLES`), the keyword that
+carries the detector id (:data:`DETECTOR_ID_KEYS`, or none), whether the
+primary header lists every chip's id, and the order of the extensions
+(:func:`reorder_extensions`).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from astropy.io import fits
@@ -11,7 +20,16 @@ from awe.instruments import ChipSpec, InstrumentSpec, RawGeometry
 from awe.sim._optics import ChipOptics, header_wcs_cards
 from awe.sim._plan import FILTER_ID, Exposure
 
-__all__ = ["primary_header", "extension_header", "start_raw_file", "append_extension"]
+__all__ = ["primary_header", "extension_header", "start_raw_file", "append_extension", "reorder_extensions",
+           "check_conventions",
+           "EXTNAME_STYLES", "DETECTOR_ID_KEYS", "DEFAULT_DETECTOR_ID_KEY"]
+
+#: ``EXTNAME`` of a chip's extension: its name (``ccd50``), upper case (``CCD50``),
+#: ``CHIP<index>`` (``CHIP1``), or no EXTNAME at all
+EXTNAME_STYLES = ("name", "upper", "chip", "none")
+#: spellings of the extension keyword naming the detector (FIERA-era ``CHIP1 ID``, later ``CHIP ID``)
+DETECTOR_ID_KEYS = ("HIERARCH ESO DET CHIP1 ID", "HIERARCH ESO DET CHIP ID")
+DEFAULT_DETECTOR_ID_KEY = DETECTOR_ID_KEYS[0]
 
 
 def _sexagesimal(value_deg: float, hours: bool) -> str:
@@ -24,8 +42,14 @@ def _sexagesimal(value_deg: float, hours: bool) -> str:
     return f"{sign}{d:02d}:{m:02d}:{s:0{6 if hours else 5}.{3 if hours else 2}f}"
 
 
-def primary_header(exposure: Exposure, instrument: InstrumentSpec) -> fits.Header:
-    """Primary header of a raw WFI file (no data)."""
+def primary_header(exposure: Exposure, instrument: InstrumentSpec,
+                   chip_order: Sequence[ChipSpec] | None = None) -> fits.Header:
+    """Primary header of a raw WFI file (no data).
+
+    With ``chip_order`` (the chips in extension order) the header lists the
+    detector id of the n-th extension's chip as ``HIERARCH ESO DET CHIPn ID``
+    (the instrument's ``primary_detector_id_key``).
+    """
     filt = instrument.filter(FILTER_ID)
     catg, dpr_type, tech = exposure.dpr
     h = fits.Header()
@@ -57,14 +81,37 @@ def primary_header(exposure: Exposure, instrument: InstrumentSpec) -> fits.Heade
     h["HIERARCH ESO DET CHIPS"] = (len(instrument.chips), "Number of chips in the mosaic")
     h["HIERARCH ESO DET EXP NO"] = (exposure.exp_no, "Unique exposure ID number")
     h["HIERARCH ESO DET WIN1 DIT1"] = (exposure.exptime, "Actual integration time")
+    if chip_order is not None and instrument.primary_detector_id_key:
+        _list_chips(h, instrument, chip_order)
     return h
 
 
-def extension_header(chip: ChipSpec, geometry: RawGeometry, optics: ChipOptics, exposure: Exposure) -> fits.Header:
-    """Header of one chip's image extension (geometry, gain, rough WCS)."""
+def _list_chips(header: fits.Header, instrument: InstrumentSpec, chip_order: Sequence[ChipSpec]) -> None:
+    for n, chip in enumerate(chip_order, 1):
+        header[instrument.primary_detector_id_key.format(n=n)] = (chip.detector_id, "Detector chip identification")
+
+
+def extension_header(chip: ChipSpec, geometry: RawGeometry, optics: ChipOptics, exposure: Exposure, *,
+                     extname_style: str = "name",
+                     detector_id_key: str | None = DEFAULT_DETECTOR_ID_KEY) -> fits.Header:
+    """Header of one chip's image extension (name, detector id, geometry, gain, rough WCS).
+
+    Parameters
+    ----------
+    extname_style : str
+        One of :data:`EXTNAME_STYLES`.
+    detector_id_key : str or None
+        The keyword carrying the chip's detector id (one of
+        :data:`DETECTOR_ID_KEYS`); None writes no detector id.
+    """
+    check_conventions(extname_style, detector_id_key)
     h = fits.Header()
-    h["EXTNAME"] = (chip.name, "Extension name")
-    h["HIERARCH ESO DET CHIP1 ID"] = (chip.name, "Detector chip identification")
+    extname = {"name": chip.name, "upper": chip.name.upper(), "chip": f"CHIP{chip.index}",
+               "none": None}[extname_style]
+    if extname is not None:
+        h["EXTNAME"] = (extname, "Extension name")
+    if detector_id_key is not None:
+        h[detector_id_key] = (chip.detector_id, "Detector chip identification")
     h["HIERARCH ESO DET CHIP1 INDEX"] = (chip.index, "Chip index")
     h["HIERARCH ESO DET OUT1 CONAD"] = (chip.gain, "Conversion from electrons to ADU")
     h["HIERARCH ESO DET OUT1 RON"] = (chip.read_noise_e, "Readout noise per output (e-)")
@@ -86,3 +133,32 @@ def append_extension(path: Path, data: np.ndarray, header: fits.Header) -> None:
         raise TypeError(f"raw data must be uint16, got {data.dtype}")
     fits.append(path, data, header=header, verify=False)
 
+
+
+def check_conventions(extname_style: str, detector_id_key: str | None) -> None:
+    """Refuse an unknown ``EXTNAME`` style or detector id keyword."""
+    if extname_style not in EXTNAME_STYLES:
+        raise ValueError(f"extname_style must be one of {', '.join(EXTNAME_STYLES)}, got {extname_style!r}")
+    if detector_id_key is not None and detector_id_key not in DETECTOR_ID_KEYS:
+        raise ValueError(f"detector_id_key must be one of {', '.join(DETECTOR_ID_KEYS)} or None, "
+                         f"got {detector_id_key!r}")
+
+
+def reorder_extensions(path: Path, order: Sequence[int], instrument: InstrumentSpec) -> None:
+    """Rewrite a raw file with its image extensions in ``order`` (old HDU numbers), the stored bytes unchanged.
+
+    A primary list of detector ids (``CHIPn ID``) is rewritten to follow the new order.
+    """
+    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
+        if sorted(order) != list(range(1, len(hdul))):
+            raise ValueError(f"order must be a permutation of 1..{len(hdul) - 1}, got {list(order)}")
+        primary = hdul[0]
+        key = instrument.primary_detector_id_key
+        if key and key.format(n=1) in primary.header:
+            old = [primary.header[key.format(n=n)] for n in range(1, len(hdul))]
+            for n, source in enumerate(order, 1):
+                primary.header[key.format(n=n)] = old[source - 1]
+        shuffled = fits.HDUList([primary] + [hdul[n] for n in order])
+        tmp = path.with_name(path.name + ".part")
+        shuffled.writeto(tmp, overwrite=True)
+    os.replace(tmp, path)

@@ -134,7 +134,8 @@ class Truth:
         return float(self._chip_row(chip)["bias_level"])
 
     def bias_pattern(self, chip: str | int) -> np.ndarray:
-        """Bias level + fixed 2-D pattern (prescan offset included), without frame drift and row jitter."""
+        """Bias level + fixed 2-D pattern (prescan offset and the column structure next to the amplifier
+        included), without frame drift and row jitter."""
         return self._chip_image(chip, "BIAS")
 
     def bias_offset(self, filename: str, chip: str | int) -> float:

@@ -258,6 +258,15 @@ def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filt
     ``filter``); ``extra`` is an additional query condition; ``check(candidate)``
     may return a reason to refuse a candidate. The log says which one was
     chosen and why each other candidate was not.
+
+    Raises
+    ------
+    MissingCalibrationError
+        When no candidate is usable. A candidate refused for its quality flags
+        is named with the checks it failed (measured value, limit and the
+        parameter that sets the limit, from its ``qc_report``), and the
+        message says which parameter to relax; the error's ``qc_failures``
+        lists those checks (``[(filename, check record), ...]``).
     """
     query = (cls.instrument.name == frame.instrument.name) & (cls.chip.name == frame.chip.name)
     if filter and frame.filter is not None:
@@ -268,11 +277,15 @@ def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filt
     when = frame.DATE_OBS
     chosen = None
     reasons: list[str] = []
+    qc_failures: list[tuple[str, dict]] = []
     for cand in candidates:
         why = None
         if cand.quality_flags:
-            from awe.model.frames import QualityFlags
-            why = f"quality_flags={cand.quality_flags} {QualityFlags.describe(cand.quality_flags)}"
+            failed = _failed_checks(cand)
+            qc_failures += [(cand.filename, record) for record in failed]
+            why = _flags_text(cand.quality_flags)
+            if failed:
+                why += ": QC failed: " + "; ".join(_check_text(record) for record in failed)
         elif cand.is_valid == 0:
             why = "marked invalid (is_valid=0)"
         elif when is not None and cand.timestamp_start is not None and not (
@@ -289,10 +302,12 @@ def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filt
     what = f"{frame.instrument.name} {frame.chip.name}" + (f" {frame.filter.name}" if filter and frame.filter else "")
     if chosen is None:
         detail = ("; candidates refused: " + "; ".join(reasons)) if reasons else "; there are none"
-        raise MissingCalibrationError(
+        error = MissingCalibrationError(
             f"no valid {cls.__name__} for {frame.filename} ({what}, {when}){detail}. "
-            f"Make one first (e.g. {_task_for(cls)})"
+            + (_relax_advice(cls, qc_failures) if qc_failures else f"Make one first (e.g. {_task_for(cls)})")
         )
+        error.qc_failures = qc_failures  # type: ignore[attr-defined]
+        raise error
     log.info("%s for %s: chose %s (made %s, valid %s .. %s)", cls.__name__, frame.filename, chosen.filename,
              chosen.creation_date, chosen.timestamp_start, chosen.timestamp_end)
     for reason in reasons:
@@ -300,9 +315,50 @@ def select_calibration(cls: type, frame: BaseFrame, log: logging.Logger, *, filt
     return chosen
 
 
+def _flags_text(flags: int) -> str:
+    from awe.model.frames import QualityFlags
+    return f"quality_flags={flags} {QualityFlags.describe(flags)}"
+
+
+def _failed_checks(candidate: DBObject) -> list[dict]:
+    """The failed entries of a product's ``qc_report`` (none when it has no report)."""
+    report = getattr(candidate, "qc_report", None) or []
+    return [r for r in report if isinstance(r, dict) and r.get("failed")]
+
+
+def _number(value: Any) -> str:
+    return "None" if value is None else f"{value:.4g}"
+
+
+def _check_text(record: dict) -> str:
+    """``hot pixel fraction = 0.01575 > 0.01 (HotPixelMap.process_params.MAXIMUM_FRACTION)``."""
+    return (f"{record.get('check')} = {_number(record.get('value'))} {record.get('relation', '>')} "
+            f"{_number(record.get('limit'))} ({record.get('parameter')})")
+
+
+def _relax_advice(cls: type, failures: list[tuple[str, dict]]) -> str:
+    """What to do about calibrations refused by their quality checks: which parameter to relax, how."""
+    parameters: dict[str, dict] = {}
+    for _, record in failures:
+        parameters.setdefault(str(record.get("parameter")), record)
+    task = _task_name(cls)
+    lines = []
+    for path, record in parameters.items():
+        bound = "lower" if record.get("relation") == "<" else "raise"
+        lines.append(f"{bound} {path} (now {_number(record.get('limit'))}; measured "
+                     f"{_number(record.get('value'))})")
+    example = next(iter(parameters))
+    return (f"Making it again with the same parameters gives the same result: if you accept it, "
+            f"{' and '.join(lines)}, e.g. pars = Pars({task}); pars.{example} = ...; "
+            f"{task}(instrument=..., chip=..., pars=pars, redo=1, commit=1); or make it from better inputs")
+
+
+def _task_name(cls: type) -> str:
+    return getattr(cls, "made_by", None) or f"{cls.__name__.replace('Frame', '').replace('Map', '')}Task"
+
+
 def _task_for(cls: type) -> str:
-    name = getattr(cls, "made_by", None) or f"{cls.__name__.replace('Frame', '').replace('Map', '')}Task"
-    return f"{name}(instrument=..., chip=..., commit=1)"
+    return f"{_task_name(cls)}(instrument=..., chip=..., commit=1)"
 
 
 def as_list(value: Any) -> list:

@@ -15,8 +15,10 @@ Each task selects its raw frames through the query language
 covering the frames, the newest wins; the log says which was chosen and why the
 others were not), runs the pure algorithms of :mod:`awe.image`, builds the
 product with its lineage and parameters, runs its quality checks (setting
-``quality_flags``), writes the file to the working folder and returns
-``[(product, path)]``; ``execute()`` commits it when ``commit=1``.
+``quality_flags``, and recording every check with its value, limit and
+parameter in ``qc_report``: a refused calibration's error names them),
+writes the file to the working folder and returns ``[(product, path)]``;
+``execute()`` commits it when ``commit=1``.
 
 Raw frames are overscan-corrected and trimmed one at a time into float32
 files in a temporary folder and combined from there in blocks of rows, so the
@@ -42,7 +44,7 @@ from awe.image.flat import combine_flats, flat_qc, gain_from_pairs, master_flat,
     read_noise_from_pairs
 from awe.image.overscan import OverscanCorrector
 from awe.image.pixels import cold_pixels, hot_pixels
-from awe.image.stats import imstat, sigma_clipped_stats, subwin_stats
+from awe.image.stats import difference_stdev, imstat, sigma_clipped_stats, subwin_stats
 from awe.instruments import RawGeometry, get_instrument
 from awe.model._io import read_header, read_image, write_image
 from awe.model.calibration import (BiasFrame, CalibrationFrame, ColdPixelMap, DomeFlatFrame, FlatFrame,
@@ -50,6 +52,7 @@ from awe.model.calibration import (BiasFrame, CalibrationFrame, ColdPixelMap, Do
 from awe.model.entities import Chip, Filter, Instrument, lookup_entity
 from awe.model.frames import (BaseFrame, QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame,
                               RawTwilightFlatFrame)
+from awe.pars import ParameterError
 from awe.tasks.base import MissingCalibrationError, Task, TaskError, as_list, select_calibration
 
 __all__ = ["BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask",
@@ -203,7 +206,11 @@ def _image(frame: Any) -> np.ndarray:
 # ============================================================================ QC
 @dataclass(frozen=True)
 class Check:
-    """One quality check: ``value`` beyond ``limit`` (above, or below when ``minimum``) sets ``flag``."""
+    """One quality check: ``value`` beyond ``limit`` (above, or below when ``minimum``) sets ``flag``.
+
+    ``parameter`` is the name of the limit's parameter in the product's ``group`` of parameters
+    (``MAXIMUM_FRACTION`` of ``HotPixelMap.process_params``).
+    """
 
     label: str
     value: float | None
@@ -211,23 +218,35 @@ class Check:
     parameter: str
     flag: int
     minimum: bool = False
+    group: str = "process_params"
 
     def failed(self) -> bool:
         if self.value is None or not math.isfinite(self.value):
             return False
         return self.value < self.limit if self.minimum else self.value > self.limit
 
+    def record(self, product: DBObject) -> dict[str, Any]:
+        """The check as an entry of ``product.qc_report``."""
+        value = None if self.value is None else float(self.value)
+        return {"check": self.label, "value": value if value is None or math.isfinite(value) else None,
+                "limit": float(self.limit), "parameter": f"{type(product).__name__}.{self.group}.{self.parameter}",
+                "relation": "<" if self.minimum else ">", "failed": self.failed(),
+                "flag": " ".join(QualityFlags.describe(self.flag))}
+
 
 def apply_checks(product: DBObject, checks: Sequence[Check], logger: logging.Logger) -> int:
-    """Set ``product.quality_flags`` from the failed checks (logging each) and return them."""
+    """Set ``product.quality_flags`` from the failed checks (logging each), record every check in
+    ``product.qc_report`` and return the flags."""
     flags = 0
     for check in checks:
         if check.failed():
             flags |= check.flag
             relation = "<" if check.minimum else ">"
-            logger.warning("%s QC failed: %s = %.6g %s %s %.6g -> %s", type(product).__name__, check.label,
-                           check.value, relation, check.parameter, check.limit, QualityFlags.describe(check.flag))
+            logger.warning("%s QC failed: %s = %.6g %s %s.%s.%s = %.6g -> %s", type(product).__name__, check.label,
+                           check.value, relation, type(product).__name__, check.group, check.parameter, check.limit,
+                           QualityFlags.describe(check.flag))
     product.quality_flags = flags
+    product.qc_report = [check.record(product) for check in checks]
     if flags == 0:
         logger.info("%s QC passed: %s", type(product).__name__,
                     ", ".join(f"{c.label} = {c.value:.5g}" for c in checks if c.value is not None))
@@ -299,10 +318,12 @@ class _CalibrationTask(Task):
         return select_calibration(cls, frame, self.log, filter=use_filter, check=check)
 
     def _optional_calibration(self, cls: type, frame: Any, use_filter: bool = False) -> Any:
+        """The calibration, or None with a warning: the product is made without it (its defects count)."""
         try:
             return self._calibration(cls, frame, use_filter)
         except MissingCalibrationError as exc:
-            self.log.info("no %s used: %s", cls.__name__, exc)
+            self.log.warning("%s made without a %s (the pixels it would flag are not left out of the "
+                             "statistics): %s", self.product.__name__, cls.__name__, exc)
             return None
 
     # ------------------------------------------------------------ raw frames
@@ -553,7 +574,7 @@ class BiasTask(_CalibrationTask):
         sub = subwin_stats(master, SUBWIN_GRID, mask=outliers)
         product.clipped_mean, product.clipped_stdev = stats.mean, stats.stdev
         product.subwin_flatness, product.subwin_stdev = sub.flatness, sub.max_stdev
-        product.stdev_difference = self._stdev_difference(product, master, p.SIGMA_CLIP)
+        product.stdev_difference = self._stdev_difference(product, master)
         return [
             Check("|clipped mean|", abs(stats.mean), p.MAXIMUM_ABS_MEAN, "MAXIMUM_ABS_MEAN", QualityFlags.WRONG_LEVEL),
             Check("clipped stdev", stats.stdev, p.MAXIMUM_STDEV, "MAXIMUM_STDEV", QualityFlags.TOO_NOISY),
@@ -565,8 +586,10 @@ class BiasTask(_CalibrationTask):
                   QualityFlags.TOO_NOISY),
         ]
 
-    def _stdev_difference(self, product: BiasFrame, master: np.ndarray, sigma: float) -> float | None:
-        """Clipped stdev of this master minus the previous valid one of the chip (same overscan method)."""
+    def _stdev_difference(self, product: BiasFrame, master: np.ndarray) -> float | None:
+        """Stdev of this master minus the previous valid one of the chip (same overscan method), over every
+        pixel but the defects both share (:func:`awe.image.stats.difference_stdev`: unclipped, so it cannot
+        collapse when the two share most of their raw biases, and a change in part of the chip shows)."""
         query = ((BiasFrame.instrument.name == product.instrument.name) & (BiasFrame.chip.name == product.chip.name)
                  & (BiasFrame.quality_flags == 0) & (BiasFrame.is_valid != 0)
                  & (BiasFrame.overscan_correction == product.overscan_correction)
@@ -579,15 +602,16 @@ class BiasTask(_CalibrationTask):
         if old.shape != master.shape:
             self.log.info("previous master bias %s has another shape %s; not compared", previous.filename, old.shape)
             return None
-        value = sigma_clipped_stats(master - old, sigma=sigma).stdev
-        self.log.info("compared with the previous master bias %s: stdev of the difference %.3f ADU",
-                      previous.filename, value)
+        value = difference_stdev(master, old)
+        self.log.info("compared with the previous master bias %s: stdev of the difference %.3f ADU (pixels "
+                      "that are defects in both left out)", previous.filename, value)
         return value
 
 
 # ============================================================================ hot pixels
 class HotPixelsTask(_CalibrationTask):
-    """Make a hot pixel map from the master bias valid on ``date``: n-sigma hot pixels and hot columns."""
+    """Make a hot pixel map from the master bias valid on ``date``: pixels n-sigma above their local bias
+    structure (row running median plus the column's own offset) and hot columns from a defect to one end."""
 
     products = (HotPixelMap,)
     product = HotPixelMap
@@ -603,14 +627,17 @@ class HotPixelsTask(_CalibrationTask):
         reused = self._reuse(product)
         if reused:
             return reused
+        if p.ROW_WINDOW < 3 or not (p.THRESHOLD > 0 and p.COLUMN_THRESHOLD > 0):
+            raise ParameterError(f"HotPixelMap.process_params: ROW_WINDOW must be >= 3 columns and THRESHOLD, "
+                                 f"COLUMN_THRESHOLD > 0 sigma, got {p.ROW_WINDOW}, {p.THRESHOLD}, "
+                                 f"{p.COLUMN_THRESHOLD}; see Pars(HotPixelsTask).show()")
         data = bias.load()
-        scale = self._scaled(p.SMOOTHING_SCALE, bias, data.shape)
-        result = hot_pixels(data, nsigma=p.THRESHOLD, column_nsigma=p.COLUMN_THRESHOLD, scale_px=scale)
+        result = hot_pixels(data, nsigma=p.THRESHOLD, column_nsigma=p.COLUMN_THRESHOLD, width=p.ROW_WINDOW)
         mask = result.mask
         product.n_bad_pixels, product.bad_fraction = result.n_hot, result.n_hot / mask.size
         product.bad_columns, product.threshold = result.hot_columns, result.threshold
-        self.log.info("%d hot pixels (%.4f %%) above %.2f ADU, hot columns %s", result.n_hot,
-                      100 * product.bad_fraction, result.threshold, result.hot_columns)
+        self.log.info("%d hot pixels (%.4f %%) above %.2f ADU, hot columns (x[rows]) %s", result.n_hot,
+                      100 * product.bad_fraction, result.threshold, [f"{x}[{y0}:{y1}]" for x, y0, y1 in result.runs])
         checks = [Check("hot pixel fraction", product.bad_fraction, p.MAXIMUM_FRACTION, "MAXIMUM_FRACTION",
                         QualityFlags.TOO_NOISY)]
         return self._finish(product, mask.astype(np.uint8), checks,
@@ -734,7 +761,8 @@ class TwilightFlatTask(_FlatTask):
 
 # ============================================================================ cold pixels
 class ColdPixelsTask(_CalibrationTask):
-    """Make a cold pixel map from the dome flat valid on ``date``: cold/dead pixels and bad columns."""
+    """Make a cold pixel map from the dome flat valid on ``date``: cold/dead pixels and the bad runs of bad
+    columns (the whole column when most of it is bad)."""
 
     products = (ColdPixelMap,)
     product = ColdPixelMap

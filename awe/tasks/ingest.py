@@ -8,9 +8,15 @@
 Each raw multi-extension file (plain, ``.gz`` or ``.Z``) becomes one raw frame
 per chip, :class:`~awe.model.frames.RawBiasFrame` ...
 :class:`~awe.model.frames.RawScienceFrame`, classified by ``HIERARCH ESO DPR
-TYPE``. Chip ``N`` (extension ``N``) is stored as ``<INSTRUME>.<DATE-OBS>_<N>.fits``,
-a self-describing single-HDU FITS file whose header is the primary header
-merged with the extension header. All chips of one raw file are committed
+TYPE``. Each extension's chip is recognised by the detector id keyword the
+instrument description declares (WFI: ``HIERARCH ESO DET CHIP ID`` or ``CHIP1
+ID``), else by its ``EXTNAME``, else by the primary header's list of detector
+ids, else by its position (:func:`identify_chips`, decided for the whole file
+before anything is stored; the log and the report say which). Chip ``N`` of the
+instrument (ccd50 is 1), whatever extension held it, is stored as
+``<INSTRUME>.<DATE-OBS>_<N>.fits``, a self-describing single-HDU FITS file
+whose header is the primary header merged with the extension header, with
+``EXTNAME`` = the chip name. All chips of one raw file are committed
 together (all or none). A file that cannot be read, lacks a required keyword or
 comes from an unknown instrument is reported and skipped; the others go in.
 Ingesting a file again adds nothing.
@@ -50,13 +56,17 @@ from awe.model.frames import (QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawF
 from awe.pars import Param, ParamGroup
 
 __all__ = ["ingest", "IngestReport", "FileResult", "IngestParams", "IngestError", "classify", "read_raw",
-           "split_raw", "RawChip", "raw_imstat", "chip_stats", "check_quality", "RAW_SUFFIXES"]
+           "split_raw", "identify_chips", "ChipMapping", "RawChip", "raw_imstat", "chip_stats", "check_quality",
+           "RAW_SUFFIXES", "BY_DETECTOR_ID", "BY_EXTNAME", "BY_PRIMARY_LIST", "BY_POSITION"]
 
 log = logging.getLogger(__name__)
 
 #: File name endings taken from a folder given to :func:`ingest`.
 RAW_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.Z", ".fit.Z", ".fits.bz2")
 _COMPRESSION_SUFFIXES = (".gz", ".Z", ".bz2")
+#: how :func:`identify_chips` decided, strongest first
+BY_DETECTOR_ID, BY_EXTNAME, BY_PRIMARY_LIST, BY_POSITION = ("detector id", "EXTNAME", "primary detector list",
+                                                          "position")
 _LZW_MAGIC = b"\x1f\x9d"
 
 #: ESO ``DPR TYPE`` (and fallback) values -> raw frame class
@@ -287,7 +297,10 @@ class RawChip:
     Attributes
     ----------
     index : int
-        Extension number (the chip's index and file suffix).
+        The chip's index in the instrument (its file suffix ``_N``), whatever
+        extension of the raw file held it.
+    extension : int
+        The HDU number of the chip in the raw file.
     spec : ChipSpec
         The chip's description.
     geometry : RawGeometry
@@ -298,15 +311,19 @@ class RawChip:
         Physical pixel values (native byte order; ``uint16`` for ESO's 16-bit raw data).
     stored : ndarray
         The values as stored in the file, scaled by ``scaling`` = (BSCALE, BZERO).
+    identified_by : str
+        How the chip was recognised (:class:`ChipMapping` ``method``).
     """
 
     index: int
+    extension: int
     spec: Any
     geometry: Any
     header: fits.Header
     data: np.ndarray
     stored: np.ndarray
     scaling: tuple[float, float]
+    identified_by: str = BY_DETECTOR_ID
 
     def write(self, path: Path) -> None:
         """Write the chip as a single-HDU FITS file, with the stored bytes unchanged."""
@@ -330,15 +347,18 @@ def _physical(stored: np.ndarray, bscale: float, bzero: float) -> np.ndarray:
     return native * np.float64(bscale) + np.float64(bzero)
 
 
-def merge_headers(primary: fits.Header, extension: fits.Header) -> fits.Header:
+def merge_headers(primary: fits.Header, extension: fits.Header, skip: Iterable[str] = ()) -> fits.Header:
     """The primary header with the extension header on top (extension values win), without structure keywords.
 
-    The deprecated ``RADECSYS`` of ESO primary headers becomes ``RADESYS`` (same value).
+    The deprecated ``RADECSYS`` of ESO primary headers becomes ``RADESYS`` (same
+    value). Primary keywords in ``skip`` (e.g. the primary's list of every
+    chip's detector id) are left out.
     """
     ext_keys = {c.keyword for c in extension.cards if c.keyword not in ("", "COMMENT", "HISTORY")}
+    skipped = {fits.Card.normalize_keyword(k) for k in skip}
     merged = fits.Header()
     for card in primary.cards:
-        if card.keyword not in _STRUCTURAL and card.keyword not in ext_keys:
+        if card.keyword not in _STRUCTURAL and card.keyword not in ext_keys and card.keyword not in skipped:
             merged.append(copy.copy(card), end=True)
     for card in extension.cards:
         if card.keyword not in _STRUCTURAL:
@@ -350,42 +370,219 @@ def merge_headers(primary: fits.Header, extension: fits.Header) -> fits.Header:
     return merged
 
 
-def split_raw(hdul: fits.HDUList, spec: Any, raw_name: str) -> list[RawChip]:
-    """The chips of a raw MEF file, checked against the instrument description.
+# ---------------------------------------------------------------------- which extension is which chip
+
+
+@dataclass(frozen=True)
+class ChipMapping:
+    """Which chip each image extension of a raw file holds, and how that was decided.
+
+    Attributes
+    ----------
+    extensions : tuple of int
+        HDU numbers of the image extensions, in file order.
+    chips : tuple of ChipSpec
+        The chip of each of them.
+    method : str
+        :data:`BY_DETECTOR_ID` (the detector id keyword of every extension),
+        :data:`BY_EXTNAME`, :data:`BY_PRIMARY_LIST` (the primary's ``CHIPn ID``
+        list, in extension order) or :data:`BY_POSITION` (extension ``N`` is
+        chip ``N``).
+    detail : str
+        What the method read (``'HIERARCH ESO DET CHIP1 ID'``) and anything the
+        file lacked, for the log and the ingest report.
+    """
+
+    extensions: tuple[int, ...]
+    chips: tuple[Any, ...]
+    method: str
+    detail: str = ""
+
+    def chip_of(self, extension: int) -> Any:
+        """The chip of HDU number ``extension``."""
+        return self.chips[self.extensions.index(extension)]
+
+
+def _header_text(header: fits.Header, key: str) -> str | None:
+    """A keyword's value as stripped text (``HIERARCH`` optional), None when missing or blank."""
+    for candidate in (key, key[len("HIERARCH "):] if key.upper().startswith("HIERARCH ") else "HIERARCH " + key):
+        value = _get(header, candidate)
+        if value is not None:
+            return str(value).strip() or None
+    return None
+
+
+def _duplicates(raw_name: str, found: dict[int, Any], what: str) -> None:
+    """Refuse two extensions identified as the same chip by ``what``."""
+    seen: dict[str, int] = {}
+    for n, chip in found.items():
+        if chip is None:
+            continue
+        if chip.name in seen:
+            raise IngestError(f"{raw_name}: extensions {seen[chip.name]} and {n} are both {chip.name} by "
+                              f"{what}: the file's chip identification is broken; nothing of it was ingested "
+                              "(fetch the file again or fix the header)")
+        seen[chip.name] = n
+
+
+def identify_chips(hdul: fits.HDUList, spec: Any, raw_name: str) -> ChipMapping:
+    """Decide, for one raw file and before anything is stored, which chip each image extension holds.
+
+    The detector id keyword that the instrument description declares
+    (``spec.detector_id_keys``: WFI ``HIERARCH ESO DET CHIP ID`` or ``CHIP1 ID``)
+    decides when every extension carries a known one; otherwise the
+    ``EXTNAME`` when every one names a chip; otherwise the primary header's
+    list of detector ids (``CHIPn ID`` for the n-th extension); otherwise the
+    position (extension ``N`` is chip ``N``). The primary's list is read only
+    when the extensions do not identify themselves (an archive may reorder the
+    extensions and keep the list), and whatever an extension says about itself
+    must agree with the choice. The method is logged (DEBUG for detector ids,
+    INFO for the names and the primary's list, a WARNING for the position; a
+    WARNING too for detector ids the description does not declare) and returned.
 
     Raises
     ------
     IngestError
-        If the number of image extensions, an ``EXTNAME`` or the extension
-        size disagrees with the instrument.
+        If the number of image extensions is not the instrument's, an
+        extension's id keywords or its ``EXTNAME`` name different chips, two
+        extensions are the same chip, or what an extension says contradicts the
+        order that decides; the message names the file and the extensions.
     """
-    images = [(n, hdu) for n, hdu in enumerate(hdul) if n > 0 and hdu.is_image and hdu.data is not None]
+    images = [n for n, hdu in enumerate(hdul) if n > 0 and hdu.is_image and hdu.data is not None]
     if len(images) != len(spec.chips):
         raise IngestError(f"{raw_name} has {len(images)} image extension(s) but {spec.name} has "
                           f"{len(spec.chips)} chips: the file is truncated or not a {spec.name} mosaic file")
+
+    def known(value: str) -> Any:
+        try:
+            return spec.identify(value)
+        except LookupError:
+            return None
+
+    by_id: dict[int, Any] = {}
+    by_name: dict[int, Any] = {}
+    said: dict[int, str] = {}        # what identified an extension, for messages
+    unknown: list[str] = []
+    keys_used: set[str] = set()
+    for n in images:
+        header = hdul[n].header
+        found: dict[str, tuple[str, Any]] = {}
+        for key in spec.detector_id_keys:
+            value = _header_text(header, key)
+            if value is None:
+                continue
+            chip = known(value)
+            if chip is None:
+                unknown.append(f"extension {n} {key} = {value!r}")
+            else:
+                found[key] = (value, chip)
+        if len({chip.name for _, chip in found.values()}) > 1:
+            listed = ", ".join(f"{key} = {value!r} ({chip.name})" for key, (value, chip) in found.items())
+            raise IngestError(f"{raw_name}: extension {n} has contradictory detector ids ({listed}); nothing of "
+                              "the file was ingested: fix the header so that they agree")
+        if found:
+            key, (value, by_id[n]) = next(iter(found.items()))
+            keys_used.add(key)
+            said[n] = f"detector id {value!r}"
+        extname = _header_text(header, "EXTNAME")
+        by_name[n] = known(extname) if extname is not None else None
+        if by_id.get(n) is not None and by_name[n] is not None and by_id[n] is not by_name[n]:
+            raise IngestError(f"{raw_name}: extension {n} has detector id {value!r} ({by_id[n].name}) but "
+                              f"EXTNAME {extname!r} ({by_name[n].name}); nothing of the file was ingested: fix "
+                              "the header so that they agree")
+        if n not in said and by_name[n] is not None:
+            said[n] = f"EXTNAME {extname!r}"
+    _duplicates(raw_name, by_id, "their detector ids")
+    _duplicates(raw_name, by_name, "their EXTNAMEs")
+    if unknown:
+        declared = spec.chips[0].detector_ids or (spec.chips[0].name,)
+        log.warning("%s: detector id(s) that %s does not declare: %s (declared ids are like %s; add the "
+                    "file's ids to the chips' detector_ids in the instrument description)", raw_name, spec.name,
+                    "; ".join(unknown), ", ".join(repr(i) for i in declared))
+
+    mapping: dict[int, Any] | None = None
+    if all(by_id.get(n) is not None for n in images):
+        method, mapping, detail = BY_DETECTOR_ID, by_id, " or ".join(sorted(keys_used))
+    elif all(by_name[n] is not None for n in images):
+        missing = [n for n in images if by_id.get(n) is None]
+        method, mapping = BY_EXTNAME, by_name
+        detail = f"extension(s) {', '.join(map(str, missing))} without a known detector id"
+    else:
+        listed = _primary_list(hdul[0].header, spec, raw_name, len(images), known)
+        if listed is not None:
+            method, detail = BY_PRIMARY_LIST, spec.primary_detector_id_key.format(n="n")
+            mapping = dict(zip(images, listed))
+        else:
+            method, detail = BY_POSITION, "neither detector ids, EXTNAMEs nor the primary's list identify the chips"
+            mapping = {n: spec.chips[i] for i, n in enumerate(images)}
+        for n in images:  # what an extension says of itself must agree with the order
+            own = by_id.get(n) or by_name[n]
+            if own is not None and own is not mapping[n]:
+                raise IngestError(f"{raw_name}: extension {n} says it is {own.name} ({said[n]}) but the other "
+                                  f"extensions do not identify themselves and by {method} it would be "
+                                  f"{mapping[n].name}; nothing of the file was ingested: give every extension its "
+                                  f"detector id ({spec.detector_id_keys[0] if spec.detector_id_keys else 'EXTNAME'})")
+    result = ChipMapping(tuple(images), tuple(mapping[n] for n in images), method, detail)
+    if method == BY_DETECTOR_ID:
+        log.debug("%s: chips identified by %s (%s)", raw_name, method, detail)
+    elif method == BY_POSITION:
+        log.warning("%s: chips identified by their %s only (extension N is chip N): %s", raw_name, method, detail)
+    else:
+        log.info("%s: chips identified by %s (%s)", raw_name, method, detail)
+    return result
+
+
+def _primary_list(primary: fits.Header, spec: Any, raw_name: str, count: int,
+                  known: Callable[[str], Any]) -> list[Any] | None:
+    """The chips the primary header lists for extensions 1..count, or None when it lists none or not all."""
+    if not spec.primary_detector_id_key:
+        return None
+    values = [_header_text(primary, spec.primary_detector_id_key.format(n=i)) for i in range(1, count + 1)]
+    if all(v is None for v in values):
+        return None
+    chips = [known(v) if v is not None else None for v in values]
+    if any(c is None for c in chips):
+        log.warning("%s: the primary header's detector list (%s) is incomplete or names unknown detectors: %s",
+                    raw_name, spec.primary_detector_id_key.format(n="n"), values)
+        return None
+    _duplicates(raw_name, {i + 1: c for i, c in enumerate(chips)}, "the primary header's detector list")
+    return chips
+
+
+def split_raw(hdul: fits.HDUList, spec: Any, raw_name: str) -> list[RawChip]:
+    """The chips of a raw MEF file, identified (:func:`identify_chips`) and checked against the instrument.
+
+    Returned in the instrument's chip order whatever the order of the extensions.
+
+    Raises
+    ------
+    IngestError
+        If the chips cannot be identified (see :func:`identify_chips`) or an
+        extension's size disagrees with the instrument.
+    """
     from awe.instruments import RawGeometry
-    chips = []
+    mapping = identify_chips(hdul, spec, raw_name)
     primary = hdul[0].header
-    for n, hdu in images:
-        chip = spec.chip(n)
-        extname = _get(hdu.header, "EXTNAME")
-        if extname is not None and str(extname).lower() != chip.name.lower():
-            raise IngestError(f"{raw_name}: extension {n} is {extname!r}, but {spec.name} extension {n} "
-                              f"is {chip.name}")
+    listing = ([spec.primary_detector_id_key.format(n=i) for i in range(1, len(spec.chips) + 1)]
+               if spec.primary_detector_id_key else [])
+    chips = []
+    for n, chip in zip(mapping.extensions, mapping.chips):
+        hdu = hdul[n]
         if hdu.data.ndim != 2:
             raise IngestError(f"{raw_name}: extension {n} is not a 2-d image (shape {hdu.data.shape})")
-        header = merge_headers(primary, hdu.header)
+        header = merge_headers(primary, hdu.header, skip=listing)
         header["EXTNAME"] = (chip.name, "chip name")
         if "ARCFILE" not in header:
             header["ARCFILE"] = (raw_name, "archive file name")
         try:
             geometry = RawGeometry.from_header(hdu.header, chip)
         except ValueError as exc:
-            raise IngestError(f"{raw_name}: {exc}") from None
+            raise IngestError(f"{raw_name}: extension {n}: {exc}") from None
         scaling = (hdu.header.get("BSCALE", 1), hdu.header.get("BZERO", 0))
-        chips.append(RawChip(index=n, spec=chip, geometry=geometry, header=header, stored=hdu.data,
-                             scaling=scaling, data=_physical(hdu.data, *scaling)))
-    return chips
+        chips.append(RawChip(index=chip.index, extension=n, spec=chip, geometry=geometry, header=header,
+                             stored=hdu.data, scaling=scaling, data=_physical(hdu.data, *scaling),
+                             identified_by=mapping.method))
+    return sorted(chips, key=lambda c: c.index)
 
 
 # ====================================================================== statistics and checks
@@ -616,8 +813,9 @@ def _filter_row(exposure: _Exposure, filter_rows: dict[str, Any]) -> Any:
 
 
 def _build_frames(path: Path, params: IngestParams, entities: _Entities,
-                  tmpdir: Path) -> tuple[_Exposure, list[tuple[RawFrame, Path]]]:
-    """Read, classify, split and check one raw file; the frames and their per-chip files in ``tmpdir``."""
+                  tmpdir: Path) -> tuple[_Exposure, list[tuple[RawFrame, Path]], str]:
+    """Read, classify, split and check one raw file; the frames, their per-chip files in ``tmpdir`` and how the
+    chips were identified."""
     raw_name = _uncompressed_name(path)
     with read_raw(path) as hdul:
         exposure = _exposure(hdul[0].header, raw_name)
@@ -632,14 +830,14 @@ def _build_frames(path: Path, params: IngestParams, entities: _Entities,
             whole, lit = chip_stats(chip.data, chip.geometry.data)
             frame = exposure.cls(
                 filename=f"{spec.name}.{stamp}_{chip.index}.fits", instrument=inst, chip=chip_rows[chip.spec.name],
-                filter=filt, extension=chip.index, NAXIS1=int(chip.data.shape[1]), NAXIS2=int(chip.data.shape[0]),
+                filter=filt, extension=chip.extension, NAXIS1=int(chip.data.shape[1]), NAXIS2=int(chip.data.shape[0]),
                 gain=_float(chip.header, "HIERARCH ESO DET OUT1 CONAD") or chip.spec.gain,
                 imstat=whole, quality_flags=check_quality(exposure.cls, lit, params, saturation),
                 process_params={"ingest_params": params.as_dict()}, **exposure.attributes)
             local = tmpdir / frame.filename
             chip.write(local)
             items.append((frame, local))
-    return exposure, items
+    return exposure, items, chips[0].identified_by
 
 
 def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawFrame, Path]], str]:
@@ -664,7 +862,7 @@ def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawF
 def _ingest_file(path: Path, params: IngestParams, entities: _Entities, tmpdir: Path) -> FileResult:
     from awe.db.commit import commit
 
-    exposure, items = _build_frames(path, params, entities, tmpdir)
+    exposure, items, identified_by = _build_frames(path, params, entities, tmpdir)
     fresh, projects = _not_yet_stored(items)
     if not fresh:
         return FileResult(path, "skipped", f"already ingested ({len(items)} chips in project {projects}); "
@@ -683,6 +881,8 @@ def _ingest_file(path: Path, params: IngestParams, entities: _Entities, tmpdir: 
     if flagged:
         message += "; flagged: " + ", ".join(f"{f.chip.name} {QualityFlags.describe(f.quality_flags)}"
                                              for f in flagged)
+    if identified_by != BY_DETECTOR_ID:
+        message += f"; chips identified by {identified_by} (no detector ids)"
     return FileResult(path, "ingested", message, frames)
 
 

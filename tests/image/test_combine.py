@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -33,13 +35,13 @@ def test_clipped_mean_rejects_cosmics_that_spoil_the_mean():
     plain = combine(frames, method="mean")
     err = clipped.data - truth
     assert clipped.data.dtype == np.float32
-    assert np.std(err) < 1.1 * ideal
-    assert np.abs(err).max() < 6 * ideal
+    assert np.std(err) < 1.06 * ideal  # measured 1.029
+    assert np.abs(err).max() < 6 * ideal  # measured 4.4
     assert np.abs(plain.data - truth).max() > 100  # what the clipping saves us from
     # the cosmic (>= 10 sigma) of every pixel hit once is rejected; few good values go with it
     single = hits.sum(axis=0) == 1
     assert np.all(clipped.nused[single] <= 9)
-    assert np.mean(clipped.nused[single] == 9) > 0.9
+    assert np.mean(clipped.nused[single] == 9) > 0.93  # measured 0.964
     assert np.mean(clipped.nused[hits.sum(axis=0) == 0] == 10) > 0.95  # 3 sigma clips ~0.3 % of good values
     assert clipped.nused.dtype == np.uint8
     assert clipped.n_rejected >= hits.sum() - 50  # a few faint cosmics hide in the noise
@@ -80,8 +82,8 @@ def test_three_frames_with_moving_stars_are_combined_cleanly():
         frames.append(frame)
     res = combine(frames, method="clipped_mean")
     assert np.abs(res.data - 1.0).max() < 0.03
-    assert np.std(res.data[stars] - 1.0) < 1.3 * 0.005 / np.sqrt(2)  # two frames left on stars
-    assert np.std(res.data[~stars] - 1.0) < 1.15 * 0.005 / np.sqrt(3)
+    assert np.std(res.data[stars] - 1.0) < 1.08 * 0.005 / np.sqrt(2)  # two frames left on stars: 1.04
+    assert np.std(res.data[~stars] - 1.0) < 1.035 * 0.005 / np.sqrt(3)  # measured 1.016
     assert np.abs(combine(frames, method="mean").data - 1.0).max() > 0.1
 
 
@@ -116,9 +118,11 @@ def test_streaming_from_memmaps_and_readers_matches_in_memory(tmp_path):
 def test_stdev_map_measures_the_noise():
     frames, _, _ = bias_stack(n=12, seed=5, ncosmic=0)
     res = combine(frames, method="mean", return_stdev=True)
-    assert np.mean(res.stdev) == pytest.approx(NOISE, rel=0.03)
+    c4 = np.sqrt(2 / 11) * math.gamma(6) / math.gamma(5.5)  # E[s] = c4 sigma for 12 values (ddof=1): 0.9776
+    assert np.mean(res.stdev) == pytest.approx(c4 * NOISE, rel=0.004)  # measured -0.04 % (1 sigma 0.17 %)
     clipped = combine(frames, return_stdev=True)
-    assert np.mean(clipped.stdev) == pytest.approx(NOISE, rel=0.05)
+    # a Gaussian cut at 3 sigma is 0.9866 as wide: measured -0.24 %
+    assert np.mean(clipped.stdev) == pytest.approx(0.98658 * c4 * NOISE, rel=0.005)
 
 
 def test_masks_scales_and_offsets():
@@ -131,7 +135,7 @@ def test_masks_scales_and_offsets():
     masks[0] = np.zeros(SHAPE, dtype=bool)
     masks[0][10:20, 10:20] = True
     res = combine(frames, method="mean", scales=1.0 / gains, offsets=-50.0 / gains, masks=masks)
-    assert np.abs(res.data - truth).max() < 0.01
+    assert np.abs(res.data - truth).max() < 0.0025  # measured 0.0012
     assert np.all(res.nused[10:20, 10:20] == 4) and np.all(res.nused[30:] == 5)
     everything = [np.ones(SHAPE, dtype=bool)] * len(frames)
     empty = combine(frames, masks=everything)
@@ -139,7 +143,7 @@ def test_masks_scales_and_offsets():
 
 
 def test_master_bias_from_overscan_corrected_raw_frames():
-    """Master bias residual < 0.5 ADU and noise within 20 % of read_noise / sqrt(N)."""
+    """Master bias residual ~0.01 ADU and noise within 3-4 % of read_noise / sqrt(N) (with the overscan's)."""
     rng = np.random.default_rng(7)
     ny, nx, pre, over, read_noise, n = 200, 120, 16, 32, 2.5, 10
     pattern = rng.normal(0.0, 1.5, (ny, nx))  # fixed 2-D bias structure, the truth of the master bias
@@ -155,12 +159,12 @@ def test_master_bias_from_overscan_corrected_raw_frames():
     readers = [lambda rows, r=r, lv=corrector.levels(r): corrector(r, rows=rows, levels=lv) for r in raws]
     master = combine(readers, shape=(ny, nx), block_rows=64).data
     residual = master - pattern
-    assert abs(float(np.mean(residual))) < 0.5
+    assert abs(float(np.mean(residual))) < 0.015  # measured 0.006 (0.011 with seed 17)
     # noise of the master: the pixel noise plus the per-row overscan error, both averaged over N frames
     expected = read_noise / np.sqrt(n) * np.sqrt(1 + 1.57 / over)
     assert float(np.std(residual - residual.mean(axis=1, keepdims=True))) == pytest.approx(
-        read_noise / np.sqrt(n), rel=0.2)
-    assert float(np.std(residual)) == pytest.approx(expected, rel=0.2)
+        read_noise / np.sqrt(n), rel=0.06)  # measured +3.0 %
+    assert float(np.std(residual)) == pytest.approx(expected, rel=0.07)  # measured +3.5 %
 
 
 def test_pooled_normalisation():
@@ -168,7 +172,7 @@ def test_pooled_normalisation():
     assert pooled_norm(2) == pytest.approx(np.sqrt(2) * 0.67449, rel=0.01)
     assert np.isnan(pooled_norm(1))
     # Monte Carlo below 65 values, Blom's approximation above: continuous
-    assert pooled_norm(65) == pytest.approx(pooled_norm(64), rel=0.03)
+    assert pooled_norm(65) == pytest.approx(pooled_norm(64), rel=0.025)  # measured 1.1 %
     assert 1.8 < pooled_norm(200) < 2.0  # -> 2 sigma (16th to 84th percentile) for many values
 
 

@@ -87,8 +87,8 @@ def test_combine_flats_rejects_stars_of_twilight_flats():
     assert float(np.median(result.data)) == pytest.approx(1.0, abs=1e-6)
     pixel_rms, large_rms = relative_errors(result.data, chip.flat)
     noise = 1.0 / np.sqrt(GAIN * 17000 * 3)  # photon noise of the combination
-    assert pixel_rms < 1.3 * noise
-    assert large_rms < 0.001
+    assert pixel_rms < 1.16 * noise  # measured 1.08 (1.08-1.39 over seeds 2-4)
+    assert large_rms < 0.0002  # measured 1e-4
 
     def outliers(flat):  # fraction of pixels more than 5 sigma off
         ratio = flat / chip.flat
@@ -96,8 +96,8 @@ def test_combine_flats_rejects_stars_of_twilight_flats():
 
     plain = combine_flats(frames, bias, reject_stars=False)
     assert outliers(plain.data) > 0.01  # ~2 % of the pixels carry star light
-    assert outliers(result.data) < 5e-4  # only faint wings (and stars overlapping in two frames) remain
-    assert result.n_rejected > 1000
+    assert outliers(result.data) < 3.5e-4  # only faint wings (and stars overlapping in two frames): 1.6e-4
+    assert result.n_rejected > 5600  # measured 11314
 
 
 def test_master_flat_takes_small_scales_from_dome_and_large_scales_from_twilight():
@@ -113,10 +113,10 @@ def test_master_flat_takes_small_scales_from_dome_and_large_scales_from_twilight
     assert float(np.median(master)) == pytest.approx(1.0, abs=1e-6)
     pixel_rms, large_rms = relative_errors(master, chip.flat)
     dome_pixel, dome_large = relative_errors(dome, chip.flat)
-    assert pixel_rms < 0.005
-    assert large_rms < 0.003
-    assert large_rms < 0.2 * dome_large
-    assert pixel_rms < 1.1 * dome_pixel  # small scales as good as the dome's
+    assert pixel_rms < 0.005  # measured 0.00303
+    assert large_rms < 0.0005  # measured 0.00024
+    assert large_rms < 0.025 * dome_large  # measured 0.012
+    assert abs(pixel_rms / dome_pixel - 1) < 0.007  # small scales the dome's: measured -0.33 %
 
 
 def test_flat_qc_reports_level_and_flatness():
@@ -124,13 +124,14 @@ def test_flat_qc_reports_level_and_flatness():
     raw = chip.expose(18000.0) - BIAS
     raw[5, 5] = -1.0
     qc = flat_qc(raw, grid=(4, 4))
-    assert qc.level == pytest.approx(18000 * np.median(chip.flat), rel=0.005)
-    # vignetting 1 - 0.32 r^2: corner sub-windows (r^2 = 0.281) are 8 % below central ones (r^2 = 0.031)
-    assert qc.flatness == pytest.approx(0.08, abs=0.005)
-    assert qc.n_bad == 1
+    assert qc.level == pytest.approx(18000 * np.median(chip.flat), rel=1e-4)  # measured 3e-5
+    # vignetting 1 - 0.32 r^2: corner sub-windows (r^2 = 0.281) are 8 % (of the centre) below central ones
+    # (r^2 = 0.031); relative to the median: measured +0.75 % off (the sub-windows' medians are not at those r)
     vignetting = chip.flat / chip.response
-    assert qc.large_scale_rms == pytest.approx(float(np.std(vignetting) / np.median(vignetting)), rel=0.05)
-    assert qc.stdev == pytest.approx(float(np.std(chip.flat) / np.median(chip.flat)), rel=0.1)
+    assert qc.flatness == pytest.approx(0.08 / np.median(vignetting), rel=0.015)
+    assert qc.n_bad == 1
+    assert qc.large_scale_rms == pytest.approx(float(np.std(vignetting) / np.median(vignetting)), rel=0.03)  # -1.4 %
+    assert qc.stdev == pytest.approx(float(np.std(chip.flat) / np.median(chip.flat)), rel=0.02)  # +0.9 %
     flat_qc_normalised = flat_qc(normalise_flat(chip.flat))
     assert flat_qc_normalised.level == pytest.approx(1.0)
 
@@ -142,10 +143,27 @@ def test_gain_and_read_noise_from_pairs():
     f1[10, 10] += 5000.0  # a cosmic ray
     section = (slice(50, 700), slice(40, 340))
     gain = gain_from_pairs(f1, f2, b1, b2, section)
-    assert gain == pytest.approx(GAIN, rel=0.02)
-    assert read_noise_from_pairs(b1, b2) == pytest.approx(READ_NOISE / GAIN, rel=0.02)
-    assert read_noise_from_pairs(b1, b2, gain=gain, section=section) == pytest.approx(READ_NOISE, rel=0.05)
+    assert gain == pytest.approx(GAIN, rel=0.005)  # measured +0.07 % (within 0.24 % over seeds 5-7)
+    assert read_noise_from_pairs(b1, b2) == pytest.approx(READ_NOISE / GAIN, rel=0.003)  # +0.13 %
+    assert read_noise_from_pairs(b1, b2, gain=gain, section=section) == pytest.approx(READ_NOISE, rel=0.005)  # +0.26 %
     with pytest.raises(ValueError, match="exposed"):
         gain_from_pairs(b1, b2, b1, b2)
     with pytest.raises(ValueError, match="gain must be positive"):
         read_noise_from_pairs(b1, b2, gain=0.0)
+    with pytest.raises(ValueError, match="degree"):
+        gain_from_pairs(f1, f2, b1, b2, degree=-1)
+
+
+def test_gain_of_twilight_flats_whose_sky_changed_between_exposures():
+    """Twilight: the level drops 9 % and the sky's gradient turns between two exposures, and stars move.
+    A single scale factor for the second flat leaves the gradient's change in the difference image, and 5-sigma
+    clipping leaves the stars' wings (the former code: -6.5 % over seeds 5-11, -2.9 % from the stars alone); the
+    smooth ratio surface and the masked star wings do not (measured within 0.28 %)."""
+    chip = Chip(seed=5)
+    b1, b2 = chip.bias(), chip.bias()
+    t1 = chip.expose(17000.0, illumination=1.0 + 0.003 * (chip.x - 0.5), stars=20)
+    t2 = chip.expose(15500.0, illumination=1.0 - 0.002 * (chip.x - 0.5) + 0.002 * (chip.y - 0.5), stars=20)
+    t3, t4 = chip.expose(16000.0, stars=20), chip.expose(15000.0, stars=20)  # stars only
+    assert gain_from_pairs(t1, t2, b1, b2) == pytest.approx(GAIN, rel=0.006)  # measured -0.12 %
+    assert gain_from_pairs(t3, t4, b1, b2) == pytest.approx(GAIN, rel=0.006)  # measured +0.19 %
+    assert gain_from_pairs(t1, t2, b1, b2, degree=0) < 0.97 * GAIN  # one scale factor: -3.6 .. -4.0 %

@@ -36,9 +36,11 @@ def test_per_row_mode_removes_row_jitter_that_a_constant_leaves():
     per_row = overscan_correct(raw, OVER, DATA, mode=6, prescan_cols=PRE)
     constant = overscan_correct(raw, OVER, DATA, mode=1, prescan_cols=PRE)
     assert per_row.dtype == np.float32 and per_row.shape == (NROWS - 8, NDATA)
-    assert row_residual_rms(per_row, signal) < 0.3
-    assert row_residual_rms(constant, signal) > 2.0
-    assert abs(float(np.mean(per_row - signal))) < 0.1
+    # what is left per row: the median of 32 overscan values and the mean of the row's own 200 values
+    expected = np.sqrt(np.pi / 2 / OVERSCAN + 1 / NDATA)
+    assert row_residual_rms(per_row, signal) == pytest.approx(expected, rel=0.09)  # measured +4.5 %
+    assert row_residual_rms(constant, signal) > 2.5  # the 3 ADU jitter stays: measured 3.1
+    assert abs(float(np.mean(per_row - signal))) < 0.015  # measured 0.005 (1 sigma: 0.013)
 
 
 def test_smoothed_mode_follows_a_drift_with_less_noise():
@@ -47,17 +49,18 @@ def test_smoothed_mode_follows_a_drift_with_less_noise():
     seven = overscan_levels(raw, OVER, DATA, mode=OverscanMode.PER_ROW_SMOOTHED, smooth=15)
     err6, err7 = np.std(six - level), np.std(seven - level)
     assert err7 < 0.5 * err6
-    assert err7 < 0.3  # the drift (20 ADU over the frame) is followed
+    assert err7 < 0.3  # the drift (20 ADU over the frame) is followed: measured 0.22
     corrected = overscan_correct(raw, OVER, DATA, mode=7, smooth=15)
-    assert abs(float(np.mean(corrected))) < 0.1
+    assert abs(float(np.mean(corrected))) < 0.025  # measured 0.011
 
 
 def test_constant_modes_use_the_right_region():
     raw, _, _ = make_raw(jitter=0.0, read_noise=1.0, prescan_offset=4.0, seed=2)
     # prescan sits at 204, overscan at 200
-    assert overscan_levels(raw, OVER, DATA, mode=1, prescan_cols=PRE)[0] == pytest.approx(204.0, abs=0.05)
-    assert overscan_levels(raw, OVER, DATA, mode=2)[0] == pytest.approx(200.0, abs=0.05)
-    assert overscan_levels(raw, OVER, DATA, mode=3, prescan_cols=PRE)[0] == pytest.approx(202.0, abs=0.05)
+    # medians of 6000 and 9600 values (1 sigma: 0.016 and 0.013 ADU): measured within 0.007
+    assert overscan_levels(raw, OVER, DATA, mode=1, prescan_cols=PRE)[0] == pytest.approx(204.0, abs=0.02)
+    assert overscan_levels(raw, OVER, DATA, mode=2)[0] == pytest.approx(200.0, abs=0.02)
+    assert overscan_levels(raw, OVER, DATA, mode=3, prescan_cols=PRE)[0] == pytest.approx(202.0, abs=0.02)
     levels = overscan_levels(raw, OVER, DATA, mode=2)
     assert np.all(levels == levels[0]) and levels.size == NROWS - 8
 
@@ -69,7 +72,7 @@ def test_mode_zero_only_trims_and_integer_input_is_accepted():
     assert trimmed.dtype == np.float32
     np.testing.assert_array_equal(trimmed, raw16[DATA].astype(np.float32))
     corrected = overscan_correct(raw16, OVER, DATA, mode=6)
-    assert abs(float(np.median(corrected))) < 1.0
+    assert abs(float(np.median(corrected))) < 0.5  # integer data, integer (or half) levels: measured 0.0
 
 
 def test_row_blocks_reproduce_the_full_frame():

@@ -1,0 +1,107 @@
+"""``awe demo`` as a newcomer runs it, then the prompt command it ends with (tiny scale, one chip)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from awe.config import load_settings
+from awe.demo import prepare_prompt
+
+
+def _awe() -> str:
+    return str(Path(sys.executable).with_name("awe"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWE_")}
+    env.update(HOME=str(tmp_path), TERM="dumb", MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+    return env
+
+
+def test_demo_then_its_prompt_command_opens_its_data(tmp_path, env):
+    work = tmp_path / "awe-work"
+    work.mkdir()
+    demo_env = dict(env, AWE_HOME=str(tmp_path / "awe-home"), AWE_USER="observer")
+    out = subprocess.run([_awe(), "demo", "--chip", "ccd50", "--scale", "0.0625"], env=demo_env, cwd=work,
+                         capture_output=True, text=True, timeout=600)
+    lines = out.stdout.splitlines()
+    assert out.returncode in (0, 1), out.stderr
+    # a short summary, progress bars instead of the log, the detail in the log file
+    assert len(lines) <= 20, out.stdout
+    assert "INFO" not in out.stderr and "sha256" not in out.stderr
+    for step in ("simulate", "ingest", "calibrate", "reduce"):
+        assert re.search(rf"{step} *: 100%", out.stderr), step
+    log = (work / "awe.log").read_text()
+    assert log.count("sha256") >= 248 and "BiasTask started" in log and "ReduceTask started" in log
+    assert f"Every step in detail: {work / 'awe.log'}" in lines
+    assert "31 file(s) ingested (248 frames), 0 skipped, 0 failed into ALL" in out.stdout
+    row = next(line for line in lines if line.startswith("ccd50 "))
+    read_noise = float(row.split()[1])
+    assert 1.5 < read_noise < 3.5  # the master bias of the 1/16 chip: ~2.4 ADU
+    failures = [line for line in lines if line.startswith("ccd50 ") and line != row]
+    assert out.returncode == (1 if failures else 0)
+    assert all(re.match(r"ccd50 \w+Task: \w+Error: ", f) for f in failures)
+    # the last line is the command; `awe` in this folder opens the demo's database (awe.toml says where)
+    command = lines[-1].strip()
+    assert command.endswith("awe") and "AWE_" not in command, command
+    assert 'home = "' + str(tmp_path / "awe-home") + '"' in (work / "awe.toml").read_text()
+
+    child = pexpect.spawn("bash", ["-c", command], cwd=str(work), env=env, encoding="utf-8", timeout=60,
+                          dimensions=(40, 250))
+    child.expect("- username : observer")
+    child.expect("awe> ")
+    child.sendline("q = (RawBiasFrame.instrument.name == 'WFI') & (RawBiasFrame.chip.name == 'ccd50')")
+    child.expect("awe> ")
+    child.sendline("print('biases', len(q), 'masters', len(BiasFrame.chip.name == 'ccd50'))")
+    child.expect(r"biases 10 masters 1\s")
+    child.expect("awe> ")
+    child.sendline("ReduceTask(raw_filenames=['WFI.2003-03-04T04:42:29.496_2.fits'], commit=0).execute()")
+    child.expect("awe> ")
+    shown = [line for line in child.before.splitlines()[1:] if "Error" in line]
+    assert len(shown) == 1 and shown[0].startswith("MissingCalibrationError: no valid "), child.before
+    assert "Traceback" not in child.before
+    child.sendline("exit()")
+    child.expect(pexpect.EOF)
+
+
+def _demo_settings(tmp_path, **extra):
+    return load_settings(home=str(tmp_path / "awe-home"), workdir=str(tmp_path / "work"), **extra)
+
+
+def test_prepare_prompt_records_where_the_demo_data_are(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path)
+    settings = _demo_settings(tmp_path, user="observer")
+    assert prepare_prompt(settings, "bash run.sh prompt") == "bash run.sh prompt"
+    toml = (tmp_path / "work" / "awe.toml").read_text()
+    assert "password" not in toml
+    seen = load_settings(workdir=str(tmp_path / "work"))  # no AWE_* set: what `awe` there would use
+    assert (seen.database_url, seen.storage, seen.user) == (settings.database_url, settings.storage, "observer")
+    program = f"(awe|{re.escape(_awe())})"  # `awe` when it is on the PATH
+    assert re.fullmatch(rf"cd {re.escape(str(tmp_path / 'work'))} && {program}", prepare_prompt(settings))
+
+    # a file the user wrote is never overwritten: the command then carries the settings
+    (tmp_path / "work" / "awe.toml").write_text('[awe]\nhome = "/somewhere/else"\n')
+    other = _demo_settings(tmp_path, user="observer")
+    command = prepare_prompt(other)
+    assert (tmp_path / "work" / "awe.toml").read_text() == '[awe]\nhome = "/somewhere/else"\n'
+    assert f"AWE_HOME={tmp_path / 'awe-home'} AWE_USER=observer " in command
+
+
+def test_prepare_prompt_writes_nothing_for_the_default_home_and_no_password(tmp_path, monkeypatch):
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    plain = load_settings(workdir=str(tmp_path / "work"))
+    assert prepare_prompt(plain).endswith("awe") and not (tmp_path / "work" / "awe.toml").exists()
+    team = plain.with_(database_url="postgresql+psycopg://ann:s3cret@dbhost/awe", password="s3cret")
+    prepare_prompt(team)
+    toml = (tmp_path / "work" / "awe.toml").read_text()
+    assert 'database_url = "postgresql+psycopg://ann@dbhost/awe"' in toml and "s3cret" not in toml
