@@ -98,7 +98,7 @@ def main() -> None:
         rows = [
             ("master bias mean residual [ADU]", float(np.mean(residual[normal])), "|x| < 0.5"),
             ("master bias noise / (RN/sqrt(N))", noise_ratio, "within 20 %"),
-            ("read noise / truth", bias.read_noise / row["read_noise_adu"], "within 5 %"),
+            ("read noise / truth", bias.read_noise_adu / row["read_noise_adu"], "within 5 %"),
             ("gain (dome) / truth", dome.gain / row["gain"], "within 5 %"),
             ("gain (twilight) / truth", twilight.gain / row["gain"], "within 5 %"),
             ("hot pixels found", (found_hot & true_hot).sum() / max(true_hot.sum(), 1), ">= 0.95"),

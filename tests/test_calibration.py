@@ -157,7 +157,7 @@ def test_master_bias_matches_truth(night, chip):
 def test_read_noise_and_gain_match_truth(night, chip):
     row = _chip_truth(night.truth, chip)
     products = night.products[chip]
-    assert abs(products["bias"].read_noise / row["read_noise_adu"] - 1) < 0.04  # measured +0.7 .. +2.0 %
+    assert abs(products["bias"].read_noise_adu / row["read_noise_adu"] - 1) < 0.04  # measured +0.7 .. +2.0 %
     assert abs(products["dome"].gain / row["gain"] - 1) < 0.014  # measured within 0.69 %
     assert abs(products["twilight"].gain / row["gain"] - 1) < 0.015  # measured within 0.76 %
     assert products["master"].gain == products["dome"].gain
@@ -225,7 +225,7 @@ def test_master_flat_matches_truth(night, chip):
     assert 1.0 < small / photon < 1.09
     assert large < 0.002  # measured 0.00094-0.00102
     assert large < 0.5 * dome_large  # the twilight's large scales fix the dome lamp's pattern (0.16-0.24 x)
-    assert products["master"].smoothing_scale == round(64 * SCALE)
+    assert products["master"].smoothing_scale_pix == round(64 * SCALE)
     assert np.median(products["master"].load()) == pytest.approx(1.0, abs=1e-4)
 
 

@@ -105,13 +105,18 @@ ROWS = {
              creation_date=_NIGHT + dt.timedelta(hours=14), is_valid=2,
              process_params={"SIGMA_CLIP": 3.0, "OVERSCAN_CORRECTION": 6}, provenance="ab" * 20,
              instrument_id=1, chip_id=1, DATE_OBS=_NIGHT, MJD_OBS=52701.80792642, EXPTIME=None,
-             imstat_median=0.25, read_noise=5.41, bad_columns=[12, 1040], timestamp_start=_NIGHT,
+             imstat_median=0.25, read_noise=5.41, bad_columns=None, timestamp_start=_NIGHT,
              timestamp_end=_NIGHT + dt.timedelta(days=7), name=None, kind=None, n_sources=None),
         dict(object_id=3, class_name="ReferenceCatalog", filename=None, project_id=1, creator="observer",
              creation_date=_NIGHT, is_valid=1, process_params=None, provenance=None, instrument_id=None,
              chip_id=None, DATE_OBS=None, MJD_OBS=None, EXPTIME=None, imstat_median=None, read_noise=None,
              bad_columns=None, timestamp_start=None, timestamp_end=None, name="landolt", kind="standard",
              n_sources=2),
+        dict(object_id=4, class_name="HotPixelMap", filename="cal_hot_ccd50.fits", project_id=2, creator="observer",
+             creation_date=_NIGHT + dt.timedelta(hours=15), is_valid=1, process_params={"MAXIMUM_FRACTION": 0.01},
+             provenance="cd" * 20, instrument_id=1, chip_id=1, DATE_OBS=_NIGHT, MJD_OBS=52701.80792642,
+             EXPTIME=None, imstat_median=0.0, read_noise=None, bad_columns=[12, 1040], timestamp_start=_NIGHT,
+             timestamp_end=_NIGHT + dt.timedelta(days=7), name=None, kind=None, n_sources=None),
     ],
     "links": [dict(child_id=2, role="raw_bias_frames", position=0, parent_id=1)],
     "refcat_sources": [
@@ -129,13 +134,42 @@ def _fill_0001(engine: sa.Engine) -> None:
                 conn.execute(R0001[name].insert(), rows)
 
 
+#: where 0003 (joined tables) moved 0001's ``objects`` columns: family table -> {its column: 0001's column}
+MOVED_0003 = {
+    "frames": {c: c for c in ("instrument_id", "chip_id", "DATE_OBS", "MJD_OBS", "EXPTIME", "imstat_median")},
+    "bias_frames": {"read_noise_adu": "read_noise"},
+    "pixel_maps": {"bad_columns": "bad_columns"},
+    "reference_catalogs": {c: c for c in ("name", "kind", "n_sources")},
+}
+
+
 def _read_0001(engine: sa.Engine) -> dict[str, list[dict]]:
-    """The rows of those of 0001's tables (and columns) the database has."""
-    present = set(sa.inspect(engine).get_table_names())
+    """The rows of those of 0001's tables (and columns) the database has.
+
+    After 0003 the product attributes of ``objects`` are read back from the family
+    tables they moved to, so the rows compare with what 0001 held.
+    """
+    inspector = sa.inspect(engine)
+    present = set(inspector.get_table_names())
+    result: dict[str, list[dict]] = {}
     with engine.connect() as conn:
-        return {name: [dict(r._mapping) for r in conn.execute(sa.select(table).order_by(
-                    *(c for c in table.c if not isinstance(c.type, sa.JSON))))]
-                for name, table in R0001.items() if name in present}
+        for name, table in R0001.items():
+            if name not in present:
+                continue
+            have = {c["name"] for c in inspector.get_columns(name)}
+            columns = [c for c in table.c if c.name in have]
+            result[name] = [dict(r._mapping) for r in conn.execute(sa.select(*columns).select_from(table).order_by(
+                *(c for c in columns if not isinstance(c.type, sa.JSON))))]
+        if "objects" in result and "frames" in present:
+            by_id = {row["object_id"]: row for row in result["objects"]}
+            for row in by_id.values():
+                row.update({c.name: None for c in R0001["objects"].c if c.name not in row})
+            for family, columns in MOVED_0003.items():
+                fam = sa.table(family, sa.column("object_id", sa.Integer),
+                               *(sa.column(new, R0001["objects"].c[old].type) for new, old in columns.items()))
+                for found in conn.execute(sa.select(fam)).mappings():
+                    by_id[found["object_id"]].update({old: found[new] for new, old in columns.items()})
+    return result
 
 
 def _reference_sources(engine: sa.Engine) -> list[dict]:
@@ -226,8 +260,9 @@ def test_database_of_0001_upgrades_in_place_with_its_data(empty_engine):
 
 
 def test_database_of_a_newer_awe_is_refused_and_left_alone(empty_engine):
-    upgrade(empty_engine)
+    upgrade(empty_engine, "0001")
     _fill_0001(empty_engine)
+    upgrade(empty_engine)
     rows = _read_0001(empty_engine)
     with empty_engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
@@ -279,8 +314,9 @@ def test_connect_upgrades_an_older_embedded_database_and_refuses_a_newer_one(pro
 def test_awe_db_upgrade_on_a_current_database_changes_nothing(tmp_path):
     home = tmp_path / "home"
     engine = make_engine(f"sqlite:///{home}/awe.sqlite")
-    upgrade(engine)
+    upgrade(engine, "0001")
     _fill_0001(engine)
+    upgrade(engine)
     with engine.connect() as conn:
         schema = sorted(conn.exec_driver_sql("SELECT type, name, sql FROM sqlite_master").all())
     rows = _read_0001(engine)
@@ -297,8 +333,9 @@ def test_awe_db_upgrade_on_a_current_database_changes_nothing(tmp_path):
 
 
 def test_upgrade_twice_is_a_noop(empty_engine):
-    upgrade(empty_engine)
+    upgrade(empty_engine, "0001")
     _fill_0001(empty_engine)
+    upgrade(empty_engine)
     fingerprint, rows = schema_fingerprint(empty_engine), _read_0001(empty_engine)
     upgrade(empty_engine)
     assert schema_fingerprint(empty_engine) == fingerprint and _read_0001(empty_engine) == rows
@@ -339,7 +376,7 @@ def test_sqlite_table_rebuild_keeps_links_and_a_failed_revision_changes_nothing(
 def _probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str | None = None,
            comment: str | None = None) -> tuple[str, Path]:
     """Copy the migrations, change the metadata (a new column; optionally a new comment on
-    ``objects.bad_columns``) and let autogen write the next revision into the copy, comparing on ``url``.
+    ``objects.creator``) and let autogen write the next revision into the copy, comparing on ``url``.
 
     Gives (old head, the new revision's file); the copy and the changed metadata stay in force for the test.
     """
@@ -356,7 +393,7 @@ def _probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str | None = No
     objects.append_column(sa.Column("probe_seconds", sa.Float, nullable=True, comment="a probe [s]"))
     sa.Index("ix_objects_probe_seconds", objects.c.probe_seconds)
     if comment is not None:
-        objects.c.bad_columns.comment = comment
+        objects.c.creator.comment = comment
     monkeypatch.setattr(persistent, "metadata", changed)
     path = write_revision("probe seconds", url)
     assert path is not None and path.parent == migrations / "versions"
@@ -402,7 +439,7 @@ def test_an_older_database_is_upgraded_on_request_with_its_data(probe_revision, 
     assert schema_differences(engine) == []
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT object_id, probe_seconds FROM objects ORDER BY object_id")).all() == [
-            (1, None), (2, None), (3, None)]
+            (1, None), (2, None), (3, None), (4, None)]
     engine.dispose()
 
 
@@ -431,7 +468,7 @@ def test_autogen_writes_comment_changes_apart_for_databases_that_keep_comments(p
     text = path.read_text()
     guarded = text.split("if op.get_context().dialect.supports_comments:")
     assert len(guarded) == 3, "the comment change, up and down, each under the guard"
-    assert "op.alter_column('objects', 'bad_columns'" in guarded[1] and "probe: columns flagged [pix]" in guarded[1]
+    assert "op.alter_column('objects', 'creator'" in guarded[1] and "probe: columns flagged [pix]" in guarded[1]
     assert "batch_op.add_column(sa.Column('probe_seconds'" in guarded[0]
     assert "alter_column" not in guarded[0]  # not in a batch block: that would rebuild `objects` on SQLite
     for url in (f"sqlite:///{tmp_path}/c.sqlite", postgres.new_database()):

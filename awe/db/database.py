@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from awe.db.engine import DatabaseError, head_revision, make_engine, schema_revision, upgrade
+from awe.db.engine import DatabaseError, ensure_schema, make_engine
 
 __all__ = ["Database"]
 
@@ -36,22 +36,16 @@ class Database:
         self._entities: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
         try:
-            revision = schema_revision(self.engine)
+            ensure_schema(self.engine, auto_upgrade)
         except sa.exc.OperationalError as exc:
             self.engine.dispose()
             raise DatabaseError(
                 f"cannot reach database {self.url}: {exc.orig}; check AWE_DATABASE_URL and that the server is "
                 "running"
             ) from None
-        if revision != head_revision():
-            if revision is None or auto_upgrade:
-                upgrade(self.engine)
-            else:
-                self.engine.dispose()
-                raise DatabaseError(
-                    f"database schema is at revision {revision}, this awe needs {head_revision()}: "
-                    "run `awe db upgrade`"
-                )
+        except DatabaseError:
+            self.engine.dispose()
+            raise
         from awe.db.accounts import ensure_public
         ensure_public(self)
 

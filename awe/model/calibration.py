@@ -193,7 +193,7 @@ class BiasFrame(CalibrationFrame):
 
     ``overscan_correction`` says which OVERSCAN_CORRECTION method made it;
     frames reduced with it must be overscan-corrected the same way.
-    ``read_noise`` is measured from differences of pairs of raw biases.
+    ``read_noise_adu`` is measured from differences of pairs of raw biases.
     """
 
     __tablename__ = "bias_frames"
@@ -202,7 +202,7 @@ class BiasFrame(CalibrationFrame):
 
     raw_bias_frames = Inputs("RawBiasFrame", "the raw biases combined")
 
-    read_noise = Field(Float, "read noise from bias pairs [ADU] (ReducedScienceFrame.read_noise is in e-)")
+    read_noise_adu = Field(Float, "read noise from bias pairs [ADU] (ReducedScienceFrame.read_noise is in e-)")
     n_rejected = Field(Integer, "values clipped while combining (cosmic rays)")
     clipped_mean = Field(Float, "sigma-clipped mean of the master bias [ADU] (QC MAXIMUM_ABS_MEAN)")
     clipped_stdev = Field(Float, "sigma-clipped standard deviation of the master bias [ADU] (QC MAXIMUM_STDEV)")
@@ -259,7 +259,7 @@ class TwilightFlatFrame(FlatFrame):
 class MasterFlatFrame(FlatFrame):
     """The master flat: the dome flat's small scales times the twilight flat's large scales, median 1.
 
-    ``smoothing_scale`` is the scale (in pixels of this frame) separating them.
+    ``smoothing_scale_pix`` is the scale (in pixels of this frame) separating them.
     """
 
     parameter_groups = {"process_params": MasterFlatParams}
@@ -267,7 +267,7 @@ class MasterFlatFrame(FlatFrame):
     domeflat = Input("DomeFlatFrame", "small scales (pixel-to-pixel response)")
     twilightflat = Input("TwilightFlatFrame", "large scales (illumination like the night sky's)")
 
-    smoothing_scale = Field(Integer, "smoothing scale used [pixels of this frame]")
+    smoothing_scale_pix = Field(Integer, "smoothing scale used [pixels of this frame]")
 
 
 # ============================================================================ figures

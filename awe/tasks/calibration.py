@@ -560,12 +560,12 @@ class BiasTask(_CalibrationTask):
                       p.OVERSCAN_CORRECTION, p.SIGMA_CLIP, [f.filename for f in raws])
         with self._temporary() as tmp:
             result, staged = combine_biases([RawFile.of(f) for f in raws], p.OVERSCAN_CORRECTION, p.SIGMA_CLIP, tmp)
-            product.read_noise = bias_read_noise(staged)
+            product.read_noise_adu = bias_read_noise(staged)
         master = result.data
         product.n_rejected = result.n_rejected
-        self.log.info("master bias: %d values clipped, read noise %.3f ADU", result.n_rejected, product.read_noise)
+        self.log.info("master bias: %d values clipped, read noise %.3f ADU", result.n_rejected, product.read_noise_adu)
         return self._finish(product, master, self._qc(product, master, p),
-                            {"RDNOISE": (product.read_noise, "read noise from bias pairs [ADU]")})
+                            {"RDNOISE": (product.read_noise_adu, "read noise from bias pairs [ADU]")})
 
     def _qc(self, product: BiasFrame, master: np.ndarray, p: Any) -> list[Check]:
         stats = sigma_clipped_stats(master, sigma=p.SIGMA_CLIP)
@@ -827,7 +827,7 @@ class MasterFlatTask(_CalibrationTask):
                             f"{twilight.filename} {twilight_data.shape} differ in shape")
         scale = self._scaled(p.SMOOTHING_SCALE, dome, dome_data.shape)
         flat = master_flat(dome_data, twilight_data, scale_px=scale)
-        product.smoothing_scale = scale
+        product.smoothing_scale_pix = scale
         self.log.info("master flat: dome %s below %d pixels, twilight %s above", dome.filename, scale,
                       twilight.filename)
         checks = self._flat_checks(product, flat, None, p)

@@ -97,8 +97,8 @@ def upgrade() -> None:
         sa.Column('cy', sa.Float(), nullable=False, comment='unit vector of the position: cos(dec) sin(ra)'),
         sa.Column('cz', sa.Float(), nullable=False, comment='unit vector of the position: sin(dec)'),
         sa.PrimaryKeyConstraint('row_id', name=op.f('pk_reference_sources')),
-        comment=("rows of ReferenceSource: ['One source of a reference catalogue (rows ordered by sky position "
-                 "within a catalogue).']"),
+        comment=("rows of ReferenceSource: One source of a reference catalogue (rows ordered by sky position "
+                 "within a catalogue)."),
     )
     op.create_index('ix_reference_sources_catalog_id_row_id', 'reference_sources', ['catalog_id', 'row_id'],
                     unique=False)
