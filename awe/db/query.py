@@ -375,7 +375,7 @@ class _Compiler:
 def _object_columns(comp: _Compiler) -> list[Any]:
     """What loading objects of the queried class selects: its root and family tables' columns."""
     columns: list[Any] = [comp.base]
-    for table in comp.cls._tables[1:]:
+    for table in getattr(comp.cls, "_tables", ())[1:]:
         alias = comp.family(table)
         columns += [c for c in alias.c if c.name != "object_id"]
     return columns
