@@ -153,7 +153,17 @@ class SeeingResult:
     fwhm_scatter : float
         Robust scatter (MAD-based sigma) of the stars' FWHM, in pixels.
     n_stars : int
-        Number of stars used.
+        Number of stars used (on the stellar locus).
+    fwhm_error : float
+        Standard error of ``fwhm_arcsec`` (arcsec), bootstrapped over the
+        fitted sources: it includes the uncertainty of which group of fits is
+        the stellar locus (``inf`` when almost no resample finds one, NaN when
+        not estimated).
+    n_fitted : int
+        Sources fitted successfully, among which the stellar locus was chosen.
+    ambiguous : bool
+        A group of sources narrower than the locus exists but too small to be
+        the locus itself: the stars may have been taken for galaxies.
     """
 
     fwhm_arcsec: float
@@ -162,6 +172,14 @@ class SeeingResult:
     beta: float
     fwhm_scatter: float
     n_stars: int
+    fwhm_error: float = float("nan")
+    n_fitted: int = 0
+    ambiguous: bool = False
+
+    @property
+    def relative_error(self) -> float:
+        """``fwhm_error / fwhm_arcsec``."""
+        return self.fwhm_error / self.fwhm_arcsec if self.fwhm_arcsec > 0 else float("inf")
 
 
 def moffat_alpha(fwhm: float | np.ndarray, beta: float | np.ndarray) -> float | np.ndarray:
@@ -265,7 +283,7 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
                    detect_threshold: float = 10.0, saturation: float | None = None,
                    beta: float | None = None, max_stars: int = 60, min_stars: int = 5,
                    max_ellipticity: float = 0.3, box: int = 64,
-                   min_fwhm_arcsec: float = 0.4) -> SeeingResult:
+                   min_fwhm_arcsec: float = 0.4, n_bootstrap: int = 200) -> SeeingResult:
     """Measure the seeing (PSF FWHM and half-light radius) of a frame.
 
     Sources are extracted with ``sep`` above ``detect_threshold`` times the
@@ -275,12 +293,18 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
     and isolated (no source brighter than 1 % of theirs within 1.5 fit
     stamps). The brightest ``max_stars`` are each fitted with a circular
     Moffat profile integrated over the pixels (so undersampled stars are
-    measured correctly), with a local constant sky. Fits that end at a bound (notably single-pixel
-    cosmic rays, which collapse to a tiny FWHM) are discarded. The stellar
-    locus is the narrowest well-populated cluster of the fitted FWHMs
-    (:func:`stellar_locus`: galaxies may outnumber stars); stars within 25 % of it
-    are kept (this rejects the remaining galaxies and cosmic rays) and their
-    median FWHM is returned.
+    measured correctly), with a local constant sky. Fits that end at a
+    bound (notably single-pixel cosmic rays, which collapse to a tiny FWHM)
+    are discarded. The stellar locus is the narrowest well-populated cluster
+    of the fitted FWHMs (:func:`stellar_locus`: galaxies may outnumber
+    stars); fits within 25 % of it are the stars. When a sizeable group of
+    fits is narrower still, the locus was probably compact galaxies and is
+    looked for again among those (``ambiguous`` when they are too few to
+    decide). The result is the median FWHM of the stars; its error
+    (``fwhm_error``) is the scatter of the whole estimate over bootstrap
+    resamples of the fits, the choice of the locus included, so that a frame
+    whose few stars could as well be taken for its galaxies (or the reverse)
+    gets the large error it deserves.
 
     Parameters
     ----------
@@ -309,6 +333,8 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
     min_fwhm_arcsec : float
         Fits narrower than this (in units of ``pixel_scale``) are not stars but
         cosmic rays or hot pixels: no site has better seeing.
+    n_bootstrap : int
+        Resamples of the fits for ``fwhm_error`` (below 2: not estimated, NaN).
 
     Returns
     -------
@@ -364,7 +390,7 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
 
     oversample = int(np.clip(np.ceil(6.0 / np.median(fwhm_guess[candidates])), 1, 11))
     model = _MoffatStamp(half, oversample)
-    fwhms, betas = [], []
+    stamps = []
     for i in candidates:
         ix, iy = int(round(x[i])), int(round(y[i]))
         win = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
@@ -373,25 +399,98 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         stamp = sub[win]
         # Sky noise plus a Poisson-like term so bright cores do not dominate.
         weight = 1.0 / np.sqrt(rms**2 + np.abs(stamp) * rms / max(float(objects["peak"][i]), rms))
-        fwhm, bet, good = _fit_star(stamp, weight, model, float(objects["flux"][i]),
-                                    float(fwhm_guess[i]), beta)
-        if good and fwhm * pixel_scale >= min_fwhm_arcsec:
-            fwhms.append(fwhm)
-            betas.append(bet)
-    fwhms_arr, betas_arr = np.asarray(fwhms), np.asarray(betas)
-    if fwhms_arr.size < min_stars:
-        raise TooFewStarsError(f"only {fwhms_arr.size} star fits converged (need {min_stars})")
-    mode = np.exp(stellar_locus(np.log(fwhms_arr)))
-    keep = np.abs(np.log(fwhms_arr / mode)) < np.log(1.25)
-    if keep.sum() < min_stars:
-        raise TooFewStarsError(f"only {int(keep.sum())} stars on the stellar locus (need {min_stars})")
-    fwhm_px = float(np.median(fwhms_arr[keep]))
-    beta_med = float(np.median(betas_arr[keep]))
-    r_half = float(np.median(_moffat_half_light_radius(fwhms_arr[keep], betas_arr[keep])))
-    scatter = float(1.4826 * np.median(np.abs(fwhms_arr[keep] - fwhm_px)))
+        stamps.append((stamp, weight, float(objects["flux"][i]), float(fwhm_guess[i])))
+    min_fwhm = min_fwhm_arcsec / pixel_scale
+    fwhms, betas = _fit_stars(stamps, model, beta, min_fwhm)
+    keep, ambiguous = _stellar_sample(fwhms, min_stars)
+    members = fwhms[keep]
+    fwhm_px = float(np.median(members))
+    beta_med = float(np.median(betas[keep]))
+    r_half = float(np.median(_moffat_half_light_radius(members, betas[keep])))
+    scatter = float(1.4826 * np.median(np.abs(members - fwhm_px)))
+    error = _bootstrap_error(fwhms[np.isfinite(fwhms)], min_stars, n_bootstrap)
     result = SeeingResult(fwhm_arcsec=fwhm_px * pixel_scale, fwhm_pixels=fwhm_px,
                           psf_radius=r_half * pixel_scale, beta=beta_med, fwhm_scatter=scatter,
-                          n_stars=int(keep.sum()))
-    log.info("seeing %.3f\" (%.3f px, beta %.2f) from %d stars", result.fwhm_arcsec, fwhm_px,
-             beta_med, result.n_stars)
+                          n_stars=int(members.size), fwhm_error=error * pixel_scale,
+                          n_fitted=int(np.isfinite(fwhms).sum()), ambiguous=ambiguous)
+    log.info("seeing %.3f\" +- %.3f\" (%.3f px, beta %.2f) from %d of %d fitted stars", result.fwhm_arcsec,
+             result.fwhm_error, fwhm_px, beta_med, result.n_stars, result.n_fitted)
     return result
+
+
+def _on_locus(fwhms: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """The fits (of those ``among``) within 25 % of the stellar locus (:func:`stellar_locus` of their logs)."""
+    mode = np.exp(stellar_locus(np.log(fwhms[among])))
+    return among & (np.abs(np.log(fwhms / mode)) < np.log(1.25))
+
+
+def _fit_stars(stamps: list, model: "_MoffatStamp", beta: float | None,
+               min_fwhm: float) -> tuple[np.ndarray, np.ndarray]:
+    """FWHM and beta of every stamp; NaN where the fit failed or is narrower than ``min_fwhm`` pixels."""
+    fwhms = np.full(len(stamps), np.nan)
+    betas = np.full(len(stamps), np.nan)
+    for k, (stamp, weight, flux, fwhm0) in enumerate(stamps):
+        fwhm, bet, good = _fit_star(stamp, weight, model, flux, fwhm0, beta)
+        if good and fwhm >= min_fwhm:
+            fwhms[k], betas[k] = fwhm, bet
+    return fwhms, betas
+
+
+def _bootstrap_error(fwhms: np.ndarray, min_stars: int, n_bootstrap: int) -> float:
+    """Standard deviation of the seeing estimate over resamples of the fitted FWHMs (fixed seed).
+
+    The whole estimate is repeated on each resample (with replacement): the
+    choice of the stellar locus as well as the median of its members.
+    Resamples with fewer than ``min_stars`` stars on their locus are left
+    out; ``inf`` when fewer than two remain.
+    """
+    if n_bootstrap < 2:
+        return float("nan")
+    rng = np.random.default_rng(0)
+    estimates = []
+    for _ in range(n_bootstrap):
+        sample = fwhms[rng.integers(0, fwhms.size, fwhms.size)]
+        try:
+            keep, _ = _stellar_sample(sample, min_stars, quiet=True)
+        except TooFewStarsError:
+            continue
+        estimates.append(float(np.median(sample[keep])))
+    if len(estimates) < 2:
+        return float("inf")
+    return float(np.std(estimates, ddof=1))
+
+
+def _stellar_sample(fwhms: np.ndarray, min_stars: int, quiet: bool = False) -> tuple[np.ndarray, bool]:
+    """The fits on the stellar locus, and whether that locus is ambiguous.
+
+    Stars are the narrowest real sources, but compact galaxies may
+    outnumber them and form the densest narrow group: when at least
+    ``max(3, half the members)`` fits are more than 25 % narrower than the
+    locus, the locus is looked for again among those (up to three times).
+    When they do not make a locus of ``min_stars`` the first locus is kept
+    and the result is ``ambiguous``. Raises TooFewStarsError.
+    """
+    valid = np.isfinite(fwhms)
+    if valid.sum() < min_stars:
+        raise TooFewStarsError(f"only {int(valid.sum())} star fits converged (need {min_stars})")
+    keep = valid & _on_locus(np.where(valid, fwhms, 1.0), valid)
+    if keep.sum() < min_stars:
+        raise TooFewStarsError(f"only {int(keep.sum())} stars on the stellar locus (need {min_stars})")
+    ambiguous = False
+    for _ in range(3):
+        locus = float(np.median(fwhms[keep]))
+        narrower = valid & (fwhms < locus / 1.25)
+        if narrower.sum() < max(3, keep.sum() / 2):
+            break
+        again = narrower & _on_locus(np.where(narrower, fwhms, 1.0), narrower)
+        if again.sum() < min_stars:
+            ambiguous = True
+            if not quiet:
+                log.info("seeing: %d sources are narrower than the stellar locus at %.2f px but too few agree: "
+                         "the locus may be compact galaxies", int(narrower.sum()), locus)
+            break
+        if not quiet:
+            log.debug("seeing: locus %.2f px replaced by the narrower %.2f px", locus,
+                      float(np.median(fwhms[again])))
+        keep = again
+    return keep, ambiguous

@@ -86,7 +86,6 @@ def _fits_value(value: Any) -> Any:
 def inspect_image(frame: Any, ax: Any = None, path: str | Path | None = None) -> Any:
     """Figure of a frame's pixels (ZScale) titled with its class, file and statistics."""
     import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from astropy.visualization import ZScaleInterval
 

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from awe.db.persistent import JSON, Field, Float, Input, Inputs, Integer
+from awe.db.persistent import JSON, Boolean, Field, Float, Input, Inputs, Integer
 from awe.db.query import Query
 from awe.model.calibration import CalibrationFrame
 from awe.model.frames import BaseFrame
@@ -60,6 +60,8 @@ class ReducedScienceParams(ParamGroup):
                                           "that finds too few)", unit="sigma")
     ASSUMED_SEEING = Param(1.0, "seeing (FWHM) the cosmic-ray star check assumes when too few stars are found "
                                 "to measure it", unit="arcsec")
+    SEEING_MAX_ERROR = Param(0.15, "seeing: a value whose bootstrap error exceeds this fraction of it is marked "
+                                   "unreliable (seeing_reliable = False)")
 
 
 class WeightParams(ParamGroup):
@@ -106,6 +108,9 @@ class ReducedScienceFrame(BaseFrame):
     background_rms = Field(Float, "sky noise [ADU]")
     psf_radius = Field(Float, "PSF radius: median half-light radius of the stars [arcsec]")
     seeing = Field(Float, "median FWHM of the stars [arcsec]")
+    seeing_error = Field(Float, "standard error of the seeing (bootstrap over the fitted stars) [arcsec]")
+    seeing_reliable = Field(Boolean, "False when the seeing is uncertain: its error exceeds SEEING_MAX_ERROR of it, "
+                                     "or the stars may have been mistaken for compact galaxies")
     n_stars_seeing = Field(Integer, "number of stars the seeing was measured on")
     n_cosmic_pixels = Field(Integer, "pixels flagged as cosmic rays")
     n_satellite_tracks = Field(Integer, "satellite tracks found")
@@ -129,13 +134,18 @@ class ReducedScienceFrame(BaseFrame):
 
     @property
     def weight(self) -> "WeightFrame | None":
-        """The newest valid weight map made for this frame."""
-        return _newest_derived(WeightFrame, "reduced", self)
+        """The weight map to use with this frame: the newest valid one not superseded by another.
+
+        The mosaic satellite pass makes a new weight (``previous`` = the one
+        it updates) when it finds a track the chip's own search missed; that
+        one supersedes the old weight, which stays as it was.
+        """
+        return _current_derived(WeightFrame, "reduced", self)
 
     @property
     def satellites(self) -> "SatelliteMap | None":
-        """The newest valid satellite map made for this frame."""
-        return _newest_derived(SatelliteMap, "reduced", self)
+        """The satellite map of this frame: the newest valid one not superseded by another (see ``weight``)."""
+        return _current_derived(SatelliteMap, "reduced", self)
 
 
 class WeightFrame(BaseFrame):
@@ -155,6 +165,8 @@ class WeightFrame(BaseFrame):
     hot_pixels = Input("HotPixelMap", "hot pixels")
     cold_pixels = Input("ColdPixelMap", "cold pixels")
     satellites = Input("SatelliteMap", "satellite tracks", optional=True)
+    previous = Input("WeightFrame", "the weight map this one updates with the tracks followed across the mosaic",
+                     optional=True)
 
     n_zero_weight = Field(Integer, "pixels with weight 0")
     zero_weight_fraction = Field(Float, "fraction of pixels with weight 0")
@@ -175,6 +187,14 @@ class SatelliteMap(BaseFrame):
     ``width`` [pixel], the detected ``length`` [detector pixels], ``peak``
     [ADU above the sky], ``n_pixels`` detected, and the end points ``x0, y0,
     x1, y1`` where the line crosses the image border.
+
+    ReduceTask makes one per chip from that chip alone. The mosaic pass
+    (:func:`awe.tasks.reduce.follow_satellites`) follows the tracks of the
+    other chips of the exposure onto this one; when it finds one there, it
+    makes a new map (``previous`` = this chip's map, ``followed_from`` = the
+    maps the tracks came from) holding the old tracks and the followed
+    ones, and a new weight map with them; ``red.satellites`` and
+    ``red.weight`` then give the new ones. Committed files never change.
     """
 
     __tablename__ = "satellite_maps"
@@ -182,10 +202,15 @@ class SatelliteMap(BaseFrame):
     parameter_groups = {"process_params": SatelliteParams}
 
     reduced = Input("ReducedScienceFrame", "the reduced frame searched")
+    previous = Input("SatelliteMap", "the map of this chip that this one updates (mosaic pass)", optional=True)
+    followed_from = Inputs("SatelliteMap", "the maps of the other chips of the exposure whose tracks were "
+                                           "followed onto this chip (mosaic pass)", optional=True)
 
-    n_tracks = Field(Integer, "number of tracks found")
+    n_tracks = Field(Integer, "number of tracks found (followed ones included)")
+    n_followed_tracks = Field(Integer, "tracks found by following those of other chips (mosaic pass)")
     n_track_pixels = Field(Integer, "pixels masked on tracks")
-    tracks = Field(JSON, "track parameters: rho, theta, width, length, peak, n_pixels, x0, y0, x1, y1")
+    tracks = Field(JSON, "track parameters: rho, theta, width, length, peak, n_pixels, x0, y0, x1, y1 (and for a "
+                         "followed track, followed_from: the chips it was followed from)")
 
     def mask(self) -> np.ndarray:
         """The track mask (bool, True on a track)."""
@@ -308,7 +333,6 @@ class IlluminationFit:
 def draw_correction(image: np.ndarray, title: str, ax: Any = None, path: str | Path | None = None) -> Any:
     """A correction map in percent from 1, with 1 % contours."""
     import matplotlib
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     fig = None
@@ -333,8 +357,18 @@ def _scaled(pixels: np.ndarray, n: int) -> np.ndarray:
     return 2.0 * np.asarray(pixels, dtype=float) / max(n - 1, 1) - 1.0
 
 
-def _newest_derived(cls: type, role: str, parent: BaseFrame) -> Any:
+def _current_derived(cls: type, role: str, parent: BaseFrame) -> Any:
+    """The newest valid ``cls`` made from ``parent`` (in ``role``) that no other valid one names as ``previous``.
+
+    Products committed together share their creation date: the ``previous``
+    links, not the dates, tell an update from what it updates.
+    """
     if parent.object_id is None:
         return None
     query = (getattr(cls, role).object_id == parent.object_id) & (cls.quality_flags == 0) & (cls.is_valid != 0)
-    return query.max("creation_date")
+    candidates = list(query)
+    if not candidates:
+        return None
+    superseded = {c.previous.object_id for c in candidates if getattr(c, "previous", None) is not None}
+    current = [c for c in candidates if c.object_id not in superseded] or candidates
+    return max(current, key=lambda c: (c.creation_date, c.object_id))

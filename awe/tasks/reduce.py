@@ -23,6 +23,18 @@ Every frame gives a :class:`ReducedScienceFrame`, its :class:`SatelliteMap`
 and its :class:`WeightFrame`, committed together (all frames of the task in
 one transaction). The pure pixel work is :func:`calibrate_frame` and
 :func:`analyse_frame`; the task only selects, loads, records and writes.
+The products carry the raw header's WCS, distortion terms included, moved
+to the trimmed grid (:func:`trimmed_wcs`).
+
+A satellite crosses the whole mosaic but the per-chip search misses a chip
+whose corner it only cuts. When one ``execute()`` reduces several chips of
+an exposure, the mosaic pass (:func:`follow_satellites`, the pure part
+:func:`awe.image.satellites.follow_tracks`) follows every track from chip
+to chip through the header WCS and, where it finds one a chip's own search
+missed, makes a new SatelliteMap and WeightFrame for that chip (lineage to
+the ones they update, which stay as they were; ``red.satellites`` and
+``red.weight`` give the new ones). :class:`FollowSatellitesTask` runs the
+same pass on chips reduced separately.
 """
 
 from __future__ import annotations
@@ -30,12 +42,15 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyWarning
+from astropy.wcs import WCS
 from scipy import ndimage as ndi
 
 from awe.db.query import night_of
@@ -44,7 +59,7 @@ from awe.image.background import BackgroundResult, SeeingResult, TooFewStarsErro
     measure_seeing
 from awe.image.cosmics import find_cosmics
 from awe.image.overscan import OverscanCorrector
-from awe.image.satellites import SatelliteResult, find_satellite_tracks
+from awe.image.satellites import MosaicChip, SatelliteResult, Track, find_satellite_tracks, follow_tracks, line_ends
 from awe.image.stats import imstat
 from awe.image.weights import COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, saturation_mask, weight_map
 from awe.instruments import RawGeometry, get_instrument
@@ -56,13 +71,15 @@ from awe.model.science import (IlluminationCorrection, ReducedScienceFrame, Redu
 from awe.tasks.base import MissingCalibrationError, Task, TaskError, as_list, select_calibration
 from awe.tasks.calibration import raw_geometry
 
-__all__ = ["ReduceTask", "CalibrationImages", "Reduction", "calibrate_frame", "analyse_frame", "FrameSetup"]
+__all__ = ["ReduceTask", "FollowSatellitesTask", "CalibrationImages", "Reduction", "calibrate_frame", "analyse_frame",
+           "FrameSetup", "ChipProducts", "follow_satellites", "header_wcs", "trimmed_wcs", "trimmed_wcs_cards"]
 
 log = logging.getLogger(__name__)
 
-#: WCS keywords carried from the raw header to the products (CRPIX moved to the trimmed grid).
-_WCS_KEYS = ("CTYPE1", "CTYPE2", "CUNIT1", "CUNIT2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2",
-             "CD2_1", "CD2_2", "EQUINOX", "RADESYS")
+#: keywords of astropy's WCS header that describe the observation, not the mapping (the products carry their own)
+_WCS_TIME_KEYS = frozenset({"DATE-OBS", "MJD-OBS", "DATE-BEG", "DATE-AVG", "DATE-END", "MJD-BEG", "MJD-AVG",
+                            "MJD-END", "DATEREF", "MJDREF", "MJDREFI", "MJDREFF", "TIMESYS", "TREFPOS", "TSTART",
+                            "TSTOP", "XPOSURE", "TELAPSE"})
 
 
 #: masks drawn over the reduced frame by ``inspect=1``: label -> flag bits
@@ -317,8 +334,14 @@ class ReduceTask(Task):
         raws = self._raw_frames()
         self.log.info("reducing %d raw frame(s): %s", len(raws), [r.filename for r in raws])
         made: list[tuple[DBObject, Path | None]] = []
+        chips: list[ChipProducts] = []
         for raw in raws:
-            made += self._reduce(raw)
+            products = self._reduce(raw)
+            made += products
+            red, sat, weight = (obj for obj, _ in products)
+            chips.append(ChipProducts(raw, red, sat, weight))
+        # several chips of one exposure: follow the satellite tracks from chip to chip
+        made += follow_satellites(self, chips)
         return made
 
     # ------------------------------------------------------------ selection
@@ -328,15 +351,16 @@ class ReduceTask(Task):
             frames = self._raws_by_name(names)
         else:
             if self.instrument is None:
-                raise TypeError("ReduceTask needs raw_filenames= or instrument= (with chip=, object=, filter=, "
-                                "date= to narrow the selection); see help(ReduceTask)")
+                name = type(self).__name__
+                raise TypeError(f"{name} needs raw_filenames= or instrument= (with chip=, object=, filter=, "
+                                f"date= to narrow the selection); see help({name})")
             query = RawScienceFrame.select(instrument=self.instrument, chip=self.chip, filter=self.filter,
                                            date=self.date, object=self.object)
             frames = list(query)
             if not frames:
                 asked = {k: v for k, v in self.selection_values.items() if v is not None}
-                raise TaskError(f"ReduceTask: no valid raw science frame matches {asked}; check what there is "
-                                "with RawScienceFrame.select(...) (flagged frames are left out), or ingest the "
+                raise TaskError(f"{type(self).__name__}: no valid raw science frame matches {asked}; check what "
+                                "there is with RawScienceFrame.select(...) (flagged frames are left out), or ingest the "
                                 "raw files first (awe ingest FILES)")
         return sorted(frames, key=lambda f: (f.DATE_OBS or _dt.datetime.min, f.filename))
 
@@ -350,8 +374,8 @@ class ReduceTask(Task):
                 problems.append(f"{name} is a {type(others[0]).__name__}, not a raw frame" if others else
                                 f"{name} is not in the database (ingest it first: awe ingest FILE)")
             elif not isinstance(frame, RawScienceFrame):
-                problems.append(f"{name} is a {type(frame).__name__}: ReduceTask reduces raw science and "
-                                "standard-field frames")
+                problems.append(f"{name} is a {type(frame).__name__}: {type(self).__name__} takes raw science "
+                                "and standard-field frames")
             elif frame.quality_flags or frame.is_valid == 0:
                 problems.append(f"{name} is flagged bad (quality_flags={frame.quality_flags}, "
                                 f"is_valid={frame.is_valid}); set quality_flags=0 and is_valid=1 if you trust it")
@@ -361,7 +385,7 @@ class ReduceTask(Task):
                     if want is not None and (have is None or want not in (have.name, getattr(have, "eso_name", None))):
                         problems.append(f"{name} is of {key} {getattr(have, 'name', None)!r}, not {want!r}")
         if problems:
-            raise TaskError("ReduceTask cannot use raw_filenames: " + "; ".join(problems))
+            raise TaskError(f"{type(self).__name__} cannot use raw_filenames: " + "; ".join(problems))
         return [found[n] for n in dict.fromkeys(names)]
 
     # ------------------------------------------------------------ calibrations
@@ -441,7 +465,11 @@ class ReduceTask(Task):
                      "OVSCCORR": (p.OVERSCAN_CORRECTION, "OVERSCAN_CORRECTION method"),
                      "SKYLEVEL": (result.background.level, "median sky background [ADU]"),
                      "SKYRMS": (result.background.rms, "sky noise [ADU]"),
-                     "SEEING": (red.seeing if red.seeing is not None else -1.0, "FWHM [arcsec], -1: not measured")})),
+                     "SEEING": (red.seeing if red.seeing is not None else -1.0, "FWHM [arcsec], -1: not measured"),
+                     "SEEINGER": (red.seeing_error if red.seeing_error is not None else -1.0,
+                                  "seeing error [arcsec], -1: not measured"),
+                     "SEEINGOK": (bool(red.seeing_reliable), "seeing reliable"),
+                     "NSTARSEE": (red.n_stars_seeing or 0, "stars the seeing was measured on")})),
                 (sat, self._write(sat, result.satellites.mask.astype(np.uint8), cards,
                                   {"NTRACKS": (sat.n_tracks, "satellite tracks (mask value 1)")}, dtype=np.uint8)),
                 (weight, self._write(weight, result.weight, cards,
@@ -471,7 +499,8 @@ class ReduceTask(Task):
         weight = self.existing(self._weight_frame(found_red, sat, cal)) if sat is not None else None
         if weight is None:
             return None
-        return [(found_red, None), (sat, None), (weight, None)]
+        # the mosaic satellite pass may have updated them since
+        return [(found_red, None), (_latest_version(sat), None), (_latest_version(weight), None)]
 
     def _record(self, red: ReducedScienceFrame, result: Reduction, setup: FrameSetup) -> None:
         red.NAXIS2, red.NAXIS1 = (int(n) for n in result.image.shape)
@@ -479,15 +508,25 @@ class ReduceTask(Task):
         red.gain, red.read_noise = setup.gain, setup.read_noise
         red.background, red.background_rms = result.background.level, result.background.rms
         if result.seeing is not None:
-            red.seeing, red.psf_radius = result.seeing.fwhm_arcsec, result.seeing.psf_radius
-            red.n_stars_seeing = result.seeing.n_stars
+            seeing = result.seeing
+            red.seeing, red.psf_radius = seeing.fwhm_arcsec, seeing.psf_radius
+            red.n_stars_seeing = seeing.n_stars
+            red.seeing_error = seeing.fwhm_error if math.isfinite(seeing.fwhm_error) else None
+            limit = self.params(ReducedScienceFrame).SEEING_MAX_ERROR
+            red.seeing_reliable = bool(not seeing.ambiguous and seeing.relative_error <= limit)
+            if not red.seeing_reliable:
+                why = ("a group of narrower sources suggests the stars were taken for compact galaxies"
+                       if seeing.ambiguous else
+                       f"its error is {100 * seeing.relative_error:.0f} % of it (SEEING_MAX_ERROR "
+                       f"{100 * limit:.0f} %)")
+                self.log.warning("%s: the seeing %.2f\" +- %.2f\" from %d stars is unreliable: %s",
+                                 red.raw.filename, seeing.fwhm_arcsec, seeing.fwhm_error, seeing.n_stars, why)
         red.n_cosmic_pixels = int(result.cosmics.sum())
         red.n_satellite_tracks = len(result.satellites.tracks)
         red.n_saturated_pixels = int(result.saturated.sum())
         self.log.info("%s: sky %.2f +- %.2f ADU, seeing %s, %d cosmic-ray pixels, %d satellite track(s), "
                       "%d saturated pixels", red.raw.filename, red.background, red.background_rms,
-                      f'{red.seeing:.2f}"' if red.seeing is not None else "not measured", red.n_cosmic_pixels,
-                      red.n_satellite_tracks, red.n_saturated_pixels)
+                      _seeing_text(red), red.n_cosmic_pixels, red.n_satellite_tracks, red.n_saturated_pixels)
 
     @staticmethod
     def _record_tracks(sat: SatelliteMap, result: SatelliteResult) -> None:
@@ -515,7 +554,7 @@ class ReduceTask(Task):
 
         fig, (left, right) = new_figure(ncols=2, size=(11.0, 9.0))
         masks = {name: (result.flags & np.uint8(bits)) > 0 for name, bits in _FIGURE_MASKS.items()}
-        seeing = f'{red.seeing:.2f}"' if red.seeing is not None else "not measured"
+        seeing = _seeing_text(red)
         show_image(left, result.image, f"{red.raw.filename}\nsky {red.background:.1f} +- {red.background_rms:.1f} "
                                        f"ADU, seeing {seeing}", masks=masks)
         top = float(np.percentile(result.weight, 99.9)) or 1.0
@@ -525,6 +564,236 @@ class ReduceTask(Task):
         path = self.figure_path(red, "masks")
         save_figure(fig, path)
         self.log.info("figure of %s with its masks and weight map saved as %s", red.raw.filename, path)
+
+
+# ============================================================================ satellites across the mosaic
+@dataclass(frozen=True)
+class ChipProducts:
+    """One chip of an exposure after ReduceTask: the raw frame, its reduced frame, satellite map and weight."""
+
+    raw: RawFrame
+    red: ReducedScienceFrame
+    sat: SatelliteMap
+    weight: WeightFrame
+
+
+def follow_satellites(task: Task, chips: list[ChipProducts]) -> list[tuple[DBObject, Path | None]]:
+    """The mosaic satellite pass over reduced chips: new satellite maps and weights where tracks were followed.
+
+    The chips are grouped by exposure (their raw MEF file); on every exposure
+    with two chips or more, :func:`awe.image.satellites.follow_tracks` follows
+    each track found on one chip onto the others through the reduced frames'
+    header WCS (``DETECTION_THRESHOLD`` and ``HOUGH_THRESHOLD`` of
+    ``task``'s SatelliteMap parameters). A chip on which a track is found
+    this way gets a new :class:`SatelliteMap` (``previous`` = its map,
+    ``followed_from`` = the maps the tracks came from; the old tracks and the
+    followed ones) and a new :class:`WeightFrame` (``previous`` = its
+    weight; 0 on the new track pixels when ``USE_SATELLITE_MASK``, flag bit
+    16). Committed products never change: the new ones supersede them in
+    ``red.satellites`` and ``red.weight`` (and in ReduceTask's reuse). An
+    identical update made before is reused. Works on committed products and
+    on those of the working folder alike; returns ``[(product, file), ...]``
+    for the task to commit.
+    """
+    exposures: dict[str, list[ChipProducts]] = {}
+    for chip in chips:
+        exposures.setdefault(_exposure_key(chip.raw), []).append(chip)
+    made: list[tuple[DBObject, Path | None]] = []
+    for key, group in exposures.items():
+        if len({c.raw.chip.name for c in group}) < 2:
+            continue
+        if len({c.raw.chip.name for c in group}) < len(group):
+            task.log.warning("exposure %s: several reductions of one chip given; the mosaic satellite pass uses "
+                             "the last of each", key)
+            group = list({c.raw.chip.name: c for c in group}.values())
+        made += _follow_exposure(task, key, group)
+    return made
+
+
+def _exposure_key(raw: RawFrame) -> str:
+    if raw.raw_file:
+        return str(raw.raw_file)
+    return f"{raw.instrument.name} {raw.DATE_OBS.isoformat() if raw.DATE_OBS else raw.filename}"
+
+
+def _follow_exposure(task: Task, key: str, group: list[ChipProducts]) -> list[tuple[DBObject, Path | None]]:
+    sat_params = task.params(SatelliteMap)
+    sat_groups = task.pars.get().get("SatelliteMap", {})
+    weight_groups = task.pars.get().get("WeightFrame", {})
+    mosaic: list[MosaicChip] = []
+    targets: dict[str, ChipProducts] = {}
+    for chip in group:
+        name = chip.raw.chip.name
+        wcs = header_wcs(read_header(chip.red.local_path()), chip.red.filename)
+        if wcs is None:
+            task.log.warning("%s has no WCS: the mosaic satellite pass leaves chip %s out", chip.red.filename, name)
+            continue
+        weight = chip.weight.load()
+        flags = chip.weight.flags()
+        ignore = (weight == 0) & ((flags & np.uint8(SATELLITE)) == 0)
+        tracks = tuple(_track_of(t) for t in (chip.sat.tracks or []))
+        mosaic.append(MosaicChip(name, chip.red.load(), wcs, ignore, tracks, _binning(chip.raw)))
+        if chip.sat.process_params != sat_groups or chip.weight.process_params != weight_groups:
+            task.log.warning("%s: its satellite map or weight was made with other parameters than this task's "
+                             "(%s, %s); tracks are followed from it but not onto it: run with the parameters of "
+                             "the reduction (pars=...)", chip.red.filename, chip.sat.process_params,
+                             chip.weight.process_params)
+        else:
+            targets[name] = chip
+    if len(mosaic) < 2:
+        return []
+    task.log.info("exposure %s: following satellite tracks across %d chips", key, len(mosaic))
+    results = follow_tracks(mosaic, sat_params.DETECTION_THRESHOLD, sat_params.HOUGH_THRESHOLD)
+    by_name = {c.raw.chip.name: c for c in group}
+    made: list[tuple[DBObject, Path | None]] = []
+    for name, result in results.items():
+        chip = targets.get(name)
+        if chip is None or not result.tracks:
+            continue
+        old_mask = chip.sat.mask()
+        extra = result.mask & ~old_mask
+        if not extra.any():
+            continue
+        sources = sorted({s for followed in result.tracks for s in followed.sources})
+        sat = task.new_product(SatelliteMap, {"reduced": chip.red, "previous": chip.sat,
+                                              "followed_from": [by_name[s].sat for s in sources]},
+                               template=chip.red, category="Sci", step="Sat")
+        weight = task.new_product(WeightFrame, {"reduced": chip.red, "flat": chip.weight.flat,
+                                                "hot_pixels": chip.weight.hot_pixels,
+                                                "cold_pixels": chip.weight.cold_pixels, "satellites": sat,
+                                                "previous": chip.weight},
+                                  template=chip.red, category="Sci", step="Weight")
+        found_sat, found_weight = task.existing(sat), task.existing(weight)
+        if found_sat is not None and found_weight is not None:
+            made += [(found_sat, None), (found_weight, None)]
+            continue
+        mask = old_mask | result.mask
+        followed = [dict(_track_dict(f.track, mask.shape), followed_from=list(f.sources)) for f in result.tracks]
+        sat.tracks = list(chip.sat.tracks or []) + followed
+        sat.n_tracks = len(sat.tracks)
+        sat.n_followed_tracks = (chip.sat.n_followed_tracks or 0) + len(followed)
+        sat.n_track_pixels = int(mask.sum())
+        flags = chip.weight.flags() | (extra * np.uint8(SATELLITE)).astype(np.uint8)
+        pixels = chip.weight.load()
+        if task.params(WeightFrame).USE_SATELLITE_MASK:
+            pixels = np.where(extra, np.float32(0.0), pixels).astype(np.float32)
+        zero = int(np.count_nonzero(pixels == 0))
+        weight.n_zero_weight, weight.zero_weight_fraction = zero, zero / pixels.size
+        sat_path = _write_update(task, sat, chip.sat, mask.astype(np.uint8), np.uint8,
+                                 {"NTRACKS": (sat.n_tracks, "satellite tracks (mask value 1)"),
+                                  "NFOLLOWD": (sat.n_followed_tracks, "tracks followed from other chips")})
+        weight_path = _write_update(task, weight, chip.weight, pixels, np.float32,
+                                    {"NZEROWT": (zero, "pixels with weight 0")}, hdus={"FLAGS": flags})
+        task.log.info("%s: %d satellite track(s) followed from %s, %d more pixels masked: new %s and %s",
+                      chip.red.filename, len(followed), ", ".join(sources), int(extra.sum()), sat.filename,
+                      weight.filename)
+        made += [(sat, sat_path), (weight, weight_path)]
+    return made
+
+
+#: structural FITS keywords not copied from an old product's header to its update
+_STRUCTURAL = frozenset({"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "BZERO", "BSCALE", "PCOUNT",
+                         "GCOUNT", "XTENSION", "EXTNAME", "CHECKSUM", "DATASUM"})
+
+
+def _write_update(task: Task, obj: BaseFrame, old: BaseFrame, data: np.ndarray, dtype: Any,
+                  extra: dict[str, Any], hdus: dict[str, np.ndarray] | None = None) -> Path:
+    """Write an updated product with the header of the one it updates (its own class, provenance, figures)."""
+    header = read_header(old.local_path())
+    cards: dict[str, Any] = {k: (header[k], header.comments[k]) for k in header
+                             if k not in _STRUCTURAL and k not in ("COMMENT", "HISTORY", "")}
+    cards.update({"AWECLASS": (type(obj).__name__, "awe product class"),
+                  "PROVHASH": (obj.provenance, "awe provenance hash"),
+                  "PREVIOUS": old.filename})
+    cards.update(extra)
+    obj.imstat = _stored_imstat(imstat(data))
+    obj.NAXIS2, obj.NAXIS1 = (int(n) for n in data.shape)
+    path = task.output_path(obj)
+    write_image(path, data, cards, extra=hdus, dtype=dtype)
+    task.log.info("%s written to %s", type(obj).__name__, path)
+    return path
+
+
+def _track_of(values: Mapping[str, Any]) -> Track:
+    return Track(angle=float(values["theta"]), distance=float(values["rho"]), width=float(values["width"]),
+                 n_pixels=int(values.get("n_pixels", 0)), length=float(values.get("length", 0.0)),
+                 peak=float(values.get("peak", 0.0)))
+
+
+def _binning(raw: RawFrame) -> float:
+    """Detector pixels per pixel of a raw chip frame (8 for a chip shrunk 8 times)."""
+    header = read_header(raw.local_path())
+    geometry = raw_geometry(raw, header)
+    return get_instrument(raw.instrument.name).chip(raw.chip.name).nx / geometry.nx
+
+
+def _latest_version(obj: DBObject) -> DBObject:
+    """The newest valid update of ``obj`` (through ``previous`` links, as the mosaic pass makes them), or ``obj``."""
+    cls = type(obj)
+    if "previous" not in cls._inputs or obj.object_id is None:
+        return obj
+    for _ in range(100):
+        newer = ((cls.previous.object_id == obj.object_id) & (cls.quality_flags == 0)
+                 & (cls.is_valid != 0)).max("creation_date")
+        if newer is None:
+            return obj
+        obj = newer
+    return obj
+
+
+class FollowSatellitesTask(Task):
+    """Follow satellite tracks across the chips of exposures reduced chip by chip.
+
+    ``FollowSatellitesTask(instrument='WFI', object='3C*', commit=1)`` or
+    ``FollowSatellitesTask(raw_filenames=['WFI.2003-03-04T04:53:26.208_1.fits', ...], commit=1)``
+    (also ``date=``, ``filter=``, ``chip=``). Takes the reduced frame of each
+    selected raw chip frame (the newest valid one) with its current satellite
+    map and weight, groups them by exposure and runs the mosaic pass
+    (:func:`follow_satellites`) on every exposure of two chips or more.
+    ReduceTask runs the same pass by itself when it reduces several chips of
+    an exposure in one ``execute()``; this task is for chips reduced
+    separately (one task per chip, or in parallel). Makes a new SatelliteMap
+    and WeightFrame for each chip where a track of another chip is found.
+    """
+
+    products = (SatelliteMap, WeightFrame)
+    selection = dict(ReduceTask.selection,
+                     raw_filenames="raw chip files whose reduced frames to take "
+                                   "(['WFI.2003-03-04T04:53:26.208_1.fits'])")
+
+    _raw_frames = ReduceTask._raw_frames
+    _raws_by_name = ReduceTask._raws_by_name
+
+    def make(self) -> list[tuple[DBObject, Path | None]]:
+        chips: list[ChipProducts] = []
+        missing = []
+        for raw in self._raw_frames():
+            red = (ReducedScienceFrame.select(raw_filenames=[raw.filename])).max("creation_date")
+            sat = red.satellites if red is not None else None
+            weight = red.weight if red is not None else None
+            if red is None or sat is None or weight is None:
+                missing.append(raw.filename)
+                continue
+            chips.append(ChipProducts(raw, red, sat, weight))
+        if missing:
+            self.log.warning("not reduced (no valid ReducedScienceFrame with its SatelliteMap and WeightFrame), left "
+                             "out: %s; reduce them first: ReduceTask(raw_filenames=[...], commit=1)", missing)
+        if not chips:
+            raise TaskError(f"FollowSatellitesTask: none of the selected frames is reduced ({len(missing)} selected); "
+                            "reduce them first: ReduceTask(raw_filenames=[...], commit=1)")
+        made = follow_satellites(self, chips)
+        if not made:
+            self.log.info("no satellite track to follow onto another chip")
+        return made
+
+
+def _seeing_text(red: ReducedScienceFrame) -> str:
+    """``1.37" +- 0.02" (9 stars)``, with ``unreliable`` when it is, or ``not measured``."""
+    if red.seeing is None:
+        return "not measured"
+    error = f' +- {red.seeing_error:.2f}"' if red.seeing_error is not None else ""
+    flag = ", unreliable" if red.seeing_reliable is False else ""
+    return f'{red.seeing:.2f}"{error} ({red.n_stars_seeing} stars{flag})'
 
 
 # ============================================================================ helpers
@@ -560,7 +829,6 @@ def _pixel_scale(header: fits.Header) -> float | None:
 
 def _header_cards(raw: RawFrame, header: fits.Header, geometry: RawGeometry, setup: FrameSetup) -> dict[str, Any]:
     """Header cards every product of a frame shares: observation, chip, WCS moved to the trimmed grid."""
-    x0, _, y0, _ = geometry.trim_box
     cards: dict[str, Any] = {
         "OBJECT": (raw.OBJECT or "", "target"),
         "INSTRUME": (raw.instrument.name, "instrument"),
@@ -576,12 +844,71 @@ def _header_cards(raw: RawFrame, header: fits.Header, geometry: RawGeometry, set
         "TRIMSEC": (geometry.trimsec, "trim section of the raw frame"),
         "BUNIT": ("ADU", ""),
     }
-    for key in _WCS_KEYS:
-        if key in header:
-            cards[key] = (header[key], header.comments[key])
-    for key, offset in (("CRPIX1", x0 - 1), ("CRPIX2", y0 - 1)):
+    cards.update(trimmed_wcs_cards(header, geometry.trim, raw.filename))
+    return cards
+
+
+def header_wcs(header: fits.Header, source: str = "") -> WCS | None:
+    """The celestial WCS of a FITS header (astropy's ``WCS(header)``), or None when it has none.
+
+    wcslib's routine fixes of the header (e.g. ``RADECSYS``) are logged at
+    DEBUG; a WCS that cannot be parsed is logged as a WARNING naming
+    ``source`` and gives None.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            wcs = WCS(header)
+        except (ValueError, KeyError) as exc:  # wcslib's errors are ValueErrors
+            log.warning("%s: the header's WCS cannot be read (%s); the products carry no WCS: fix the WCS "
+                        "keywords of the raw file if the frames are to be regridded", source or "frame", exc)
+            return None
+    for warning in caught:
+        log.debug("%s: WCS header: %s", source or "frame", warning.message)
+    if not wcs.has_celestial or wcs.naxis != 2:
+        log.info("%s: no celestial WCS in the header", source or "frame")
+        return None
+    return wcs
+
+
+def trimmed_wcs(header: fits.Header, trim: tuple[slice, slice], source: str = "") -> WCS | None:
+    """The celestial WCS of a raw header moved onto the trimmed grid, or None when it has none.
+
+    The header is read by astropy (:func:`header_wcs`), so every convention
+    it knows is carried through the trim: CD or PC/CDELT matrices, SIP
+    distortion (``A_p_q``, ``B_p_q``, ``AP``/``BP``), TPV and other ``PVi_j``
+    terms. ``trim`` is the trimmed area as (rows, columns) slices of the raw
+    array; the result maps 0-based trimmed pixels as the raw WCS maps the same
+    physical pixels. Without a usable WCS the frame is reduced without one.
+    """
+    wcs = header_wcs(header, source)
+    return wcs.slice(trim) if wcs is not None else None
+
+
+def trimmed_wcs_cards(header: fits.Header, trim: tuple[slice, slice], source: str = "") -> dict[str, Any]:
+    """Header cards of :func:`trimmed_wcs` (key -> (value, comment)); empty when the header has no WCS.
+
+    Written by astropy (``to_header(relax=True)``, so SIP and PV terms
+    survive); a raw header with a CD matrix keeps one (``CDi_j``, as ESO and
+    Astro-WISE write it) instead of astropy's PC and CDELT.
+    """
+    wcs = trimmed_wcs(header, trim, source)
+    if wcs is None:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)
+        out = wcs.to_header(relax=True)
+    cards = {key: (out[key], out.comments[key]) for key in out if key not in _WCS_TIME_KEYS}
+    if any(key.startswith("CD") and key[2:3].isdigit() for key in header):
+        cd = wcs.pixel_scale_matrix
+        for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CDELT1", "CDELT2"):
+            cards.pop(key, None)
+        for i in range(2):
+            for j in range(2):
+                cards[f"CD{i + 1}_{j + 1}"] = (float(cd[i, j]), "Coordinate transformation matrix element")
+    for key in ("CRPIX1", "CRPIX2"):
         if key in cards:
-            cards[key] = (float(cards[key][0]) - offset, "reference pixel on the trimmed grid")
+            cards[key] = (cards[key][0], "reference pixel on the trimmed grid")
     return cards
 
 
@@ -589,32 +916,10 @@ def _track_dict(track: Any, shape: tuple[int, int]) -> dict[str, float]:
     """A track's parameters with the end points where its line crosses the image border."""
     values = {"rho": float(track.distance), "theta": float(track.angle), "width": float(track.width),
               "length": float(track.length), "peak": float(track.peak), "n_pixels": int(track.n_pixels)}
-    ends = _line_ends(track.angle, track.distance, shape)
+    ends = line_ends(track.angle, track.distance, shape)
     if ends is not None:
         values.update(x0=ends[0], y0=ends[1], x1=ends[2], y1=ends[3])
     return values
-
-
-def _line_ends(angle: float, distance: float, shape: tuple[int, int]) -> tuple[float, float, float, float] | None:
-    """Where ``x cos(angle) + y sin(angle) = distance`` enters and leaves the image (0-based pixels)."""
-    ny, nx = shape
-    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-    points = []
-    if abs(s) > 1e-12:
-        for x in (-0.5, nx - 0.5):
-            y = (distance - x * c) / s
-            if -0.5 <= y <= ny - 0.5:
-                points.append((x, y))
-    if abs(c) > 1e-12:
-        for y in (-0.5, ny - 0.5):
-            x = (distance - y * s) / c
-            if -0.5 <= x <= nx - 0.5:
-                points.append((x, y))
-    if len(points) < 2:
-        return None
-    points.sort()
-    (xa, ya), (xb, yb) = points[0], points[-1]
-    return float(xa), float(ya), float(xb), float(yb)
 
 
 def _stored_imstat(stat: Any) -> ImStat:

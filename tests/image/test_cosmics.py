@@ -37,9 +37,10 @@ def test_full_resolution_sampling(seeing):
     image, labels, field = _frame((400, 400), seeing / 0.238, 90, 90, seed=11)
     crmask = find_cosmics(image, gain=1.5, read_noise=5.0, sat_level=SATURATION)
     events, pixels, stars = _scores(crmask, labels, field)
+    # measured: 96.7-97.8 % of the hits and 97.3-97.8 % of their pixels, 0.024 % of the star pixels
     assert events >= 0.93
-    assert pixels >= 0.9
-    assert stars < 0.001
+    assert pixels >= 0.945
+    assert stars < 0.0005
 
 
 @pytest.mark.parametrize("seeing", [1.2, 1.5])
@@ -48,9 +49,10 @@ def test_shrunk_sampling(seeing):
     image, labels, field = _frame((512, 512), seeing / 1.904, 200, 200, seed=101)
     crmask = find_cosmics(image, gain=1.5, read_noise=5.0, sat_level=SATURATION)
     events, pixels, stars = _scores(crmask, labels, field)
+    # measured: 94.5-98.5 % of the hits and 95.1-98.0 % of their pixels, no star pixel
     assert events >= 0.9
-    assert pixels >= 0.88
-    assert stars < 0.001
+    assert pixels >= 0.9
+    assert stars < 0.0005
 
 
 def test_psf_check_is_what_protects_undersampled_stars():
@@ -59,9 +61,9 @@ def test_psf_check_is_what_protects_undersampled_stars():
     checked = find_cosmics(image, gain=1.5, read_noise=5.0, psf_fwhm=0.63, psf_beta=3.0)
     _, _, stars_plain = _scores(plain, labels, field)
     events, _, stars_checked = _scores(checked, labels, field)
-    assert stars_plain > 0.1          # L.A.Cosmic alone flags most undersampled star cores
-    assert stars_checked < 0.003
-    assert events >= 0.88
+    assert stars_plain > 0.15         # L.A.Cosmic alone flags many undersampled star cores (measured 32 %)
+    assert stars_checked < 0.0015     # measured 0
+    assert events >= 0.88             # measured 91.7 %
 
 
 def test_cosmic_rays_on_the_edges_and_beside_bad_pixels_are_found():
