@@ -224,11 +224,31 @@ def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: l
                 reduce(done, total, f"{chip} {what}")
             _run(task, summaries[chip], standard=task is standard)
             done += 1
+    if len(chips) > 1:  # the mosaic pass: tracks found on one chip followed onto the others
+        _follow_satellites(summaries)
     if reduce:
         reduce(total, total, "")
     report.timings["reduce"] = time.perf_counter() - t0
     log.info("course reduction done:\n%s", report.summary())
     return report
+
+
+def _follow_satellites(summaries: dict[str, ChipSummary]) -> None:
+    """Follow the satellite tracks of the 3C273 exposures across the chips; new maps go to their chips' summary."""
+    from awe.tasks import FollowSatellitesTask, TaskError
+    try:
+        products = FollowSatellitesTask(instrument="WFI", object="3C*", commit=1).execute()
+    except TaskError as exc:
+        log.warning("FollowSatellitesTask could not run: %s", " ".join(str(exc).split()))
+        return
+    for product in products:
+        summary = summaries.get(product.chip.name)
+        if summary is None:
+            continue
+        log.info("%s", _describe(summary.chip, product))
+        summary.products += 1
+        if type(product).__name__ == "SatelliteMap":  # a chip's new map: only the followed tracks are new
+            summary.tracks += product.n_followed_tracks or 0
 
 
 def _run(task: Any, summary: ChipSummary, standard: bool = False) -> None:

@@ -8,10 +8,10 @@ from awe.tasks.base import MissingCalibrationError, Task, TaskError
 from awe.tasks.calibration import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,
                                    TwilightFlatTask)
 from awe.tasks.ingest import IngestParams, IngestReport
-from awe.tasks.reduce import ReduceTask
+from awe.tasks.reduce import FollowSatellitesTask, ReduceTask
 
 __all__ = [
     "Task", "TaskError", "MissingCalibrationError",
     "BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask",
-    "ReduceTask", "IngestReport", "IngestParams",
+    "ReduceTask", "FollowSatellitesTask", "IngestReport", "IngestParams",
 ]

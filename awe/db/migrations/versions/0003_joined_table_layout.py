@@ -184,6 +184,8 @@ def upgrade() -> None:
     sa.Column('background_rms', sa.Float(), nullable=True, comment='sky noise [ADU]'),
     sa.Column('psf_radius', sa.Float(), nullable=True, comment='PSF radius: median half-light radius of the stars [arcsec]'),
     sa.Column('seeing', sa.Float(), nullable=True, comment='median FWHM of the stars [arcsec]'),
+    sa.Column('seeing_error', sa.Float(), nullable=True, comment='standard error of the seeing (bootstrap over the fitted stars) [arcsec]'),
+    sa.Column('seeing_reliable', sa.Boolean(), nullable=True, comment='False when the seeing is uncertain: its error exceeds SEEING_MAX_ERROR of it, or the stars may have been mistaken for compact galaxies'),
     sa.Column('n_stars_seeing', sa.Integer(), nullable=True, comment='number of stars the seeing was measured on'),
     sa.Column('n_cosmic_pixels', sa.Integer(), nullable=True, comment='pixels flagged as cosmic rays'),
     sa.Column('n_satellite_tracks', sa.Integer(), nullable=True, comment='satellite tracks found'),
@@ -206,9 +208,10 @@ def upgrade() -> None:
 
     op.create_table('satellite_maps',
     sa.Column('object_id', sa.Integer(), autoincrement=False, nullable=False),
-    sa.Column('n_tracks', sa.Integer(), nullable=True, comment='number of tracks found'),
+    sa.Column('n_tracks', sa.Integer(), nullable=True, comment='number of tracks found (followed ones included)'),
+    sa.Column('n_followed_tracks', sa.Integer(), nullable=True, comment='tracks found by following those of other chips (mosaic pass)'),
     sa.Column('n_track_pixels', sa.Integer(), nullable=True, comment='pixels masked on tracks'),
-    sa.Column('tracks', sa.JSON(), nullable=True, comment='track parameters: rho, theta, width, length, peak, n_pixels, x0, y0, x1, y1'),
+    sa.Column('tracks', sa.JSON(), nullable=True, comment='track parameters: rho, theta, width, length, peak, n_pixels, x0, y0, x1, y1 (and for a followed track, followed_from: the chips it was followed from)'),
     sa.ForeignKeyConstraint(['object_id'], ['objects.object_id'], name=op.f('fk_satellite_maps_object_id_objects')),
     sa.PrimaryKeyConstraint('object_id', name=op.f('pk_satellite_maps'))
     )
