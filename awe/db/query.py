@@ -568,25 +568,33 @@ class Query:
     def list(self) -> list[Any]:
         return self._objects(self._select()[0])
 
+    def _window(self, offset: int, limit: int | None) -> list[Any]:
+        """Objects ``offset`` .. ``offset + limit`` in the current order: the ids first (a sort of narrow
+        rows), then the objects."""
+        stmt = self._select(lambda comp: [comp.base.c.object_id])[0].offset(offset)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.session.engine.connect() as conn:
+            ids = list(conn.execute(stmt).scalars())
+        objects = load_objects(self.session, self.cls, ids)
+        return [objects[i] for i in ids if i in objects]
+
     def __getitem__(self, index: int | slice) -> Any:
-        stmt = self._select()[0]
         if isinstance(index, slice):
             if (index.start or 0) < 0 or (index.stop or 0) < 0 or index.step not in (None, 1):
                 return self.list()[index]
-            stmt = stmt.offset(index.start or 0)
-            if index.stop is not None:
-                stmt = stmt.limit(max(index.stop - (index.start or 0), 0))
-            return self._objects(stmt)
+            start = index.start or 0
+            return self._window(start, None if index.stop is None else max(index.stop - start, 0))
         if index < 0:
             index += self.count()
-        result = self._objects(stmt.offset(index).limit(1)) if index >= 0 else []
+        result = self._window(index, 1) if index >= 0 else []
         if not result:
             raise IndexError(f"query on {self.cls.__name__} has no object number {index}")
         return result[0]
 
     def first(self) -> Any | None:
         """The first object in the current order, or None."""
-        result = self._objects(self._select()[0].limit(1))
+        result = self._window(0, 1)
         return result[0] if result else None
 
     def _extreme(self, name: str, desc: bool) -> Any | None:
@@ -594,10 +602,11 @@ class Query:
         comp = self._compiler()
         where = comp.where(self._cond)
         column = attr._sql(comp)
-        stmt = (sa.select(*_object_columns(comp)).select_from(comp.from_clause()).where(where, column.is_not(None))
+        # the id first (a sort of narrow rows), then the whole object
+        stmt = (sa.select(comp.base.c.object_id).select_from(comp.from_clause()).where(where, column.is_not(None))
                 .order_by(column.desc() if desc else column.asc(), comp.base.c[comp.key].desc()).limit(1))
-        result = self._objects(stmt)
-        return result[0] if result else None
+        found = self._scalar(stmt)
+        return None if found is None else load_objects(self.session, self.cls, [found]).get(found)
 
     def max(self, name: str) -> Any | None:
         """The object with the largest ``name`` (e.g. the newest by ``'creation_date'``), or None."""
