@@ -4,7 +4,8 @@
 #                       (embedded SQLite database and local storage under ./awe-home,
 #                       products and the log awe.log in ./awe-work)
 #   bash run.sh prompt  the awe> prompt on the demo's data (in ./awe-work)
-#   bash run.sh test    set up (incl. a PostgreSQL server binary), then run every test
+#   bash run.sh test    set up (incl. a PostgreSQL server binary), check the code (ruff, mypy:
+#                       pyproject.toml's [tool.ruff], [tool.mypy]), then run every test
 #   bash run.sh bench   set up, then run the benchmarks (full-size chips: minutes, GBs)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,6 +22,20 @@ setup_python() {
         # through s3fs/aiobotocore/botocore releases
         .venv/bin/python -m pip install -q -c constraints.txt -e ".[test,bench]"
         touch .venv/.awe-installed
+    fi
+}
+
+static_checks() {
+    # lint (awe, tests, benchmarks) and type checks (awe/db, awe/model, awe/tasks) as pyproject.toml configures them
+    echo "== ruff check"
+    if ! .venv/bin/ruff check; then
+        echo "run.sh test: ruff found the problems above; fix them (.venv/bin/ruff check shows them again)" >&2
+        exit 1
+    fi
+    echo "== mypy"
+    if ! .venv/bin/mypy; then
+        echo "run.sh test: mypy found the type errors above; fix them (.venv/bin/mypy shows them again)" >&2
+        exit 1
     fi
 }
 
@@ -59,6 +74,8 @@ case "${1:-}" in
         setup_python
         setup_postgres
         shift
+        static_checks
+        echo "== pytest"
         exec .venv/bin/python -m pytest "$@"
         ;;
     bench)

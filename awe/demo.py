@@ -296,7 +296,8 @@ def _record(summary: ChipSummary, products: Any, standard: bool = False) -> None
 def _describe(chip: str, product: Any) -> str:
     stat = getattr(product, "imstat", None)
     extra = []
-    for name in ("read_noise_adu", "read_noise", "gain", "n_bad_pixels", "seeing", "n_stars_seeing", "background", "n_tracks"):
+    for name in ("read_noise_adu", "read_noise", "gain", "n_bad_pixels", "seeing", "n_stars_seeing", "background",
+                 "n_tracks"):
         value = getattr(product, name, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             extra.append(f"{name}={value:.4g}")

@@ -201,6 +201,9 @@ class Pars:
         Initial values, as returned by :meth:`get`.
     """
 
+    _target: type
+    _tree: dict[str, _Node]
+
     def __init__(self, target: type, values: dict | None = None) -> None:
         tree: dict[str, _Node] = {}
         for product in _products_of(target):

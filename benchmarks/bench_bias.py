@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
             peer = results[which]
             diff = ours["data"] - peer["data"]
             print(f"ours vs {which}: {peer['seconds'] / ours['seconds']:.1f}x faster, memory above baseline "
-                  f"{ours['extra_mib'] / peer['extra_mib']:.2f}x (peak RSS {ours['peak_mib'] / peer['peak_mib']:.2f}x); "
+                  f"{ours['extra_mib'] / peer['extra_mib']:.2f}x "
+                  f"(peak RSS {ours['peak_mib'] / peer['peak_mib']:.2f}x); "
                   f"masters differ by {np.mean(diff):+.3f} ADU mean, {np.std(diff):.3f} ADU rms")
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -223,7 +222,8 @@ def main() -> None:
         truth = TRUE_LEVEL + column_pattern(np.random.default_rng(2008), args.nx)[None, :]
         for which, img in images.items():
             err = img - truth
-            print(f"{which:10s} result - truth: rms {np.nanstd(err):.3f} ADU (ideal {NOISE / np.sqrt(args.nframes):.3f}),"
+            ideal = NOISE / np.sqrt(args.nframes)
+            print(f"{which:10s} result - truth: rms {np.nanstd(err):.3f} ADU (ideal {ideal:.3f}),"
                   f" max |error| {np.nanmax(np.abs(err)):.1f} ADU")
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from awe.model import (QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame, R
 from awe.sim import Truth, simulate_night
 from awe.sim._rawfile import reorder_extensions
 from awe.tasks.ingest import (BY_DETECTOR_ID, BY_EXTNAME, BY_POSITION, BY_PRIMARY_LIST, IngestError, IngestParams,
-                              chip_stats, classify, identify_chips, ingest, raw_imstat, read_raw)
+                              chip_stats, classify, identify_chips, ingest, raw_imstat)
 
 SCALE = 0.0625
 STANDARD = "WFI.2003-03-04T04:42:29.496.fits"

@@ -449,7 +449,7 @@ def test_http_storage_is_read_only(http_storage, tmp_path):
         list(remote.list())
 
 
-def test_s3_unusable_bucket_or_endpoint(s3_url, tmp_path, monkeypatch):
+def test_s3_unusable_bucket_or_endpoint(s3_url, tmp_path, monkeypatch):  # noqa: F811  (the fixture imported above)
     url, options = s3_url
     local = write(tmp_path, RAW, payload(100))
     nobucket = DataStorage(f"s3://no-such-bucket-{uuid.uuid4().hex[:8]}/ds", **options)

@@ -16,7 +16,7 @@ from typing import Iterable
 import sqlalchemy as sa
 
 from awe.db.database import Database
-from awe.db.schema import memberships, projects, users
+from awe.db.schema import inserted_id, memberships, projects, users
 
 __all__ = ["Project", "AuthenticationError", "PrivilegeError", "PUBLIC", "hash_password", "verify_password",
            "private_project_name", "ensure_public", "add_user", "set_password", "add_project", "add_member",
@@ -79,14 +79,13 @@ def add_user(db: Database, name: str, password: str | None = None) -> int:
     with db.engine.begin() as conn:
         if conn.execute(sa.select(users.c.id).where(users.c.name == name)).first() is not None:
             raise ValueError(f"user {name!r} exists already")
-        uid = conn.execute(users.insert().values(
-            name=name, password_hash=hash_password(password) if password else None)).inserted_primary_key[0]
+        uid = inserted_id(conn.execute(users.insert().values(
+            name=name, password_hash=hash_password(password) if password else None)))
         pname = private_project_name(name)
         if conn.execute(sa.select(projects.c.id).where(projects.c.name == pname)).first() is not None:
             raise ValueError(f"a project named {pname!r} exists already; choose another user name")
-        pid = conn.execute(projects.insert().values(name=pname, kind="private", owner_id=uid,
-                                                    description=f"private project of {name}")
-                           ).inserted_primary_key[0]
+        pid = inserted_id(conn.execute(projects.insert().values(name=pname, kind="private", owner_id=uid,
+                                                                description=f"private project of {name}")))
         conn.execute(memberships.insert().values(project_id=pid, user_id=uid))
     log.info("user %s created with private project %s", name, pname)
     return int(uid)
@@ -106,8 +105,8 @@ def add_project(db: Database, name: str, description: str | None = None, members
     with db.engine.begin() as conn:
         if conn.execute(sa.select(projects.c.id).where(projects.c.name == name)).first() is not None:
             raise ValueError(f"project {name!r} exists already")
-        pid = conn.execute(projects.insert().values(name=name, kind="public" if public else "group",
-                                                    description=description)).inserted_primary_key[0]
+        pid = inserted_id(conn.execute(projects.insert().values(name=name, kind="public" if public else "group",
+                                                                description=description)))
     for member in members:
         add_member(db, name, member)
     return int(pid)

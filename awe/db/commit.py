@@ -21,7 +21,7 @@ from awe import __version__
 from awe.db.accounts import PrivilegeError
 from awe.db.lineage import link_rows
 from awe.db.persistent import Field, utcnow
-from awe.db.schema import DBObject, links
+from awe.db.schema import DBObject, inserted_id, links
 from awe.db.session import Session, current_session, session_of
 
 __all__ = ["commit", "update_attributes"]
@@ -56,7 +56,6 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]], session: Session
     for obj, path in items:
         if path is not None:
             obj.__dict__["checksum"] = session.storage.store(Path(path), obj.filename)
-    table = DBObject.__table__
     now = utcnow()
     try:
         with session.engine.begin() as conn:
@@ -64,7 +63,7 @@ def commit(items: Sequence[tuple[DBObject, str | Path | None]], session: Session
                 (root, values), *families = obj._table_values()
                 values.update(project_id=project.id, creator=session.user, software_version=__version__)
                 values["creation_date"] = values.get("creation_date") or now
-                oid = conn.execute(root.insert().values(**values)).inserted_primary_key[0]
+                oid = inserted_id(conn.execute(root.insert().values(**values)))
                 for family, family_values in families:
                     conn.execute(family.insert().values(object_id=oid, **family_values))
                 obj.__dict__["object_id"] = oid  # so later items can link to it

@@ -8,11 +8,14 @@ it knows nothing about who is asking.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from awe.db.engine import DatabaseError, ensure_schema, make_engine
+
+if TYPE_CHECKING:  # pragma: no cover
+    from awe.db.persistent import Persistent
 
 __all__ = ["Database"]
 
@@ -33,7 +36,7 @@ class Database:
     def __init__(self, url: str, auto_upgrade: bool = False) -> None:
         self.engine = make_engine(url)
         self.url = self.engine.url.render_as_string(hide_password=True)
-        self._entities: dict[tuple[str, int], Any] = {}
+        self._entities: dict[tuple[str | None, int], Any] = {}
         self._lock = threading.Lock()
         try:
             ensure_schema(self.engine, auto_upgrade)
@@ -58,15 +61,15 @@ class Database:
         with self.engine.connect() as conn:
             return list(conn.execute(sa.select(projects.c.id).where(projects.c.kind == "public")).scalars())
 
-    def cached_entity(self, cls: type, object_id: int) -> Any:
+    def cached_entity(self, cls: type[Persistent], object_id: int) -> Any:
         """Reference data (instruments, chips, filters) by id, cached per database."""
-        key = (cls.__tablename__, object_id)  # type: ignore[attr-defined]
+        key = (cls.__tablename__, object_id)
         with self._lock:
             if key not in self._entities:
-                table = cls.__table__  # type: ignore[attr-defined]
+                table = cls.__table__
                 with self.engine.connect() as conn:
                     for row in conn.execute(sa.select(table)).mappings():
-                        self._entities[(cls.__tablename__, row["object_id"])] = cls._from_row(row)  # type: ignore
+                        self._entities[(cls.__tablename__, row["object_id"])] = cls._from_row(row)
             try:
                 return self._entities[key]
             except KeyError:

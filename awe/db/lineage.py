@@ -66,7 +66,7 @@ def dependencies(obj: DBObject, raw_only: bool = False, session: Session | None 
         found: dict[int, DBObject] = {}
         for role in obj._inputs.values():
             for parent in role.values(obj):
-                if parent.object_id is not None:
+                if isinstance(parent, DBObject) and parent.object_id is not None:
                     found[parent.object_id] = parent
                     found.update({d.object_id: d for d in dependencies(parent, session=session)})
         result = list(found.values())

@@ -29,7 +29,7 @@ loaded by queries and written by :func:`awe.db.commit.commit`.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Self
 
 import sqlalchemy as sa
 
@@ -331,21 +331,22 @@ class Persistent(metaclass=PersistentMeta):
                     inputs[key] = value
         cls._fields = fields
         cls._inputs = inputs
-        if "__tablename__" in vars(cls):
+        tablename = vars(cls).get("__tablename__")
+        if tablename is not None:
             chain = cls._tables
             if chain:  # a family table below the root, joined by object_id
-                table = sa.Table(cls.__tablename__, metadata,
+                table = sa.Table(tablename, metadata,
                                  sa.Column("object_id", Integer, sa.ForeignKey(f"{chain[0].name}.object_id"),
                                            primary_key=True, autoincrement=False))
             else:
-                table = sa.Table(cls.__tablename__, metadata,
+                table = sa.Table(tablename, metadata,
                                  sa.Column("object_id", Integer, primary_key=True, autoincrement=True),
                                  sa.Column("class_name", String(64), nullable=False, index=True))
                 cls.__table__ = table
             cls._tables = chain + (table,)
-        table = cls._tables[-1] if cls._tables else None
+        own: sa.Table | None = cls._tables[-1] if cls._tables else None
         for key, value in vars(cls).items():
-            if table is None:
+            if own is None:
                 if isinstance(value, (Field, Embedded)) and key != "object_id":
                     raise PersistentError(f"{cls.__name__}.{key}: declare attributes below a class with a table")
                 continue
@@ -356,7 +357,7 @@ class Persistent(metaclass=PersistentMeta):
                             raise PersistentError(
                                 f"{cls.__name__}.{key}: column {column.name} is already in table {other.name} of "
                                 f"its ancestors; give the quantity its own name")
-                    _add_column(table, column, cls)
+                    _add_column(own, column, cls)
 
     # ------------------------------------------------------------------ building
     def __init__(self, **attributes: Any) -> None:
@@ -376,9 +377,11 @@ class Persistent(metaclass=PersistentMeta):
         return [name for name, klass in registry.items() if issubclass(klass, cls)]
 
     @classmethod
-    def _from_row(cls, row: Any, session: Any = None) -> "Persistent":
+    def _from_row(cls, row: Any, session: Any = None) -> Self:
         """The object of a database row, remembering the session it was loaded through."""
         klass = registry[row["class_name"]]
+        if not issubclass(klass, cls):
+            raise PersistentError(f"object {row.get('object_id')} is a {klass.__name__}, not a {cls.__name__}")
         obj = klass.__new__(klass)
         obj.__dict__.update(klass._row_values(row))
         if session is not None:

@@ -125,10 +125,10 @@ def clean(session: Session, project: str | None = None) -> list[DBObject]:
         leaves = [o for i, o in remaining.items() if i not in used]
         if not leaves:
             break
-        ids = {o.object_id for o in leaves}
+        gone = {o.object_id for o in leaves}
         _delete_rows(session, leaves)
         deleted += leaves
-        remaining = {i: o for i, o in remaining.items() if i not in ids}
+        remaining = {i: o for i, o in remaining.items() if i not in gone}
     if remaining:
         log.warning("kept %d object(s) used by objects in other projects: %s", len(remaining),
                     [o.filename for o in remaining.values()])

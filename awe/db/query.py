@@ -23,14 +23,21 @@ parent object the context may see.
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlalchemy as sa
 
 if TYPE_CHECKING:  # pragma: no cover
-    from awe.db.persistent import Embedded, Field, Input, Persistent, Ref
+    from awe.db.persistent import Embedded, Field, Input
     from awe.db.session import Session
+
+#: The class a query path or a query is on: a :class:`~awe.db.persistent.Persistent` class, or a
+#: catalogue row class (:class:`~awe.db.rows.Rows`) that declares the same class attributes
+#: (``__table__``, ``_fields``, ``_tables``, ``_from_row``, ...). The two hierarchies are built by
+#: different metaclasses and share no base, so this is typed by what it provides, at run time.
+QueriedClass = Any
 
 __all__ = ["Query", "Attr", "RefPath", "EmbeddedPath", "InputPath", "QueryError", "load_objects"]
 
@@ -43,11 +50,11 @@ class QueryError(AttributeError, TypeError):
 class _Path:
     """Something reached from a class: a column, a reference, an embedded group."""
 
-    def __init__(self, cls: type, refs: tuple) -> None:
+    def __init__(self, cls: QueriedClass, refs: tuple) -> None:
         self._cls = cls
         self._refs = refs  # tuple of Ref descriptors walked from cls
 
-    def _owner(self) -> type:
+    def _owner(self) -> QueriedClass:
         return self._refs[-1].target if self._refs else self._cls
 
     def _label(self) -> str:
@@ -88,7 +95,7 @@ class RefPath(_Path):
 class EmbeddedPath(_Path):
     """``RawBiasFrame.imstat``: ``.median`` etc. are columns."""
 
-    def __init__(self, cls: type, refs: tuple, embedded: "Embedded") -> None:
+    def __init__(self, cls: QueriedClass, refs: tuple, embedded: "Embedded") -> None:
         super().__init__(cls, refs)
         self._embedded = embedded
 
@@ -107,7 +114,7 @@ class EmbeddedPath(_Path):
 class InputPath:
     """``ReducedScienceFrame.raw``: a condition on an input becomes ``EXISTS (...)``."""
 
-    def __init__(self, cls: type, role: "Input") -> None:
+    def __init__(self, cls: QueriedClass, role: "Input") -> None:
         self._cls = cls
         self._role = role
 
@@ -167,7 +174,7 @@ class _Comparable:
 class Attr(_Comparable):
     """A column reached from a class, e.g. ``RawBiasFrame.EXPTIME``."""
 
-    def __init__(self, cls: type, refs: tuple, fld: "Field | None", column: str | None = None,
+    def __init__(self, cls: QueriedClass, refs: tuple, fld: "Field | None", column: str | None = None,
                  label: str | None = None) -> None:
         self._cls = cls
         self._refs = refs
@@ -199,7 +206,7 @@ def _in_unit(value: Any, unit: str, attr: Attr) -> Any:
 
 
 class _InputAttr(_Comparable):
-    def __init__(self, cls: type, role: "Input", inner: Any) -> None:
+    def __init__(self, cls: QueriedClass, role: "Input", inner: Any) -> None:
         self._cls = cls
         self._role = role
         self._inner = inner
@@ -311,7 +318,7 @@ class _Compiler:
     #: the base table's key column: the tie-breaker of every order
     key = "object_id"
 
-    def __init__(self, cls: type, visible: Sequence[int] | None) -> None:
+    def __init__(self, cls: QueriedClass, visible: Sequence[int] | None) -> None:
         self.cls = cls
         self.visible = visible
         self.base = cls.__table__.alias()
@@ -326,7 +333,7 @@ class _Compiler:
             self.join_list.append((alias, on(alias), inner))
         return self.joins[key]
 
-    def _locate(self, key: tuple, owner: type, column: str) -> sa.FromClause:
+    def _locate(self, key: tuple, owner: QueriedClass, column: str) -> sa.FromClause:
         """The alias of the table of ``owner``'s chain that holds ``column`` (joining it if needed)."""
         root = self.base if not key else self.joins[key]
         if column in root.c:
@@ -342,7 +349,7 @@ class _Compiler:
         return self._alias((table.name,), table, lambda a: a.c.object_id == self.base.c.object_id, inner=True)
 
     def column(self, refs: tuple, column: str) -> sa.ColumnElement:
-        owner: type = self.cls
+        owner: QueriedClass = self.cls
         key: tuple = ()
         for ref in refs:
             holder = self._locate(key, owner, ref.column)
@@ -420,7 +427,7 @@ def fetch_rows(conn: sa.Connection, ids: Sequence[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def load_objects(session: "Session", cls: type, ids: Sequence[int]) -> dict[int, Any]:
+def load_objects(session: "Session", cls: QueriedClass, ids: Sequence[int]) -> dict[int, Any]:
     """The objects of ``cls`` with these ids that ``session`` may see, by id (complete, in few queries)."""
     result: dict[int, Any] = {}
     ids = list(set(ids))
@@ -448,7 +455,7 @@ class Query:
             return super().__new__(wanted)
         return super().__new__(cls)
 
-    def __init__(self, cls: type, cond: _Cond | None = None, session: "Session | None" = None) -> None:
+    def __init__(self, cls: QueriedClass, cond: _Cond | None = None, session: "Session | None" = None) -> None:
         self.cls = cls
         self._cond = cond
         self._order: list[tuple[Any, bool]] = []
@@ -467,7 +474,7 @@ class Query:
         return self._bound if self._bound is not None else current_session()
 
     # combination ------------------------------------------------------
-    def _merge_class(self, other: "Query") -> type:
+    def _merge_class(self, other: "Query") -> QueriedClass:
         if issubclass(self.cls, other.cls):
             return self.cls
         if issubclass(other.cls, self.cls):
@@ -568,7 +575,7 @@ class Query:
     def list(self) -> list[Any]:
         return self._objects(self._select()[0])
 
-    def _window(self, offset: int, limit: int | None) -> list[Any]:
+    def _window(self, offset: int, limit: int | None) -> builtins.list[Any]:
         """Objects ``offset`` .. ``offset + limit`` in the current order: the ids first (a sort of narrow
         rows), then the objects."""
         stmt = self._select(lambda comp: [comp.base.c.object_id])[0].offset(offset)
@@ -616,7 +623,7 @@ class Query:
         """The object with the smallest ``name``, or None."""
         return self._extreme(name, False)
 
-    def values(self, name: str) -> list[Any]:
+    def values(self, name: str) -> builtins.list[Any]:
         """One attribute of every object, in the current order (fetched in one query)."""
         attr = self._path(name)
         stmt, _ = self._select(lambda comp: [attr._sql(comp)])

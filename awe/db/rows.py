@@ -197,7 +197,7 @@ class ParentPath(RefPath):
         """Rows of any of these parents (objects or ids)."""
         return self._id_attr().in_([_parent_id(v) for v in values])
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
 
 # ====================================================================== the row class
@@ -263,7 +263,7 @@ class Rows(metaclass=RowsMeta):
         cls._parents = (parent,)
         columns: dict[str, _Col] = {"row_id": _Col("row_id", "i8", doc="row id (rows of one insert in sky order)"),
                                     parent.column: _Col(parent.column, "i4", doc=parent.doc)}
-        table_columns: list[sa.Column] = [
+        table_columns: list[sa.Column | sa.Index] = [
             sa.Column("row_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
                       autoincrement=True, comment="row id"),
             *parent.sql_columns(),
@@ -373,8 +373,9 @@ class Rows(metaclass=RowsMeta):
             Unknown or missing columns, positions outside the sky, values the
             column cannot hold, or a parent that is not committed.
         """
+        from awe.db.schema import DBObject
         target = cls._parents[0].target
-        if not isinstance(parent, target):
+        if not isinstance(parent, target) or not isinstance(parent, DBObject):
             raise RowsError(f"{cls.__name__} rows belong to a {target.__name__}, not {parent!r}")
         if parent.object_id is None:
             raise RowsError(f"{parent!r} is not committed: commit it first (its rows go in with it)")
@@ -446,6 +447,14 @@ def _split_mask(values: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(data), (mask if mask is not None and mask.any() else None)
 
 
+_NONE = np.array(None, dtype=object)
+
+
+def _is_none(values: np.ndarray) -> np.ndarray:
+    """Where an object array holds None (elementwise, in C: ``np.equal(values, None)``)."""
+    return np.equal(values, _NONE)
+
+
 def _convert(cls: type, col: _Col, values: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     """(values, null mask or None) of one column, in its storage dtype."""
     values = _with_unit(values, col, cls)
@@ -458,7 +467,7 @@ def _convert(cls: type, col: _Col, values: Any, n: int) -> tuple[np.ndarray, np.
     if data.shape != (n,):
         raise RowsError(f"{cls.__name__}.{col.name}: the input column has shape {data.shape}, not ({n},)")
     if data.dtype.kind == "O":  # Python objects: None is NULL
-        none = np.equal(data, None)
+        none = _is_none(data)
         mask = none if mask is None else (mask | none)
         if none.any():
             data = data.copy()
@@ -617,7 +626,9 @@ def _executemany_sqlite(cls: type[Rows], conn: sa.Connection, parent_id: int, na
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         for block in blocks:
-            cursor.executemany(sql, zip(itertools.repeat(parent_id), *_python_lists(cls, block, names[1:])))
+            rows = zip(itertools.repeat(parent_id), *_python_lists(cls, block, names[1:]))
+            # sqlite3 takes any iterable of rows (no list of 50,000 tuples); SQLAlchemy's DBAPI protocol says Sequence
+            cursor.executemany(sql, rows)  # type: ignore[arg-type]
     finally:
         cursor.close()
 
@@ -874,7 +885,7 @@ class _Cone(_Cond):
 class _Box(_Cond):
     """Rows in an RA/Dec box: the pixels of its cover by discs plus the exact cut on ra, dec."""
 
-    def __init__(self, cls: type, ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> None:
+    def __init__(self, cls: type[Rows], ra_min: float, ra_max: float, dec_min: float, dec_max: float) -> None:
         ra_min, ra_max, dec_min, dec_max = (float(v) for v in (ra_min, ra_max, dec_min, dec_max))
         if not all(math.isfinite(v) for v in (ra_min, ra_max, dec_min, dec_max)):
             raise ValueError("box limits must be finite degrees")
@@ -954,7 +965,7 @@ class _RowCompiler(_Compiler):
 
     key = "row_id"
 
-    def __init__(self, cls: type, visible: Sequence[int] | None) -> None:
+    def __init__(self, cls: type[Rows], visible: Sequence[int] | None) -> None:
         super().__init__(cls, visible)
         self.base = _IndexedAlias._construct(cls.__table__, name=None)
         # the parent's table itself, not an alias (it is joined once; an alias of the wide objects
@@ -1026,7 +1037,7 @@ class RowQuery(Query):
             stmt = stmt.limit(limit)
         return _build_table(attrs, self._fetch(stmt))
 
-    def _fetch(self, stmt: sa.Select) -> list[tuple]:
+    def _fetch(self, stmt: sa.Select) -> Sequence[tuple]:
         """The driver's tuples (no per-row processing by SQLAlchemy); PostgreSQL sends them in binary."""
         with self.session.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
@@ -1098,7 +1109,7 @@ def _plain_param(value: Any) -> bool:
 _FETCH_DTYPES = {"f8": "f8", "f4": "f4", "i2": "i2", "i4": "i4", "i8": "i8", "bool": "?"}
 
 
-def _fetched_columns(kinds: list[str | None], rows: list[tuple]) -> list[Any]:
+def _fetched_columns(kinds: list[str | None], rows: Sequence[tuple]) -> list[Any]:
     """The columns of fetched tuples: one structured-array conversion in C, or a transposition when it fails."""
     if not rows:
         return [np.array([], dtype=_KINDS[k][0] if k in _KINDS and k != "json" else object) for k in kinds]
@@ -1118,13 +1129,13 @@ def _column_values(kind: str | None, values: np.ndarray) -> Any:
         dtype = _KINDS[kind][0]
         if values.dtype != object:
             return values.astype(dtype)
-        null = np.equal(values, None)
+        null = _is_none(values)
         filled = values.copy()
         filled[null] = 0
         return np.ma.masked_array(filled.astype(dtype), mask=null) if null.any() else filled.astype(dtype)
     if kind == "text":
         obj = values.astype(object)
-        obj[np.equal(obj, None)] = ""
+        obj[_is_none(obj)] = ""
         return obj.astype(str) if len(obj) else np.array([], dtype=str)
     if kind == "json":
         out = np.empty(len(values), dtype=object)
@@ -1135,12 +1146,12 @@ def _column_values(kind: str | None, values: np.ndarray) -> Any:
     if len(obj) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in obj):
         return obj.astype(np.float64 if any(isinstance(v, float) for v in obj) else np.int64)
     if len(obj) and all(isinstance(v, str) or v is None for v in obj):
-        obj[np.equal(obj, None)] = ""
+        obj[_is_none(obj)] = ""
         return obj.astype(str)
     return obj
 
 
-def _build_table(attrs: list[tuple[str, Attr, _Col | None]], rows: list[tuple]) -> "Table":
+def _build_table(attrs: list[tuple[str, Attr, _Col | None]], rows: Sequence[tuple]) -> "Table":
     from astropy.table import Table
     kinds = [col.kind if col is not None else None for _, _, col in attrs]
     arrays = [_column_values(kind, values) for kind, values in zip(kinds, _fetched_columns(kinds, rows))]

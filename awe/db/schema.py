@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from awe.db.persistent import (JSON, DateTime, Embedded, Field, Float, Integer, Persistent, String, metadata,
                                utcnow)
 
-__all__ = ["users", "projects", "memberships", "links", "DBObject", "Entity", "ImStat", "imstat_field"]
+__all__ = ["users", "projects", "memberships", "links", "DBObject", "Entity", "ImStat", "imstat_field", "inserted_id"]
 
 users = sa.Table(
     "users", metadata,
@@ -30,6 +30,14 @@ projects = sa.Table(
     sa.Column("owner_id", Integer, sa.ForeignKey("users.id"), nullable=True),
     sa.Column("created", DateTime, nullable=False, default=utcnow),
 )
+
+def inserted_id(result: sa.CursorResult[Any]) -> int:
+    """The primary key of the one row an ``INSERT ... VALUES`` made."""
+    key = result.inserted_primary_key
+    if key is None:  # SQLAlchemy has none only for statements that are not a single-row INSERT
+        raise TypeError("inserted_id() takes the result of a single-row INSERT")
+    return int(key[0])
+
 
 memberships = sa.Table(
     "memberships", metadata,
@@ -89,7 +97,7 @@ class DBObject(Persistent, abstract=True):
         from awe.db.lineage import derived
         return derived(self)
 
-    def inputs(self) -> dict[str, list["DBObject"]]:
+    def inputs(self) -> dict[str, list[Persistent]]:
         """The direct inputs by role."""
         return {name: role.values(self) for name, role in self._inputs.items()}
 

@@ -156,7 +156,7 @@ class RawGeometry:
         geometry = cls._build(chip, sizes["nx"], sizes["ny"], sizes["n_prescan_x"], sizes["n_overscan_x"],
                               sizes["n_prescan_y"], sizes["n_overscan_y"])
         naxis = (_header_value(header, "NAXIS2"), _header_value(header, "NAXIS1"))
-        if naxis[0] is not None and naxis[1] is not None and tuple(int(n) for n in naxis) != geometry.shape:
+        if naxis[0] is not None and naxis[1] is not None and (int(naxis[0]), int(naxis[1])) != geometry.shape:
             raise ValueError(
                 f"{chip.name}: the extension is {naxis[1]} x {naxis[0]} pixels but its sections "
                 f"(prescan/overscan/illuminated, from the ESO DET OUT1 keywords or the instrument description) "

@@ -85,7 +85,6 @@ def _fits_value(value: Any) -> Any:
 
 def inspect_image(frame: Any, ax: Any = None, path: str | Path | None = None) -> Any:
     """Figure of a frame's pixels (ZScale) titled with its class, file and statistics."""
-    import matplotlib
     import matplotlib.pyplot as plt
     from astropy.visualization import ZScaleInterval
 

@@ -272,7 +272,6 @@ class MasterFlatFrame(FlatFrame):
 
 # ============================================================================ figures
 def _pyplot() -> Any:
-    import matplotlib
     import matplotlib.pyplot as plt
     return plt
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from awe.db.persistent import Float, Integer, Field, Ref, String
-from awe.db.schema import Entity
+from awe.db.schema import Entity, inserted_id
 
 __all__ = ["Instrument", "Chip", "Filter", "ensure_instrument", "lookup_entity"]
 
@@ -66,10 +66,10 @@ def ensure_instrument(name: str) -> Instrument:
     inst_t, chip_t, filt_t = Instrument.__table__, Chip.__table__, Filter.__table__
     session = current_session()
     with session.engine.begin() as conn:
-        iid = conn.execute(inst_t.insert().values(
+        iid = inserted_id(conn.execute(inst_t.insert().values(
             class_name="Instrument", name=spec.name, telescope=spec.telescope, observatory=spec.observatory,
             longitude=spec.longitude_deg, latitude=spec.latitude_deg, pixel_scale=spec.pixel_scale,
-        )).inserted_primary_key[0]
+        )))
         conn.execute(chip_t.insert(), [dict(class_name="Chip", name=c.name, index=c.index, instrument_id=iid)
                                        for c in spec.chips])
         conn.execute(filt_t.insert(), [dict(class_name="Filter", name=f.id, eso_name=f.eso_name, band=f.band,
@@ -78,7 +78,7 @@ def ensure_instrument(name: str) -> Instrument:
     return list(Instrument.name == spec.name)[0]
 
 
-def lookup_entity(cls: type, instrument: Instrument, name: str) -> Entity:
+def lookup_entity(cls: type[Chip] | type[Filter], instrument: Instrument, name: str) -> Entity:
     """The chip or filter ``name`` of ``instrument`` (filters also by ESO name)."""
     query = (cls.instrument.object_id == instrument.object_id) & (cls.name == name)
     if cls is Filter:

@@ -81,7 +81,6 @@ class ReferenceCatalog(DBObject):
 
     def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
         """Sky chart of the sources (symbol size by magnitude); returns the figure."""
-        import matplotlib
         import matplotlib.pyplot as plt
         table = self.sources()
         fig = None
@@ -338,7 +337,8 @@ def load_refcat(path: str | Path, kind: str, name: str | None = None,
     with tempfile.TemporaryDirectory(prefix="awe-refcat-") as tmp:
         local = Path(tmp) / "refcat.fits"
         _write_fits(normalised, local)
-        digest = hashlib.sha1(local.read_bytes() + f"|{kind}|{name}|{current_session().project.name}".encode()).hexdigest()
+        key = f"|{kind}|{name}|{current_session().project.name}".encode()
+        digest = hashlib.sha1(local.read_bytes() + key).hexdigest()
         filename = f"RefCat-{kind}-{_slug(name)}-{digest[:20]}.fits"
         same = list(ReferenceCatalog.filename == filename)
         if same:

@@ -332,7 +332,6 @@ class IlluminationFit:
 
 def draw_correction(image: np.ndarray, title: str, ax: Any = None, path: str | Path | None = None) -> Any:
     """A correction map in percent from 1, with 1 % contours."""
-    import matplotlib
     import matplotlib.pyplot as plt
 
     fig = None
@@ -357,7 +356,7 @@ def _scaled(pixels: np.ndarray, n: int) -> np.ndarray:
     return 2.0 * np.asarray(pixels, dtype=float) / max(n - 1, 1) - 1.0
 
 
-def _current_derived(cls: type, role: str, parent: BaseFrame) -> Any:
+def _current_derived(cls: type[BaseFrame], role: str, parent: BaseFrame) -> Any:
     """The newest valid ``cls`` made from ``parent`` (in ``role``) that no other valid one names as ``previous``.
 
     Products committed together share their creation date: the ``previous``

@@ -159,7 +159,7 @@ def _prescan_offset(geometry: RawGeometry) -> float:
 
 def _column_segment(rng: np.random.Generator, geometry: RawGeometry, to_bottom: bool) -> tuple[int, int, int]:
     """A column inside the trim section and the rows from a defect to one end of the chip."""
-    (ys, _), (ts, txs) = geometry.data, geometry.trim
+    (ys, _), (_, txs) = geometry.data, geometry.trim
     x = int(rng.integers(txs.start + 3, txs.stop - 3))
     y_defect = int(rng.integers(ys.start + (ys.stop - ys.start) // 4, ys.stop - (ys.stop - ys.start) // 4))
     return (x, ys.start, y_defect) if to_bottom else (x, y_defect, ys.stop)

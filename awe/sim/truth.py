@@ -262,7 +262,8 @@ class Truth:
         row = self._tables["OPTICS"][list(self._tables["OPTICS"]["chip"]).index(name)]
         return ChipOptics(
             chip=name, crpix_header=(row["crpix1_header"], row["crpix2_header"]),
-            cd_header=np.array([[row["cd1_1_header"], row["cd1_2_header"]], [row["cd2_1_header"], row["cd2_2_header"]]]),
+            cd_header=np.array([[row["cd1_1_header"], row["cd1_2_header"]],
+                                [row["cd2_1_header"], row["cd2_2_header"]]]),
             crpix_true=(row["crpix1_true"], row["crpix2_true"]),
             cd_true=np.array([[row["cd1_1_true"], row["cd1_2_true"]], [row["cd2_1_true"], row["cd2_2_true"]]]),
             sip_c=float(row["sip_c"]))

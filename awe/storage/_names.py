@@ -76,8 +76,12 @@ class KeyInfo:
     """What a key found in a storage is: a stored file (``filename``) or a temporary file."""
 
     key: str
+    #: the stored file's name; None for a temporary file
     filename: str | None
-    is_temp: bool
+
+    @property
+    def is_temp(self) -> bool:
+        return self.filename is None
 
 
 def parse_key(key: str) -> KeyInfo | None:
@@ -87,7 +91,7 @@ def parse_key(key: str) -> KeyInfo | None:
         return None
     leaf = parts[2]
     if leaf.startswith(TEMP_PREFIX):
-        return KeyInfo(key, None, True)
+        return KeyInfo(key, None)
     filename = unquote(leaf)
     if _encode(filename) != leaf or _shard(filename) != f"{parts[0]}/{parts[1]}":
         return None
@@ -95,4 +99,4 @@ def parse_key(key: str) -> KeyInfo | None:
         validate_filename(filename)
     except ValueError:
         return None
-    return KeyInfo(key, filename, False)
+    return KeyInfo(key, filename)

@@ -292,7 +292,7 @@ class DataStorage:
     def list(self) -> Iterator[str]:
         """The names of the stored files (temporary files and foreign objects are skipped)."""
         for info, _ in self._entries():
-            if not info.is_temp:
+            if info.filename is not None:  # not a temporary file
                 yield info.filename
 
     # ------------------------------------------------------------- for vacuum
@@ -328,6 +328,7 @@ class DataStorage:
         With ``missing``, a ``FileNotFoundError`` means the file is not stored
         (:class:`MissingFileError`); otherwise (storing) it is a failure like any other.
         """
+        failures: tuple[type[BaseException], ...] = (OSError, *self._backend.errors)
         try:
             yield
         except StorageError:
@@ -339,7 +340,7 @@ class DataStorage:
                     "URL (bucket, folder) exists"
                 ) from exc
             raise MissingFileError(filename, self.url) from exc
-        except (OSError, *self._backend.errors) as exc:
+        except failures as exc:
             raise StorageError(
                 f"could not {action} {filename} in storage {self.url}: {exc}; nothing was changed under "
                 "that name: check that the storage is reachable and writable, then retry"

@@ -52,7 +52,7 @@ def vacuum(
     for info, mtime in list(storage._entries()):
         if min_age_s > 0 and (mtime is None or now - mtime < min_age_s):
             continue
-        if info.is_temp:
+        if info.filename is None:  # a temporary file
             if not dry_run:
                 storage._remove_temp(info.key)
             removed.append(info.key)

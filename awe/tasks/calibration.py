@@ -28,8 +28,6 @@ memory used does not grow with the number of frames.
 from __future__ import annotations
 
 import datetime as _dt
-import logging
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,18 +44,18 @@ from awe.image.overscan import OverscanCorrector
 from awe.image.pixels import cold_pixels, hot_pixels
 from awe.image.stats import difference_stdev, imstat, sigma_clipped_stats, subwin_stats
 from awe.instruments import RawGeometry, get_instrument
-from awe.model._io import read_header, read_image, write_image
+from awe.model._io import read_header, read_image
 from awe.model.calibration import (BiasFrame, CalibrationFrame, ColdPixelMap, DomeFlatFrame, FlatFrame,
                                    HotPixelMap, MasterFlatFrame, PixelMap, TwilightFlatFrame)
 from awe.model.entities import Chip, Filter, Instrument, lookup_entity
 from awe.model.frames import (BaseFrame, QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame,
                               RawTwilightFlatFrame)
 from awe.pars import ParameterError
-from awe.tasks.base import MissingCalibrationError, Task, TaskError, as_list, select_calibration
+from awe.tasks.base import Check, Input, Task, TaskError, apply_checks, as_list
 
 __all__ = ["BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask",
            "overscan_corrected", "raw_geometry", "RawFile", "RowFile", "stage_corrected", "combine_biases",
-           "bias_read_noise", "Check", "apply_checks"]
+           "bias_read_noise", "Check", "apply_checks"]  # Check, apply_checks: of awe.tasks.base
 
 #: Sub-window grid (y, x) of the flatness QC figures.
 SUBWIN_GRID = (4, 4)
@@ -203,56 +201,6 @@ def _image(frame: Any) -> np.ndarray:
     return frame.read() if isinstance(frame, RowFile) else np.asarray(frame, dtype=np.float32)
 
 
-# ============================================================================ QC
-@dataclass(frozen=True)
-class Check:
-    """One quality check: ``value`` beyond ``limit`` (above, or below when ``minimum``) sets ``flag``.
-
-    ``parameter`` is the name of the limit's parameter in the product's ``group`` of parameters
-    (``MAXIMUM_FRACTION`` of ``HotPixelMap.process_params``).
-    """
-
-    label: str
-    value: float | None
-    limit: float
-    parameter: str
-    flag: int
-    minimum: bool = False
-    group: str = "process_params"
-
-    def failed(self) -> bool:
-        if self.value is None or not math.isfinite(self.value):
-            return False
-        return self.value < self.limit if self.minimum else self.value > self.limit
-
-    def record(self, product: DBObject) -> dict[str, Any]:
-        """The check as an entry of ``product.qc_report``."""
-        value = None if self.value is None else float(self.value)
-        return {"check": self.label, "value": value if value is None or math.isfinite(value) else None,
-                "limit": float(self.limit), "parameter": f"{type(product).__name__}.{self.group}.{self.parameter}",
-                "relation": "<" if self.minimum else ">", "failed": self.failed(),
-                "flag": " ".join(QualityFlags.describe(self.flag))}
-
-
-def apply_checks(product: DBObject, checks: Sequence[Check], logger: logging.Logger) -> int:
-    """Set ``product.quality_flags`` from the failed checks (logging each), record every check in
-    ``product.qc_report`` and return the flags."""
-    flags = 0
-    for check in checks:
-        if check.failed():
-            flags |= check.flag
-            relation = "<" if check.minimum else ">"
-            logger.warning("%s QC failed: %s = %.6g %s %s.%s.%s = %.6g -> %s", type(product).__name__, check.label,
-                           check.value, relation, type(product).__name__, check.group, check.parameter, check.limit,
-                           QualityFlags.describe(check.flag))
-    product.quality_flags = flags
-    product.qc_report = [check.record(product) for check in checks]
-    if flags == 0:
-        logger.info("%s QC passed: %s", type(product).__name__,
-                    ", ".join(f"{c.label} = {c.value:.5g}" for c in checks if c.value is not None))
-    return flags
-
-
 # ============================================================================ the shared shell
 @dataclass
 class _Target:
@@ -278,7 +226,9 @@ _RAW_SELECTION = {
 
 
 class _CalibrationTask(Task):
-    """Selection, validity, scaling and output helpers shared by the calibration tasks."""
+    """Selection, validity, scaling and output helpers shared by the calibration tasks (one chip of one night)."""
+
+    unit = "per_chip"
 
     product: ClassVar[type[CalibrationFrame]]
     #: the step in the product's file name and the product's OBJECT
@@ -301,8 +251,8 @@ class _CalibrationTask(Task):
         self.require("chip")
         instrument = self._instrument()
         try:
-            chip = lookup_entity(Chip, instrument, self.selection_values["chip"])
-            filt = lookup_entity(Filter, instrument, self.filter) if use_filter and self.filter else None
+            chip: Any = lookup_entity(Chip, instrument, self.selection_values["chip"])
+            filt: Any = lookup_entity(Filter, instrument, self.filter) if use_filter and self.filter else None
         except LookupError as exc:
             raise TaskError(str(exc)) from None
         when = None
@@ -312,19 +262,6 @@ class _CalibrationTask(Task):
         label = f"{instrument.name} {chip.name}" + (f" {filt.name}" if filt else "") + \
             (f" night {self.date}" if self.date else "")
         return _Target(instrument, chip, filt, when, label)
-
-    def _calibration(self, cls: type, frame: Any, use_filter: bool = False,
-                     check: Callable[[Any], str | None] | None = None) -> Any:
-        return select_calibration(cls, frame, self.log, filter=use_filter, check=check)
-
-    def _optional_calibration(self, cls: type, frame: Any, use_filter: bool = False) -> Any:
-        """The calibration, or None with a warning: the product is made without it (its defects count)."""
-        try:
-            return self._calibration(cls, frame, use_filter)
-        except MissingCalibrationError as exc:
-            self.log.warning("%s made without a %s (the pixels it would flag are not left out of the "
-                             "statistics): %s", self.product.__name__, cls.__name__, exc)
-            return None
 
     # ------------------------------------------------------------ raw frames
     def _raw_frames(self, cls: type[RawFrame], what: str, use_filter: bool) -> list[RawFrame]:
@@ -457,33 +394,29 @@ class _CalibrationTask(Task):
         self.workdir.mkdir(parents=True, exist_ok=True)
         return tempfile.TemporaryDirectory(prefix=f".awe-{type(self).__name__}-", dir=self.workdir)
 
-    def _new(self, inputs: dict[str, Any], template: BaseFrame, **attributes: Any) -> CalibrationFrame:
+    def _new(self, inputs: dict[str, Any], template: BaseFrame, **attributes: Any) -> Any:
+        """A new product of this task's class (typed Any: each subclass makes its own class)."""
         return self.new_product(self.product, inputs, template=template, step=self.step, OBJECT=self.object_name,
                                 **attributes)
 
     def _finish(self, product: CalibrationFrame, data: np.ndarray, checks: Sequence[Check],
                 header: dict[str, Any], dtype: Any = np.float32) -> list[tuple[DBObject, Path | None]]:
         """Statistics, QC, the file in the working folder and the QA figure."""
-        product.NAXIS2, product.NAXIS1 = (int(n) for n in data.shape)
         product.imstat = imstat(data)
         apply_checks(product, checks, self.log)
-        path = self.output_path(product)
         cards = {
             "OBJECT": (product.OBJECT or "", "what this calibration is"),
             "INSTRUME": (product.instrument.name, "instrument"),
             "CHIPID": (product.chip.name, "chip"),
             "FILTER": (product.filter.name if product.filter else "", "filter (Astro-WISE id)"),
-            "AWECLASS": (type(product).__name__, "awe product class"),
             "DATE-OBS": (product.DATE_OBS.isoformat() if product.DATE_OBS else "", "start of the first raw frame"),
             "NCOMBINE": (product.nframes or 0, "raw frames combined"),
             "OVSCCORR": (product.overscan_correction if product.overscan_correction is not None else -1,
                          "OVERSCAN_CORRECTION method"),
-            "PROVHASH": (product.provenance, "awe provenance hash"),
             "QUALFLAG": (product.quality_flags, "quality flags (0 = fine)"),
         }
         cards.update(header)
-        write_image(path, data, cards, dtype=dtype)
-        self.log.info("%s written to %s (quality_flags=%d)", type(product).__name__, path, product.quality_flags)
+        path = self.write_product(product, data, cards, dtype=dtype)
         self._figure(product)
         return [(product, path)]
 
@@ -495,13 +428,7 @@ class _CalibrationTask(Task):
         return [(found, None)]
 
     def _figure(self, product: CalibrationFrame) -> None:
-        if not self.inspect:
-            return
-        import matplotlib.pyplot as plt
-        path = self.figure_path(product)
-        fig = product.inspect(path=path)
-        plt.close(fig)
-        self.log.info("QA figure of %s saved as %s", type(product).__name__, path)
+        self.save_figure(product, lambda path: product.inspect(path=path))
 
     def _flat_checks(self, product: FlatFrame, flat: np.ndarray, bad: np.ndarray | None, p: Any) -> list[Check]:
         """Flatness figures of a normalised flat (stored on the product) and their checks."""
@@ -541,6 +468,9 @@ class BiasTask(_CalibrationTask):
 
     products = (BiasFrame,)
     product = BiasFrame
+    inputs = (Input(RawBiasFrame, "raw_bias_frames", kind="raw"),)
+    algorithm_modules = ("awe.image.combine", "awe.image.overscan", "awe.image.flat", "awe.image.stats",
+                         "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Bias", "MASTER BIAS"
     selection = {**_COMMON_SELECTION, **_RAW_SELECTION}
     shortcuts = {"overscan": ("BiasFrame", "process_params", "OVERSCAN_CORRECTION")}
@@ -615,13 +545,15 @@ class HotPixelsTask(_CalibrationTask):
 
     products = (HotPixelMap,)
     product = HotPixelMap
+    inputs = (Input(BiasFrame, "bias"),)
+    algorithm_modules = ("awe.image.pixels", "awe.tasks.base", "awe.tasks.calibration", "awe.image.stats")
     step, object_name = "Hot", "HOT PIXELS"
     selection = dict(_COMMON_SELECTION)
 
     def make(self) -> list[tuple[DBObject, Path | None]]:
         p = self.params(HotPixelMap)
         target = self._target()
-        bias = self._calibration(BiasFrame, target)
+        bias = self.calibration("bias", target)
         product = self._new({"bias": bias}, bias, filter=None,
                             overscan_correction=bias.overscan_correction, nframes=bias.nframes, **self._span(bias))
         reused = self._reuse(product)
@@ -660,11 +592,11 @@ class _FlatTask(_CalibrationTask):
         self._require_frames(raws, p.MINIMUM_FRAMES, self.what, f"{self.product.__name__}.process_params."
                                                                   "MINIMUM_FRAMES")
         first = raws[0]
-        bias = self._calibration(BiasFrame, first, check=self._overscan_check(mode))
+        bias = self.calibration("bias", first, check=self._overscan_check(mode), overscan=mode)
         inputs: dict[str, Any] = {self.raw_role: raws, "bias": bias,
-                                  "hot_pixels": self._optional_calibration(HotPixelMap, first)}
+                                  "hot_pixels": self.calibration("hot_pixels", first)}
         if self.uses_cold_pixels:
-            inputs["cold_pixels"] = self._optional_calibration(ColdPixelMap, first, use_filter=True)
+            inputs["cold_pixels"] = self.calibration("cold_pixels", first)
         start, end = self._validity(raws)
         product = self._new(inputs, first, overscan_correction=mode, nframes=len(raws),
                             timestamp_start=start, timestamp_end=end)
@@ -733,6 +665,10 @@ class DomeFlatTask(_FlatTask):
 
     products = (DomeFlatFrame,)
     product = DomeFlatFrame
+    inputs = (Input(RawDomeFlatFrame, "raw_dome_flat_frames", kind="raw", filter=True), Input(BiasFrame, "bias"),
+              Input(HotPixelMap, "hot_pixels", optional=True))
+    algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
+                         "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Dome", "DOME FLAT"
     raw_class = RawDomeFlatFrame
     raw_role = "raw_dome_flat_frames"
@@ -750,6 +686,11 @@ class TwilightFlatTask(_FlatTask):
 
     products = (TwilightFlatFrame,)
     product = TwilightFlatFrame
+    inputs = (Input(RawTwilightFlatFrame, "raw_twilight_flat_frames", kind="raw", filter=True),
+              Input(BiasFrame, "bias"), Input(HotPixelMap, "hot_pixels", optional=True),
+              Input(ColdPixelMap, "cold_pixels", filter=True, optional=True))
+    algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
+                         "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Twi", "TWILIGHT FLAT"
     raw_class = RawTwilightFlatFrame
     raw_role = "raw_twilight_flat_frames"
@@ -766,13 +707,15 @@ class ColdPixelsTask(_CalibrationTask):
 
     products = (ColdPixelMap,)
     product = ColdPixelMap
+    inputs = (Input(DomeFlatFrame, "domeflat", filter=True),)
+    algorithm_modules = ("awe.image.pixels", "awe.tasks.base", "awe.tasks.calibration", "awe.image.stats")
     step, object_name = "Cold", "COLD PIXELS"
     selection = {**_COMMON_SELECTION, "filter": "filter of the dome flat ('#844'); any when not given"}
 
     def make(self) -> list[tuple[DBObject, Path | None]]:
         p = self.params(ColdPixelMap)
         target = self._target(use_filter=True)
-        dome = self._calibration(DomeFlatFrame, target, use_filter=True)
+        dome = self.calibration("domeflat", target)
         product = self._new({"domeflat": dome}, dome,
                             overscan_correction=dome.overscan_correction, nframes=dome.nframes, **self._span(dome))
         reused = self._reuse(product)
@@ -800,14 +743,16 @@ class MasterFlatTask(_CalibrationTask):
 
     products = (MasterFlatFrame,)
     product = MasterFlatFrame
+    inputs = (Input(DomeFlatFrame, "domeflat", filter=True), Input(TwilightFlatFrame, "twilightflat", filter=True))
+    algorithm_modules = ("awe.image.flat", "awe.tasks.base", "awe.tasks.calibration", "awe.image.stats")
     step, object_name = "Flat", "MASTER FLAT"
     selection = {**_COMMON_SELECTION, "filter": "filter ('#844')"}
 
     def make(self) -> list[tuple[DBObject, Path | None]]:
         p = self.params(MasterFlatFrame)
         target = self._target(use_filter=True)
-        dome = self._calibration(DomeFlatFrame, target, use_filter=True)
-        twilight = self._calibration(TwilightFlatFrame, target, use_filter=True)
+        dome = self.calibration("domeflat", target)
+        twilight = self.calibration("twilightflat", target)
         if (dome.filter and dome.filter.name) != (twilight.filter and twilight.filter.name):
             raise TaskError(f"the dome flat {dome.filename} and the twilight flat {twilight.filename} are of "
                             "different filters; give filter=")

@@ -53,8 +53,7 @@ from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
 from scipy import ndimage as ndi
 
-from awe.db.query import night_of
-from awe.db.schema import DBObject, ImStat
+from awe.db.schema import DBObject
 from awe.image.background import BackgroundResult, SeeingResult, TooFewStarsError, measure_background, \
     measure_seeing
 from awe.image.cosmics import find_cosmics
@@ -63,12 +62,12 @@ from awe.image.satellites import MosaicChip, SatelliteResult, Track, find_satell
 from awe.image.stats import imstat
 from awe.image.weights import COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, saturation_mask, weight_map
 from awe.instruments import RawGeometry, get_instrument
-from awe.model._io import read_header, read_image, write_image
+from awe.model._io import read_header, read_image
 from awe.model.calibration import BiasFrame, ColdPixelMap, HotPixelMap, MasterFlatFrame
 from awe.model.frames import BaseFrame, RawFrame, RawScienceFrame
 from awe.model.science import (IlluminationCorrection, ReducedScienceFrame, ReducedScienceParams, SatelliteMap,
                                SatelliteParams, WeightFrame, WeightParams)
-from awe.tasks.base import MissingCalibrationError, Task, TaskError, as_list, select_calibration
+from awe.tasks.base import Input, Task, TaskError, as_list, stored_imstat
 from awe.tasks.calibration import raw_geometry
 
 __all__ = ["ReduceTask", "FollowSatellitesTask", "CalibrationImages", "Reduction", "calibrate_frame", "analyse_frame",
@@ -320,6 +319,15 @@ class ReduceTask(Task):
     """
 
     products = (ReducedScienceFrame, WeightFrame, SatelliteMap)
+    inputs = (Input(RawScienceFrame, "raw", kind="raw"), Input(BiasFrame, "bias"),
+              Input(MasterFlatFrame, "flat", filter=True), Input(HotPixelMap, "hot_pixels"),
+              Input(ColdPixelMap, "cold_pixels", filter=True),
+              Input(IlluminationCorrection, "illumination", filter=True, optional=True))
+    unit = "per_frame"
+    algorithm_modules = ("awe.image.overscan", "awe.image.background", "awe.image.cosmics", "awe.image.satellites",
+                         "awe.image.weights", "awe.image.stats", "awe.tasks.base", "awe.tasks.reduce")
+    #: the task a distributed executor runs after this one's units (the in-process gather() does its pass)
+    followed_by = "FollowSatellitesTask"
     selection = {
         "raw_filenames": "raw chip files to reduce (['WFI.2003-03-04T04:42:29.496_1.fits'])",
         "instrument": "instrument name ('WFI')",
@@ -330,19 +338,24 @@ class ReduceTask(Task):
     }
     shortcuts = {"overscan": ("ReducedScienceFrame", "process_params", "OVERSCAN_CORRECTION")}
 
-    def make(self) -> list[tuple[DBObject, Path | None]]:
+    def unit_selections(self) -> list[dict[str, Any]]:
+        """One unit per selected raw chip frame."""
         raws = self._raw_frames()
         self.log.info("reducing %d raw frame(s): %s", len(raws), [r.filename for r in raws])
+        return [dict(self.selection_values, raw_filenames=[raw.filename]) for raw in raws]
+
+    def make(self) -> list[tuple[DBObject, Path | None]]:
         made: list[tuple[DBObject, Path | None]] = []
-        chips: list[ChipProducts] = []
-        for raw in raws:
-            products = self._reduce(raw)
-            made += products
-            red, sat, weight = (obj for obj, _ in products)
-            chips.append(ChipProducts(raw, red, sat, weight))
-        # several chips of one exposure: follow the satellite tracks from chip to chip
-        made += follow_satellites(self, chips)
+        for raw in self._raw_frames():
+            made += self._reduce(raw)
         return made
+
+    def gather(self, made: list[tuple[DBObject, Path | None]]) -> list[tuple[DBObject, Path | None]]:
+        """Several chips of one exposure: follow the satellite tracks from chip to chip (the mosaic pass)."""
+        products = [obj for obj, _ in made]
+        chips = [ChipProducts(red.raw, red, sat, weight)
+                 for red, sat, weight in zip(products[0::3], products[1::3], products[2::3])]
+        return follow_satellites(self, chips)
 
     # ------------------------------------------------------------ selection
     def _raw_frames(self) -> list[RawFrame]:
@@ -360,8 +373,8 @@ class ReduceTask(Task):
             if not frames:
                 asked = {k: v for k, v in self.selection_values.items() if v is not None}
                 raise TaskError(f"{type(self).__name__}: no valid raw science frame matches {asked}; check what "
-                                "there is with RawScienceFrame.select(...) (flagged frames are left out), or ingest the "
-                                "raw files first (awe ingest FILES)")
+                                "there is with RawScienceFrame.select(...) (flagged frames are left out), or ingest "
+                                "the raw files first (awe ingest FILES)")
         return sorted(frames, key=lambda f: (f.DATE_OBS or _dt.datetime.min, f.filename))
 
     def _raws_by_name(self, names: list[str]) -> list[RawFrame]:
@@ -398,28 +411,15 @@ class ReduceTask(Task):
                     "a master bias is only subtracted from frames overscan-corrected the same way; make one with "
                     f"BiasTask(..., overscan={overscan}) or reduce with overscan={bias.overscan_correction}")
 
-        found: dict[str, DBObject | None] = {
-            "bias": self._calibration(BiasFrame, raw, check=bias_check, overscan=overscan),
-            "flat": self._calibration(MasterFlatFrame, raw, filter=True),
-            "hot_pixels": self._calibration(HotPixelMap, raw),
-            "cold_pixels": self._calibration(ColdPixelMap, raw, filter=True),
-        }
-        try:
-            found["illumination"] = select_calibration(IlluminationCorrection, raw, self.log, filter=True)
-        except MissingCalibrationError:
-            self.log.info("%s is not illumination-corrected: no valid IlluminationCorrection for %s %s %s "
-                          "(it is made from reduced standard fields by the photometric calibration)",
-                          raw.filename, raw.instrument.name, raw.chip.name, raw.filter.name if raw.filter else "")
-            found["illumination"] = None
+        found: dict[str, DBObject | None] = {"bias": self.calibration("bias", raw, check=bias_check, overscan=overscan)}
+        for role in ("flat", "hot_pixels", "cold_pixels", "illumination"):
+            found[role] = self.calibration(role, raw)
         return found
 
-    def _calibration(self, cls: type, raw: RawFrame, filter: bool = False, check: Any = None,
-                     **extra: Any) -> DBObject:
-        try:
-            return select_calibration(cls, raw, self.log, filter=filter, check=check)
-        except MissingCalibrationError as exc:
-            raise MissingCalibrationError(f"{exc}; for {raw.filename}: run {_maker_call(cls, raw, filter, extra)}") \
-                from None
+    def missing_optional(self, decl: Input, frame: Any, exc: Exception) -> None:
+        self.log.info("%s is not illumination-corrected: no valid IlluminationCorrection for %s %s %s "
+                      "(it is made from reduced standard fields by the photometric calibration)",
+                      frame.filename, frame.instrument.name, frame.chip.name, frame.filter.name if frame.filter else "")
 
     # ------------------------------------------------------------ one frame
     def _reduce(self, raw: RawFrame) -> list[tuple[DBObject, Path | None]]:
@@ -474,8 +474,7 @@ class ReduceTask(Task):
                                   {"NTRACKS": (sat.n_tracks, "satellite tracks (mask value 1)")}, dtype=np.uint8)),
                 (weight, self._write(weight, result.weight, cards,
                                      {"NZEROWT": (zero, "pixels with weight 0")}, hdus={"FLAGS": result.flags}))]
-        if self.inspect:
-            self._figure(red, result)
+        self.save_figure(red, lambda path: self._figure(red, result, path), "masks")
         return made
 
     def _satellite_map(self, red: ReducedScienceFrame) -> SatelliteMap:
@@ -504,7 +503,7 @@ class ReduceTask(Task):
 
     def _record(self, red: ReducedScienceFrame, result: Reduction, setup: FrameSetup) -> None:
         red.NAXIS2, red.NAXIS1 = (int(n) for n in result.image.shape)
-        red.imstat = _stored_imstat(result.imstat)
+        red.imstat = stored_imstat(result.imstat)
         red.gain, red.read_noise = setup.gain, setup.read_noise
         red.background, red.background_rms = result.background.level, result.background.rms
         if result.seeing is not None:
@@ -537,19 +536,9 @@ class ReduceTask(Task):
 
     def _write(self, obj: BaseFrame, data: np.ndarray, common: dict[str, Any], extra: dict[str, Any],
                dtype: Any = np.float32, hdus: dict[str, np.ndarray] | None = None) -> Path:
-        if obj.imstat is None:
-            obj.imstat = _stored_imstat(imstat(data))
-        obj.NAXIS2, obj.NAXIS1 = (int(n) for n in data.shape)
-        cards = dict(common)
-        cards.update({"AWECLASS": (type(obj).__name__, "awe product class"),
-                      "PROVHASH": (obj.provenance, "awe provenance hash")})
-        cards.update(extra)
-        path = self.output_path(obj)
-        write_image(path, data, cards, extra=hdus, dtype=dtype)
-        self.log.info("%s written to %s", type(obj).__name__, path)
-        return path
+        return self.write_product(obj, data, {**common, **extra}, dtype=dtype, hdus=hdus)
 
-    def _figure(self, red: ReducedScienceFrame, result: Reduction) -> None:
+    def _figure(self, red: ReducedScienceFrame, result: Reduction, path: Path) -> Any:
         from awe.image.inspect import new_figure, save_figure, show_image
 
         fig, (left, right) = new_figure(ncols=2, size=(11.0, 9.0))
@@ -561,9 +550,8 @@ class ReduceTask(Task):
         shown = right.imshow(result.weight, origin="lower", cmap="gray", vmin=0.0, vmax=top, interpolation="nearest")
         fig.colorbar(shown, ax=right, fraction=0.05)
         right.set_title(f"weight map ({100 * float(np.mean(result.weight == 0)):.3f} % at 0)")
-        path = self.figure_path(red, "masks")
         save_figure(fig, path)
-        self.log.info("figure of %s with its masks and weight map saved as %s", red.raw.filename, path)
+        return fig
 
 
 # ============================================================================ satellites across the mosaic
@@ -657,12 +645,12 @@ def _follow_exposure(task: Task, key: str, group: list[ChipProducts]) -> list[tu
         sources = sorted({s for followed in result.tracks for s in followed.sources})
         sat = task.new_product(SatelliteMap, {"reduced": chip.red, "previous": chip.sat,
                                               "followed_from": [by_name[s].sat for s in sources]},
-                               template=chip.red, category="Sci", step="Sat")
+                               template=chip.red, category="Sci", step="Sat", maker=FollowSatellitesTask)
         weight = task.new_product(WeightFrame, {"reduced": chip.red, "flat": chip.weight.flat,
                                                 "hot_pixels": chip.weight.hot_pixels,
                                                 "cold_pixels": chip.weight.cold_pixels, "satellites": sat,
                                                 "previous": chip.weight},
-                                  template=chip.red, category="Sci", step="Weight")
+                                  template=chip.red, category="Sci", step="Weight", maker=FollowSatellitesTask)
         found_sat, found_weight = task.existing(sat), task.existing(weight)
         if found_sat is not None and found_weight is not None:
             made += [(found_sat, None), (found_weight, None)]
@@ -702,16 +690,9 @@ def _write_update(task: Task, obj: BaseFrame, old: BaseFrame, data: np.ndarray, 
     header = read_header(old.local_path())
     cards: dict[str, Any] = {k: (header[k], header.comments[k]) for k in header
                              if k not in _STRUCTURAL and k not in ("COMMENT", "HISTORY", "")}
-    cards.update({"AWECLASS": (type(obj).__name__, "awe product class"),
-                  "PROVHASH": (obj.provenance, "awe provenance hash"),
-                  "PREVIOUS": old.filename})
+    cards["PREVIOUS"] = old.filename
     cards.update(extra)
-    obj.imstat = _stored_imstat(imstat(data))
-    obj.NAXIS2, obj.NAXIS1 = (int(n) for n in data.shape)
-    path = task.output_path(obj)
-    write_image(path, data, cards, extra=hdus, dtype=dtype)
-    task.log.info("%s written to %s", type(obj).__name__, path)
-    return path
+    return task.write_product(obj, data, cards, dtype=dtype, hdus=hdus, imstat=imstat(data))
 
 
 def _track_of(values: Mapping[str, Any]) -> Track:
@@ -757,6 +738,11 @@ class FollowSatellitesTask(Task):
     """
 
     products = (SatelliteMap, WeightFrame)
+    registers = False  # it makes updates of ReduceTask's products
+    inputs = (Input(ReducedScienceFrame, "reduced", kind="product"), Input(SatelliteMap, "previous", kind="product"),
+              Input(WeightFrame, "previous", kind="product"))
+    unit = "per_exposure"
+    algorithm_modules = ("awe.image.satellites", "awe.image.stats", "awe.tasks.base", "awe.tasks.reduce")
     selection = dict(ReduceTask.selection,
                      raw_filenames="raw chip files whose reduced frames to take "
                                    "(['WFI.2003-03-04T04:53:26.208_1.fits'])")
@@ -764,7 +750,14 @@ class FollowSatellitesTask(Task):
     _raw_frames = ReduceTask._raw_frames
     _raws_by_name = ReduceTask._raws_by_name
 
-    def make(self) -> list[tuple[DBObject, Path | None]]:
+    def unit_selections(self) -> list[dict[str, Any]]:
+        """One unit per exposure with two reduced chips or more."""
+        exposures: dict[str, list[str]] = {}
+        for chip in self._reduced_chips():
+            exposures.setdefault(_exposure_key(chip.raw), []).append(chip.raw.filename)
+        return [dict(self.selection_values, raw_filenames=names) for names in exposures.values() if len(names) > 1]
+
+    def _reduced_chips(self) -> list[ChipProducts]:
         chips: list[ChipProducts] = []
         missing = []
         for raw in self._raw_frames():
@@ -781,7 +774,10 @@ class FollowSatellitesTask(Task):
         if not chips:
             raise TaskError(f"FollowSatellitesTask: none of the selected frames is reduced ({len(missing)} selected); "
                             "reduce them first: ReduceTask(raw_filenames=[...], commit=1)")
-        made = follow_satellites(self, chips)
+        return chips
+
+    def make(self) -> list[tuple[DBObject, Path | None]]:
+        made = follow_satellites(self, self._reduced_chips())
         if not made:
             self.log.info("no satellite track to follow onto another chip")
         return made
@@ -920,37 +916,3 @@ def _track_dict(track: Any, shape: tuple[int, int]) -> dict[str, float]:
     if ends is not None:
         values.update(x0=ends[0], y0=ends[1], x1=ends[2], y1=ends[3])
     return values
-
-
-def _stored_imstat(stat: Any) -> ImStat:
-    """``imstat`` for the database: NaN (no usable pixel) stored as NULL."""
-    def finite(value: float) -> float | None:
-        return float(value) if math.isfinite(value) else None
-    return ImStat(**{k: finite(getattr(stat, k)) for k in ("mean", "median", "stdev", "min", "max")})
-
-
-def _maker_call(cls: type, raw: RawFrame, use_filter: bool, extra: Mapping[str, Any]) -> str:
-    """The task call that makes a calibration of type ``cls`` valid for ``raw``, e.g.
-    ``MasterFlatTask(instrument='WFI', chip='ccd50', date='2003-03-03', filter='#844', commit=1)``."""
-    maker = _maker_of(cls)
-    name = maker.__name__ if maker is not None else f"{cls.__name__.replace('Frame', '')}Task"
-    accepted = set(maker.selection) | set(maker.shortcuts) if maker is not None else None
-    keywords: dict[str, Any] = {"instrument": raw.instrument.name, "chip": raw.chip.name}
-    if raw.DATE_OBS is not None and raw.instrument.longitude is not None:
-        keywords["date"] = str(night_of(raw.DATE_OBS, raw.instrument.longitude))
-    if use_filter and raw.filter is not None:
-        keywords["filter"] = raw.filter.name
-    keywords.update(extra)
-    text = ", ".join(f"{k}={v!r}" for k, v in keywords.items() if accepted is None or k in accepted)
-    return f"{name}({text}, commit=1)"
-
-
-def _maker_of(cls: type) -> type[Task] | None:
-    """The task whose products include ``cls``."""
-    pending = list(Task.__subclasses__())
-    while pending:
-        task = pending.pop()
-        pending += task.__subclasses__()
-        if cls in task.products and len(task.products) == 1:
-            return task
-    return None

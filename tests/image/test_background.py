@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from awe.image import _testing as T
-from awe.image.background import (TooFewStarsError, half_sample_mode, measure_background,
-                                  measure_seeing)
+from awe.image.background import measure_background, measure_seeing
 
 
 def test_background_level_and_rms_with_stars_and_gradient():

@@ -15,6 +15,8 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-02
 """
+from typing import Any
+
 from alembic import op
 import sqlalchemy as sa
 
@@ -28,7 +30,7 @@ HEALPIX_ORDER = 12
 #: sources read, indexed and written per round of the copy
 CHUNK = 50_000
 #: changed column comments (the fields' docs): (table, column, type) -> (before, after)
-COMMENTS = {
+COMMENTS: dict[tuple[str, str, sa.types.TypeEngine[Any]], tuple[str, str]] = {
     ("objects", "bad_columns", sa.JSON()): (
         "0-based (trimmed grid) columns flagged as a whole",
         "0-based (trimmed grid) columns with a flagged run (hot: from a defect to one end; cold: the bad runs, "

@@ -256,10 +256,10 @@ def downgrade() -> None:
     inspector = sa.inspect(bind)
     added: dict[str, sa.types.TypeEngine] = {}
     for family in FAMILIES:
-        for column in inspector.get_columns(family):
-            old = RENAMED.get((family, column["name"]), column["name"])
+        for reflected in inspector.get_columns(family):
+            old = RENAMED.get((family, reflected["name"]), reflected["name"])
             if old in OBJECTS_0002 and old != "object_id":
-                added.setdefault(old, column["type"])
+                added.setdefault(old, reflected["type"])
     with op.batch_alter_table("objects", schema=None) as batch_op:
         for name, type_ in added.items():
             batch_op.add_column(sa.Column(name, type_, nullable=True))
