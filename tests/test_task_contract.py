@@ -14,14 +14,19 @@ from types import SimpleNamespace
 
 import pytest
 
+import numpy as np
+
 from awe import context
 from awe.config import load_settings
+from awe.db.commit import commit
 from awe.db.session import Session
-from awe.model import BiasFrame, HotPixelMap, RawBiasFrame
+from awe.model import BiasFrame, HotPixelMap, RawBiasFrame, RawScienceFrame
+from awe.model._io import write_image
+from awe.model.frames import QualityFlags
 from awe.model.calibration import ColdPixelMap, DomeFlatFrame, MasterFlatFrame, TwilightFlatFrame
 from awe.model.science import ReducedScienceFrame, SatelliteMap, WeightFrame
 from awe.sim import simulate_night
-from awe.tasks import BiasTask, FollowSatellitesTask, HotPixelsTask, ReduceTask, TaskError
+from awe.tasks import BiasTask, FollowSatellitesTask, HotPixelsTask, MissingCalibrationError, ReduceTask, TaskError
 from awe.tasks.base import UNITS, Task, Unit
 from awe.tasks.registry import RegistryError, task_class, task_for, tasks
 from tests import _factory
@@ -132,6 +137,32 @@ def test_reduce_plans_one_unit_per_raw_chip_frame_without_calibrations(night):
     with pytest.raises(TaskError, match="none of the selected frames is reduced"):
         FollowSatellitesTask(instrument="WFI", object="3C*").plan()
 
+
+
+def test_a_calibration_refused_by_its_qc_is_not_made_again_by_the_advice(night):
+    """A master bias refused by a quality check: the error names the check and the parameter to relax, and does
+    not advise running BiasTask again (with the same parameters it makes the same refused bias)."""
+    raw = RawScienceFrame.select(instrument="WFI", chip="ccd53")[0]
+    record = {"check": "clipped stdev", "value": 9.5, "limit": 5.0,
+              "parameter": "BiasFrame.process_params.MAXIMUM_STDEV", "relation": ">", "failed": True,
+              "flag": "TOO_NOISY"}
+    refused = BiasFrame(instrument=raw.instrument, chip=raw.chip, OBJECT="MASTER BIAS", DATE_OBS=raw.DATE_OBS,
+                        overscan_correction=6, quality_flags=QualityFlags.TOO_NOISY, qc_report=[record],
+                        filename="Cal-TESTER-WFI----------ccd53-Bias--Cal-refused.fits")
+    path = write_image(night.root / "work" / refused.filename, np.zeros((10, 10), np.float32))
+    commit([(refused, path)])
+    try:
+        with pytest.raises(MissingCalibrationError) as info:
+            ReduceTask(raw_filenames=[raw.filename]).execute()
+    finally:
+        context.delete(refused)
+    message = str(info.value)
+    for words in (refused.filename, "clipped stdev = 9.5 > 5", "raise BiasFrame.process_params.MAXIMUM_STDEV",
+                  "pars = Pars(BiasTask)", "redo=1"):
+        assert words in message, (words, message)
+    assert ": run BiasTask(" not in message and "Make one first" not in message
+    assert info.value.qc_failures == [(refused.filename, record)]
+    assert not _committed_biases()
 
 def test_declarations_match_the_products_lineage():
     for task in tasks() + [FollowSatellitesTask]:

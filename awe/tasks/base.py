@@ -77,7 +77,15 @@ class TaskError(RuntimeError):
 
 
 class MissingCalibrationError(TaskError, LookupError):
-    """No valid calibration product for a frame."""
+    """No valid calibration product for a frame.
+
+    ``qc_failures`` lists the quality checks that refused candidates
+    (``[(filename, check record), ...]``, empty when none was refused by its QC).
+    """
+
+    def __init__(self, message: str, qc_failures: Sequence[tuple[str, dict]] = ()) -> None:
+        super().__init__(message)
+        self.qc_failures: list[tuple[str, dict]] = list(qc_failures)
 
 
 _ALIASES = {"i": "instrument", "c": "chip", "f": "filter", "o": "object", "d": "date"}
@@ -434,7 +442,9 @@ class Task:
         """The calibration of the declared input ``role`` for ``frame`` (:func:`select_calibration`).
 
         A missing one raises :class:`MissingCalibrationError` naming the call that makes it
-        (``advice``: keywords of that call, e.g. ``overscan=6``); an ``optional`` one is None
+        (``advice``: keywords of that call, e.g. ``overscan=6``), unless candidates were refused
+        by their QC checks (``qc_failures``): then the error says which parameter to relax, and
+        no call is advised (it would make the same refused product); an ``optional`` one is None
         then, logged by :meth:`missing_optional`.
         """
         decl = self.declared(role)
@@ -444,10 +454,12 @@ class Task:
             if decl.optional:
                 self.missing_optional(decl, frame, exc)
                 return None
-            error = MissingCalibrationError(f"{exc}; for {frame.filename}: run "
-                                            f"{maker_call(decl.cls, frame, decl.filter, advice)}")
-            error.qc_failures = getattr(exc, "qc_failures", [])  # type: ignore[attr-defined]
-            raise error from None
+            if exc.qc_failures:
+                # refused by their QC checks: the message names the check and the parameter to relax;
+                # running the maker again with the same parameters would make the same refused product
+                raise
+            raise MissingCalibrationError(f"{exc}; for {frame.filename}: run "
+                                          f"{maker_call(decl.cls, frame, decl.filter, advice)}") from None
 
     def missing_optional(self, decl: Input, frame: Any, exc: Exception) -> None:
         """Log that an optional calibration is missing (the product is made without it)."""
@@ -614,12 +626,10 @@ def select_calibration(cls: type[Any], frame: BaseFrame, log: logging.Logger, *,
     what = f"{frame.instrument.name} {frame.chip.name}" + (f" {frame.filter.name}" if filter and frame.filter else "")
     if chosen is None:
         detail = ("; candidates refused: " + "; ".join(reasons)) if reasons else "; there are none"
-        error = MissingCalibrationError(
+        raise MissingCalibrationError(
             f"no valid {cls.__name__} for {frame.filename} ({what}, {when}){detail}. "
-            + (_relax_advice(cls, qc_failures) if qc_failures else f"Make one first (e.g. {_task_for(cls)})")
-        )
-        error.qc_failures = qc_failures  # type: ignore[attr-defined]
-        raise error
+            + (_relax_advice(cls, qc_failures) if qc_failures else f"Make one first (e.g. {_task_for(cls)})"),
+            qc_failures)
     log.info("%s for %s: chose %s (made %s, valid %s .. %s)", cls.__name__, frame.filename, chosen.filename,
              chosen.creation_date, chosen.timestamp_start, chosen.timestamp_end)
     for reason in reasons:

@@ -508,10 +508,10 @@ def identify_chips(hdul: fits.HDUList, spec: Any, raw_name: str) -> ChipMapping:
         method, mapping = BY_EXTNAME, by_name
         detail = f"extension(s) {', '.join(map(str, missing))} without a known detector id"
     else:
-        listed = _primary_list(hdul[0].header, spec, raw_name, len(images), known)
-        if listed is not None:
+        primary_chips = _primary_list(hdul[0].header, spec, raw_name, len(images), known)
+        if primary_chips is not None:
             method, detail = BY_PRIMARY_LIST, spec.primary_detector_id_key.format(n="n")
-            mapping = dict(zip(images, listed))
+            mapping = dict(zip(images, primary_chips))
         else:
             method, detail = BY_POSITION, "neither detector ids, EXTNAMEs nor the primary's list identify the chips"
             mapping = {n: spec.chips[i] for i, n in enumerate(images)}
@@ -655,8 +655,11 @@ def chip_stats(data: np.ndarray, area: tuple[slice, slice]) -> tuple[ImStat, ImS
     return _histogram_stats(counts, offset), _histogram_stats(inside, offset)
 
 
-def check_quality(cls: type[RawFrame], stat: ImStat, params: IngestParams, saturation: float) -> int:
+def check_quality(cls: type[RawFrame], stat: ImStat, params: ParamGroup, saturation: float) -> int:
     """``quality_flags`` of a raw frame from the statistics of its illuminated area (0 = fine).
+
+    ``params`` is an :class:`IngestParams` (typed as its base: the type checker sees a group's
+    attributes as their :class:`~awe.pars.Param` declarations, not as the values they hold).
 
     A constant frame is EMPTY; a bias whose median is outside
     ``BIAS_MIN_LEVEL..BIAS_MAX_LEVEL`` and a flat whose median is outside
@@ -812,7 +815,7 @@ def _filter_row(exposure: _Exposure, filter_rows: dict[str, Any]) -> Any:
         raise IngestError(str(exc)) from None
 
 
-def _build_frames(path: Path, params: IngestParams, entities: _Entities,
+def _build_frames(path: Path, params: ParamGroup, entities: _Entities,
                   tmpdir: Path) -> tuple[_Exposure, list[tuple[RawFrame, Path]], str]:
     """Read, classify, split and check one raw file; the frames, their per-chip files in ``tmpdir`` and how the
     chips were identified."""

@@ -65,8 +65,8 @@ from awe.instruments import RawGeometry, get_instrument
 from awe.model._io import read_header, read_image
 from awe.model.calibration import BiasFrame, ColdPixelMap, HotPixelMap, MasterFlatFrame
 from awe.model.frames import BaseFrame, RawFrame, RawScienceFrame
-from awe.model.science import (IlluminationCorrection, ReducedScienceFrame, ReducedScienceParams, SatelliteMap,
-                               SatelliteParams, WeightFrame, WeightParams)
+from awe.model.science import IlluminationCorrection, ReducedScienceFrame, SatelliteMap, WeightFrame
+from awe.pars import ParamGroup
 from awe.tasks.base import Input, Task, TaskError, as_list, stored_imstat
 from awe.tasks.calibration import raw_geometry
 
@@ -223,8 +223,7 @@ def calibrate_frame(raw: np.ndarray, geometry: RawGeometry, overscan: int, bias:
 
 
 def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: CalibrationImages, setup: FrameSetup,
-                  params: ReducedScienceParams, weight_params: WeightParams,
-                  satellite_params: SatelliteParams) -> Reduction:
+                  params: ParamGroup, weight_params: ParamGroup, satellite_params: ParamGroup) -> Reduction:
     """Masks, weight map, background and seeing of a calibrated frame.
 
     Parameters
@@ -238,7 +237,9 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
     setup : FrameSetup
         Gain, read noise, pixel scale, binning, saturation.
     params, weight_params, satellite_params : ParamGroup
-        ``ReducedScienceFrame``, ``WeightFrame`` and ``SatelliteMap`` process parameters.
+        ``ReducedScienceFrame``, ``WeightFrame`` and ``SatelliteMap`` process parameters
+        (:class:`~awe.model.science.ReducedScienceParams`, :class:`~awe.model.science.WeightParams`,
+        :class:`~awe.model.science.SatelliteParams`).
 
     Returns
     -------
@@ -291,7 +292,7 @@ def _reduced_level(raw_level: float, image: np.ndarray, raw_trimmed: np.ndarray,
 
 
 def _seeing(image: np.ndarray, bad: np.ndarray, setup: FrameSetup, level: float,
-            params: ReducedScienceParams) -> SeeingResult | None:
+            params: ParamGroup) -> SeeingResult | None:
     """The seeing from stars above SEEING_DETECT_THRESHOLD sigma, or, if too few, above half of it."""
     threshold = params.SEEING_DETECT_THRESHOLD
     for attempt in (threshold, threshold / 2):
@@ -305,6 +306,21 @@ def _seeing(image: np.ndarray, bad: np.ndarray, setup: FrameSetup, level: float,
 
 
 # ============================================================================ the task
+@dataclass(frozen=True)
+class _Calibrations:
+    """The calibration products one frame is reduced with (its lineage inputs of those roles)."""
+
+    bias: BiasFrame
+    flat: MasterFlatFrame
+    hot_pixels: HotPixelMap
+    cold_pixels: ColdPixelMap
+    illumination: IlluminationCorrection | None
+
+    def by_role(self) -> dict[str, DBObject | None]:
+        return {"bias": self.bias, "flat": self.flat, "hot_pixels": self.hot_pixels, "cold_pixels": self.cold_pixels,
+                "illumination": self.illumination}
+
+
 class ReduceTask(Task):
     """Reduce raw science (and standard-field) frames: de-bias, flat-field, masks, weights, seeing.
 
@@ -353,57 +369,21 @@ class ReduceTask(Task):
     def gather(self, made: list[tuple[DBObject, Path | None]]) -> list[tuple[DBObject, Path | None]]:
         """Several chips of one exposure: follow the satellite tracks from chip to chip (the mosaic pass)."""
         products = [obj for obj, _ in made]
-        chips = [ChipProducts(red.raw, red, sat, weight)
-                 for red, sat, weight in zip(products[0::3], products[1::3], products[2::3])]
+        chips = []
+        for red, sat, weight in zip(products[0::3], products[1::3], products[2::3]):
+            # make() gives (reduced frame, satellite map, weight) per frame
+            assert isinstance(red, ReducedScienceFrame) and isinstance(sat, SatelliteMap) \
+                and isinstance(weight, WeightFrame), (red, sat, weight)
+            chips.append(ChipProducts(red.raw, red, sat, weight))
         return follow_satellites(self, chips)
 
     # ------------------------------------------------------------ selection
     def _raw_frames(self) -> list[RawFrame]:
-        names = as_list(self.raw_filenames)
-        if names:
-            frames = self._raws_by_name(names)
-        else:
-            if self.instrument is None:
-                name = type(self).__name__
-                raise TypeError(f"{name} needs raw_filenames= or instrument= (with chip=, object=, filter=, "
-                                f"date= to narrow the selection); see help({name})")
-            query = RawScienceFrame.select(instrument=self.instrument, chip=self.chip, filter=self.filter,
-                                           date=self.date, object=self.object)
-            frames = list(query)
-            if not frames:
-                asked = {k: v for k, v in self.selection_values.items() if v is not None}
-                raise TaskError(f"{type(self).__name__}: no valid raw science frame matches {asked}; check what "
-                                "there is with RawScienceFrame.select(...) (flagged frames are left out), or ingest "
-                                "the raw files first (awe ingest FILES)")
-        return sorted(frames, key=lambda f: (f.DATE_OBS or _dt.datetime.min, f.filename))
-
-    def _raws_by_name(self, names: list[str]) -> list[RawFrame]:
-        found = {f.filename: f for f in RawFrame.filename.in_(names)}
-        problems = []
-        for name in names:
-            frame = found.get(name)
-            if frame is None:
-                others = list(DBObject.filename == name)
-                problems.append(f"{name} is a {type(others[0]).__name__}, not a raw frame" if others else
-                                f"{name} is not in the database (ingest it first: awe ingest FILE)")
-            elif not isinstance(frame, RawScienceFrame):
-                problems.append(f"{name} is a {type(frame).__name__}: {type(self).__name__} takes raw science "
-                                "and standard-field frames")
-            elif frame.quality_flags or frame.is_valid == 0:
-                problems.append(f"{name} is flagged bad (quality_flags={frame.quality_flags}, "
-                                f"is_valid={frame.is_valid}); set quality_flags=0 and is_valid=1 if you trust it")
-            else:
-                for key in ("instrument", "chip", "filter"):
-                    want, have = self.selection_values.get(key), getattr(frame, key)
-                    if want is not None and (have is None or want not in (have.name, getattr(have, "eso_name", None))):
-                        problems.append(f"{name} is of {key} {getattr(have, 'name', None)!r}, not {want!r}")
-        if problems:
-            raise TaskError(f"{type(self).__name__} cannot use raw_filenames: " + "; ".join(problems))
-        return [found[n] for n in dict.fromkeys(names)]
+        return _raw_frames(self)
 
     # ------------------------------------------------------------ calibrations
-    def _calibrations(self, raw: RawFrame, overscan: int) -> dict[str, DBObject | None]:
-        """The calibration products for ``raw`` by input role (``illumination`` may be None)."""
+    def _calibrations(self, raw: RawFrame, overscan: int) -> _Calibrations:
+        """The calibration products for ``raw`` (``illumination`` may be None)."""
         def bias_check(bias: BiasFrame) -> str | None:
             if bias.overscan_correction == overscan:
                 return None
@@ -411,10 +391,11 @@ class ReduceTask(Task):
                     "a master bias is only subtracted from frames overscan-corrected the same way; make one with "
                     f"BiasTask(..., overscan={overscan}) or reduce with overscan={bias.overscan_correction}")
 
-        found: dict[str, DBObject | None] = {"bias": self.calibration("bias", raw, check=bias_check, overscan=overscan)}
-        for role in ("flat", "hot_pixels", "cold_pixels", "illumination"):
-            found[role] = self.calibration(role, raw)
-        return found
+        bias = self.calibration("bias", raw, check=bias_check, overscan=overscan)
+        return _Calibrations(bias=bias, flat=self.calibration("flat", raw),
+                             hot_pixels=self.calibration("hot_pixels", raw),
+                             cold_pixels=self.calibration("cold_pixels", raw),
+                             illumination=self.calibration("illumination", raw))
 
     def missing_optional(self, decl: Input, frame: Any, exc: Exception) -> None:
         self.log.info("%s is not illumination-corrected: no valid IlluminationCorrection for %s %s %s "
@@ -425,8 +406,8 @@ class ReduceTask(Task):
     def _reduce(self, raw: RawFrame) -> list[tuple[DBObject, Path | None]]:
         p = self.params(ReducedScienceFrame)
         cal = self._calibrations(raw, p.OVERSCAN_CORRECTION)
-        red = self.new_product(ReducedScienceFrame, {"raw": raw, **cal}, template=raw, category="Sci", step="Red",
-                               overscan_correction=p.OVERSCAN_CORRECTION)
+        red = self.new_product(ReducedScienceFrame, {"raw": raw, **cal.by_role()}, template=raw, category="Sci",
+                               step="Red", overscan_correction=p.OVERSCAN_CORRECTION)
         reused = self._reuse(red, cal)
         if reused:
             return reused
@@ -436,12 +417,11 @@ class ReduceTask(Task):
         geometry = raw_geometry(raw, header)
         pixels = read_image(path)
         images = CalibrationImages(
-            bias=cal["bias"].load(), flat=cal["flat"].load(), hot=cal["hot_pixels"].mask(),
-            cold=cal["cold_pixels"].mask(),
-            illumination=cal["illumination"].correction() if cal["illumination"] is not None else None)
-        roles = {"bias": "bias", "flat": "flat", "hot": "hot_pixels", "cold": "cold_pixels",
-                 "illumination": "illumination"}
-        images.check(geometry.trim_shape, {k: cal[r].filename for k, r in roles.items() if cal[r] is not None})
+            bias=cal.bias.load(), flat=cal.flat.load(), hot=cal.hot_pixels.mask(), cold=cal.cold_pixels.mask(),
+            illumination=cal.illumination.correction() if cal.illumination is not None else None)
+        used = {"bias": cal.bias, "flat": cal.flat, "hot": cal.hot_pixels, "cold": cal.cold_pixels,
+                "illumination": cal.illumination}
+        images.check(geometry.trim_shape, {k: obj.filename for k, obj in used.items() if obj is not None})
         setup = _setup(raw, header, geometry, p)
         try:
             image = calibrate_frame(pixels, geometry, p.OVERSCAN_CORRECTION, images.bias, images.flat,
@@ -459,9 +439,9 @@ class ReduceTask(Task):
 
         cards = _header_cards(raw, header, geometry, setup)
         # file names are long: no comments (a FITS card holds 80 characters)
-        cards.update({"BIASFILE": cal["bias"].filename, "FLATFILE": cal["flat"].filename,
-                      "ILLUMFIL": cal["illumination"].filename if cal["illumination"] else ""})
-        made = [(red, self._write(red, result.image, cards, {
+        cards.update({"BIASFILE": cal.bias.filename, "FLATFILE": cal.flat.filename,
+                      "ILLUMFIL": cal.illumination.filename if cal.illumination else ""})
+        made: list[tuple[DBObject, Path | None]] = [(red, self._write(red, result.image, cards, {
                      "OVSCCORR": (p.OVERSCAN_CORRECTION, "OVERSCAN_CORRECTION method"),
                      "SKYLEVEL": (result.background.level, "median sky background [ADU]"),
                      "SKYRMS": (result.background.rms, "sky noise [ADU]"),
@@ -480,13 +460,12 @@ class ReduceTask(Task):
     def _satellite_map(self, red: ReducedScienceFrame) -> SatelliteMap:
         return self.new_product(SatelliteMap, {"reduced": red}, template=red, category="Sci", step="Sat")
 
-    def _weight_frame(self, red: ReducedScienceFrame, sat: SatelliteMap,
-                      cal: dict[str, DBObject | None]) -> WeightFrame:
-        inputs = {"reduced": red, "flat": cal["flat"], "hot_pixels": cal["hot_pixels"],
-                  "cold_pixels": cal["cold_pixels"], "satellites": sat}
+    def _weight_frame(self, red: ReducedScienceFrame, sat: SatelliteMap, cal: _Calibrations) -> WeightFrame:
+        inputs = {"reduced": red, "flat": cal.flat, "hot_pixels": cal.hot_pixels, "cold_pixels": cal.cold_pixels,
+                  "satellites": sat}
         return self.new_product(WeightFrame, inputs, template=red, category="Sci", step="Weight")
 
-    def _reuse(self, red: ReducedScienceFrame, cal: dict[str, DBObject | None]) -> list | None:
+    def _reuse(self, red: ReducedScienceFrame, cal: _Calibrations) -> list[tuple[DBObject, Path | None]] | None:
         """The committed products identical to what this run would make, when all three exist.
 
         A reduced frame is reused only with its satellite map and weight: new
@@ -494,8 +473,12 @@ class ReduceTask(Task):
         frame counts the tracks found).
         """
         found_red = self.existing(red)
-        sat = self.existing(self._satellite_map(found_red)) if found_red is not None else None
-        weight = self.existing(self._weight_frame(found_red, sat, cal)) if sat is not None else None
+        if found_red is None:
+            return None
+        sat = self.existing(self._satellite_map(found_red))
+        if sat is None:
+            return None
+        weight = self.existing(self._weight_frame(found_red, sat, cal))
         if weight is None:
             return None
         # the mosaic satellite pass may have updated them since
@@ -635,45 +618,45 @@ def _follow_exposure(task: Task, key: str, group: list[ChipProducts]) -> list[tu
     by_name = {c.raw.chip.name: c for c in group}
     made: list[tuple[DBObject, Path | None]] = []
     for name, result in results.items():
-        chip = targets.get(name)
-        if chip is None or not result.tracks:
+        target = targets.get(name)
+        if target is None or not result.tracks:
             continue
-        old_mask = chip.sat.mask()
+        old_mask = target.sat.mask()
         extra = result.mask & ~old_mask
         if not extra.any():
             continue
         sources = sorted({s for followed in result.tracks for s in followed.sources})
-        sat = task.new_product(SatelliteMap, {"reduced": chip.red, "previous": chip.sat,
+        sat = task.new_product(SatelliteMap, {"reduced": target.red, "previous": target.sat,
                                               "followed_from": [by_name[s].sat for s in sources]},
-                               template=chip.red, category="Sci", step="Sat", maker=FollowSatellitesTask)
-        weight = task.new_product(WeightFrame, {"reduced": chip.red, "flat": chip.weight.flat,
-                                                "hot_pixels": chip.weight.hot_pixels,
-                                                "cold_pixels": chip.weight.cold_pixels, "satellites": sat,
-                                                "previous": chip.weight},
-                                  template=chip.red, category="Sci", step="Weight", maker=FollowSatellitesTask)
+                               template=target.red, category="Sci", step="Sat", maker=FollowSatellitesTask)
+        weight = task.new_product(WeightFrame, {"reduced": target.red, "flat": target.weight.flat,
+                                                "hot_pixels": target.weight.hot_pixels,
+                                                "cold_pixels": target.weight.cold_pixels, "satellites": sat,
+                                                "previous": target.weight},
+                                  template=target.red, category="Sci", step="Weight", maker=FollowSatellitesTask)
         found_sat, found_weight = task.existing(sat), task.existing(weight)
         if found_sat is not None and found_weight is not None:
             made += [(found_sat, None), (found_weight, None)]
             continue
         mask = old_mask | result.mask
         followed = [dict(_track_dict(f.track, mask.shape), followed_from=list(f.sources)) for f in result.tracks]
-        sat.tracks = list(chip.sat.tracks or []) + followed
+        sat.tracks = list(target.sat.tracks or []) + followed
         sat.n_tracks = len(sat.tracks)
-        sat.n_followed_tracks = (chip.sat.n_followed_tracks or 0) + len(followed)
+        sat.n_followed_tracks = (target.sat.n_followed_tracks or 0) + len(followed)
         sat.n_track_pixels = int(mask.sum())
-        flags = chip.weight.flags() | (extra * np.uint8(SATELLITE)).astype(np.uint8)
-        pixels = chip.weight.load()
+        flags = target.weight.flags() | (extra * np.uint8(SATELLITE)).astype(np.uint8)
+        pixels = target.weight.load()
         if task.params(WeightFrame).USE_SATELLITE_MASK:
             pixels = np.where(extra, np.float32(0.0), pixels).astype(np.float32)
         zero = int(np.count_nonzero(pixels == 0))
         weight.n_zero_weight, weight.zero_weight_fraction = zero, zero / pixels.size
-        sat_path = _write_update(task, sat, chip.sat, mask.astype(np.uint8), np.uint8,
+        sat_path = _write_update(task, sat, target.sat, mask.astype(np.uint8), np.uint8,
                                  {"NTRACKS": (sat.n_tracks, "satellite tracks (mask value 1)"),
                                   "NFOLLOWD": (sat.n_followed_tracks, "tracks followed from other chips")})
-        weight_path = _write_update(task, weight, chip.weight, pixels, np.float32,
+        weight_path = _write_update(task, weight, target.weight, pixels, np.float32,
                                     {"NZEROWT": (zero, "pixels with weight 0")}, hdus={"FLAGS": flags})
         task.log.info("%s: %d satellite track(s) followed from %s, %d more pixels masked: new %s and %s",
-                      chip.red.filename, len(followed), ", ".join(sources), int(extra.sum()), sat.filename,
+                      target.red.filename, len(followed), ", ".join(sources), int(extra.sum()), sat.filename,
                       weight.filename)
         made += [(sat, sat_path), (weight, weight_path)]
     return made
@@ -747,8 +730,8 @@ class FollowSatellitesTask(Task):
                      raw_filenames="raw chip files whose reduced frames to take "
                                    "(['WFI.2003-03-04T04:53:26.208_1.fits'])")
 
-    _raw_frames = ReduceTask._raw_frames
-    _raws_by_name = ReduceTask._raws_by_name
+    def _raw_frames(self) -> list[RawFrame]:
+        return _raw_frames(self)
 
     def unit_selections(self) -> list[dict[str, Any]]:
         """One unit per exposure with two reduced chips or more."""
@@ -783,6 +766,54 @@ class FollowSatellitesTask(Task):
         return made
 
 
+# ============================================================================ raw frame selection
+def _raw_frames(task: Task) -> list[RawFrame]:
+    """The raw science frames a task's selection keywords name (ReduceTask's and FollowSatellitesTask's)."""
+    names = as_list(task.raw_filenames)
+    if names:
+        frames = _raws_by_name(task, names)
+    else:
+        if task.instrument is None:
+            name = type(task).__name__
+            raise TypeError(f"{name} needs raw_filenames= or instrument= (with chip=, object=, filter=, "
+                            f"date= to narrow the selection); see help({name})")
+        query = RawScienceFrame.select(instrument=task.instrument, chip=task.chip, filter=task.filter,
+                                       date=task.date, object=task.object)
+        frames = list(query)
+        if not frames:
+            asked = {k: v for k, v in task.selection_values.items() if v is not None}
+            raise TaskError(f"{type(task).__name__}: no valid raw science frame matches {asked}; check what "
+                            "there is with RawScienceFrame.select(...) (flagged frames are left out), or ingest "
+                            "the raw files first (awe ingest FILES)")
+    return sorted(frames, key=lambda f: (f.DATE_OBS or _dt.datetime.min, f.filename))
+
+
+def _raws_by_name(task: Task, names: list[str]) -> list[RawFrame]:
+    found = {f.filename: f for f in RawFrame.filename.in_(names)}
+    problems = []
+    for name in names:
+        frame = found.get(name)
+        if frame is None:
+            others = list(DBObject.filename == name)
+            problems.append(f"{name} is a {type(others[0]).__name__}, not a raw frame" if others else
+                            f"{name} is not in the database (ingest it first: awe ingest FILE)")
+        elif not isinstance(frame, RawScienceFrame):
+            problems.append(f"{name} is a {type(frame).__name__}: {type(task).__name__} takes raw science "
+                            "and standard-field frames")
+        elif frame.quality_flags or frame.is_valid == 0:
+            problems.append(f"{name} is flagged bad (quality_flags={frame.quality_flags}, "
+                            f"is_valid={frame.is_valid}); set quality_flags=0 and is_valid=1 if you trust it")
+        else:
+            for key in ("instrument", "chip", "filter"):
+                want, have = task.selection_values.get(key), getattr(frame, key)
+                if want is not None and (have is None or want not in (have.name, getattr(have, "eso_name", None))):
+                    problems.append(f"{name} is of {key} {getattr(have, 'name', None)!r}, not {want!r}")
+    if problems:
+        raise TaskError(f"{type(task).__name__} cannot use raw_filenames: " + "; ".join(problems))
+    return [found[n] for n in dict.fromkeys(names)]
+
+
+# ============================================================================ helpers
 def _seeing_text(red: ReducedScienceFrame) -> str:
     """``1.37" +- 0.02" (9 stars)``, with ``unreliable`` when it is, or ``not measured``."""
     if red.seeing is None:
@@ -792,8 +823,7 @@ def _seeing_text(red: ReducedScienceFrame) -> str:
     return f'{red.seeing:.2f}"{error} ({red.n_stars_seeing} stars{flag})'
 
 
-# ============================================================================ helpers
-def _setup(raw: RawFrame, header: fits.Header, geometry: RawGeometry, p: ReducedScienceParams) -> FrameSetup:
+def _setup(raw: RawFrame, header: fits.Header, geometry: RawGeometry, p: ParamGroup) -> FrameSetup:
     instrument = get_instrument(raw.instrument.name)
     chip = instrument.chip(raw.chip.name)
     binning = chip.nx / geometry.nx
@@ -816,8 +846,9 @@ def _header_float(header: fits.Header, key: str) -> float | None:
 
 def _pixel_scale(header: fits.Header) -> float | None:
     """arcsec per pixel from the CD matrix, or None."""
-    cd = [_header_float(header, k) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")]
-    if any(v is None for v in cd):
+    values = [_header_float(header, k) for k in ("CD1_1", "CD1_2", "CD2_1", "CD2_2")]
+    cd = [v for v in values if v is not None]
+    if len(cd) < len(values):
         return None
     det = abs(cd[0] * cd[3] - cd[1] * cd[2])
     return math.sqrt(det) * 3600.0 if det > 0 else None
