@@ -219,7 +219,6 @@ class HotPixelMap(PixelMap):
     """Hot pixels and hot columns of a chip, found in its master bias (uint8, 1 = hot)."""
 
     parameter_groups = {"process_params": HotPixelParams}
-    made_by = "HotPixelsTask"
 
     bias = Input("BiasFrame", "the master bias searched")
 
@@ -240,7 +239,6 @@ class ColdPixelMap(PixelMap):
     """Cold/dead pixels and bad columns of a chip, found in its dome flat (uint8, 1 = cold)."""
 
     parameter_groups = {"process_params": ColdPixelParams}
-    made_by = "ColdPixelsTask"
 
     domeflat = Input("DomeFlatFrame", "the dome flat searched")
 
