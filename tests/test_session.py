@@ -111,3 +111,17 @@ def test_a_forged_object_cannot_change_another_users_product(two_users):
     with pytest.raises(PermissionError, match="may not change"):
         theirs.update(is_valid=0)
     assert Query(Secret, session=alice)[0].is_valid == 1
+
+
+def test_objects_travel_without_their_session(two_users):
+    """A pickled object (sent to a worker) leaves its session behind and acts for the one current there."""
+    import pickle
+    alice, bob, raws = two_users
+    mine = Query(Secret, session=alice)[0]
+    copy = pickle.loads(pickle.dumps(mine))
+    assert "_session" not in copy.__dict__ and copy == mine
+    with alice.activate():
+        assert {o.filename for o in copy.dependencies()} == {r.filename for r in raws}
+    with bob.activate():
+        with pytest.raises(PermissionError, match="may not change"):
+            copy.update(is_valid=0)

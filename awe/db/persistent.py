@@ -442,6 +442,11 @@ class Persistent(metaclass=PersistentMeta):
         from awe.db.session import current_session
         return (session or current_session()).database.cached_entity(cls, object_id)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The object's values without its session: an object sent to another process (a DPU worker)
+        acts for the session that process makes current."""
+        return {k: v for k, v in self.__dict__.items() if k != "_session"}
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Persistent):
             return NotImplemented
