@@ -531,7 +531,7 @@ def _lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noise: float,
 def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: float = 65535.0,
                  sigclip: float = 4.5, sigfrac: float = 0.3, objlim: float | None = None,
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
-                 psf_beta: float | None = None, niter: int = 4,
+                 psf_beta: float | None = None, niter: int = 2,
                  protect_stars: bool = True, significance: float = 1e-3,
                  model_error: float | None = None) -> np.ndarray:
     """Mask the cosmic-ray hits of a single exposure.
@@ -569,7 +569,9 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         Moffat ``beta`` of the PSF for the star check; ``None`` uses the
         measured one (or 3).
     niter : int
-        L.A.Cosmic iterations.
+        L.A.Cosmic iterations. Each finds the hits' neighbours the one
+        before left; with the PSF check behind it, 2 keep every hit 4 find
+        (to one pixel) at about half the CPU.
     protect_stars : bool
         Release flagged groups that the PSF explains (:func:`psf_consistent`).
     significance : float

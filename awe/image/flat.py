@@ -29,7 +29,7 @@ from awe.image.combine import Combiner, _frame_array, _is_reader, _read_block
 from awe.image.stats import MAD_TO_SIGMA, good_values, sigma_clipped_stats, subwin_stats
 
 __all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "smooth_large_scale", "master_flat",
-           "FlatQC", "flat_qc", "gain_from_pairs", "read_noise_from_pairs"]
+           "FlatQC", "flat_qc", "gain_from_pairs", "read_noise_from_pairs", "central_section"]
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +387,30 @@ def _section(image: ArrayLike, section: tuple[slice, slice] | None, what: str) -
     if arr.ndim != 2:
         raise ValueError(f"{what} must be a 2-D image, got shape {arr.shape}")
     return np.asarray(arr if section is None else arr[section], dtype=np.float64)
+
+
+def central_section(shape: tuple[int, int], size: Sequence[float] | None, binning: float = 1.0
+                    ) -> tuple[slice, slice] | None:
+    """The central ``size = (nx, ny)`` detector pixels of a frame of ``shape = (ny, nx)`` binned ``binning`` times.
+
+    ``size`` is in full-size (detector) pixels, so a chip shrunk 8 times gets an eighth of it along each axis;
+    it is clipped to the frame. ``None`` or a zero width or height: ``None`` (the whole frame).
+    """
+    if size is None:
+        return None
+    if len(size) != 2:
+        raise ValueError(f"a section size is (nx, ny), got {tuple(size)!r}")
+    if not (size[0] > 0 and size[1] > 0):
+        return None
+    if not binning > 0:
+        raise ValueError(f"binning must be positive, got {binning!r}")
+    ny, nx = int(shape[0]), int(shape[1])
+    wx = min(nx, max(1, int(round(size[0] / binning))))
+    wy = min(ny, max(1, int(round(size[1] / binning))))
+    if (wy, wx) == (ny, nx):
+        return None
+    y0, x0 = (ny - wy) // 2, (nx - wx) // 2
+    return slice(y0, y0 + wy), slice(x0, x0 + wx)
 
 
 def _clipped_var(diff: np.ndarray) -> float:

@@ -88,6 +88,9 @@ class _FlatParams(ParamGroup):
     MAXIMUM_STDEV = Param(0.1, "QC: largest standard deviation of the normalised flat", unit="fraction")
     MAXIMUM_SUBWIN_FLATNESS = Param(0.2, "QC: largest max - min of the medians of 4 x 4 sub-windows of the "
                                          "normalised flat", unit="fraction")
+    GAIN_SECTION = Param((2048, 1024), "gain from flat/bias pairs: measured in the central x by y detector pixels "
+                                       "(full-size pixels: a chip shrunk 8 times uses an eighth of each); (0, 0) "
+                                       "takes the whole frame", unit="pixel", type=tuple)
 
 
 class DomeFlatParams(_FlatParams):

@@ -340,6 +340,7 @@ class ReduceTask(Task):
               Input(ColdPixelMap, "cold_pixels", filter=True),
               Input(IlluminationCorrection, "illumination", filter=True, optional=True))
     unit = "per_frame"
+    version = "2"  # 2: COSMIC_NITER 2 (was 4)
     algorithm_modules = ("awe.image.overscan", "awe.image.background", "awe.image.cosmics", "awe.image.satellites",
                          "awe.image.weights", "awe.image.stats", "awe.tasks.base", "awe.tasks.reduce")
     #: the task a distributed executor runs after this one's units (the in-process gather() does its pass)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from awe.image.flat import (combine_flats, flat_qc, gain_from_pairs, master_flat, normalise_flat,
+from awe.image.flat import (central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, normalise_flat,
                             read_noise_from_pairs, smooth_large_scale)
 
 NY, NX = 768, 384
@@ -167,3 +167,25 @@ def test_gain_of_twilight_flats_whose_sky_changed_between_exposures():
     assert gain_from_pairs(t1, t2, b1, b2) == pytest.approx(GAIN, rel=0.006)  # measured -0.12 %
     assert gain_from_pairs(t3, t4, b1, b2) == pytest.approx(GAIN, rel=0.006)  # measured +0.19 %
     assert gain_from_pairs(t1, t2, b1, b2, degree=0) < 0.97 * GAIN  # one scale factor: -3.6 .. -4.0 %
+
+
+def test_central_section_in_full_size_pixels():
+    """GAIN_SECTION: the central 2048 x 1024 detector pixels, an eighth of each on a chip shrunk 8 times."""
+    assert central_section((4096, 2048), (2048, 1024)) == (slice(1536, 2560), slice(0, 2048))
+    assert central_section((512, 256), (2048, 1024), binning=8.0) == (slice(192, 320), slice(0, 256))
+    assert central_section((512, 256), (0, 0), binning=8.0) is None  # the whole frame
+    assert central_section((512, 256), None) is None
+    assert central_section((512, 256), (4096, 8192), binning=8.0) is None  # clipped to the frame: all of it
+    with pytest.raises(ValueError, match="nx, ny"):
+        central_section((512, 256), (2048,))
+
+
+def test_gain_from_a_central_section_of_twilight_flats():
+    """A quarter of the chip (full width, central quarter of the rows) with the sky changing between exposures."""
+    chip = Chip(seed=5)
+    b1, b2 = chip.bias(), chip.bias()
+    t1 = chip.expose(17000.0, illumination=1.0 + 0.003 * (chip.x - 0.5), stars=20)
+    t2 = chip.expose(15500.0, illumination=1.0 - 0.002 * (chip.x - 0.5) + 0.002 * (chip.y - 0.5), stars=20)
+    section = central_section((NY, NX), (NX, NY // 4))
+    assert section == (slice(288, 480), slice(0, NX))
+    assert gain_from_pairs(t1, t2, b1, b2, section) == pytest.approx(GAIN, rel=0.026)  # measured -1.28 % (74 k px)
