@@ -27,16 +27,6 @@ _EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe._context", "context"),
 
 #: Names of the course that awe does not implement yet: name -> (sections of the spec, what it is).
 PLANNED: dict[str, tuple[str, str]] = {
-    "AstrometricParametersTask": ("section 6", "astrometric calibration of a reduced frame"),
-    "AstrometricParameters": ("section 6", "astrometric solution of a reduced frame"),
-    "PhotcatTask": ("section 6", "catalogue of standard stars for the photometric calibration"),
-    "PhotSrcCatalog": ("section 6", "catalogue of standard stars measured on a reduced frame"),
-    "PhotomTask": ("section 6", "photometric zero point"),
-    "PhotometricParameters": ("section 6", "photometric zero point and extinction"),
-    "GAstromSourceListTask": ("section 6", "source lists for the global astrometry"),
-    "GAstromSourceList": ("section 6", "source list for the global astrometry"),
-    "GAstromTask": ("section 6", "global (multi-exposure) astrometric solution"),
-    "GAstrometric": ("section 6", "global astrometric solution"),
     "RegridTask": ("section 6", "regridding of reduced frames to a common sky grid"),
     "RegriddedFrame": ("sections 5 and 6", "reduced frame regridded to a common sky grid"),
     "CoaddTask": ("section 7", "coaddition of regridded frames into a mosaic"),

@@ -63,7 +63,7 @@ def test_star_import_gives_the_prompt_namespace(tmp_path, env):
               "    except NotImplementedError as exc:\n"
               "        print('planned:', exc)\n"
               "import pydoc\n"
-              "print('help:', pydoc.render_doc(AstrometricParametersTask).count('not implemented yet'))\n")
+              "print('help:', pydoc.render_doc(CoaddTask).count('not implemented yet'))\n")
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr

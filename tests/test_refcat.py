@@ -46,8 +46,11 @@ def test_simulated_catalogues_and_region_queries(db, refcat_dir):
     std = load_refcat(refcat_dir / "standards.fits", "standard", name="Landolt-sim")
     assert (astro.name, astro.kind, astro.n_sources) == ("astrometric", "astrometric", len(astro_in))
     assert (std.name, std.kind, std.n_sources) == ("Landolt-sim", "standard", len(std_in))
-    assert std.source_columns == {"ra": "RA", "dec": "DEC", "mag": "R", "mag_err": "e_R", "name": "NAME"}
+    main = ("ra", "dec", "mag", "mag_err", "name")
+    assert {k: std.source_columns[k] for k in main} == {"ra": "RA", "dec": "DEC", "mag": "R", "mag_err": "e_R",
+                                                         "name": "NAME"}
     assert astro.source_columns["mag"] == "MAG" and astro.source_columns["mag_err"] is None
+    assert (astro.source_columns["ra_err"], astro.source_columns["dec_err"]) == ("RA_ERR", "DEC_ERR")
     assert _n_rows(astro.object_id) == len(astro_in) and _n_rows(std.object_id) == len(std_in)
     everything = std.sources()
     assert len(everything) == len(std_in) and set(everything["name"]) == set(std_in["NAME"])
@@ -68,7 +71,10 @@ def test_simulated_catalogues_and_region_queries(db, refcat_dir):
     np.testing.assert_allclose(np.asarray(found["ra"])[order], np.asarray(expected["RA"])[ref_order], atol=1e-12)
     np.testing.assert_allclose(np.asarray(found["mag"])[order], np.asarray(expected["MAG"])[ref_order], atol=1e-9)
     assert set(found["catalog"]) == {"astrometric"}
-    assert "RA_ERR" in found.colnames  # the other columns come back from extra
+    # the positional errors (TUNIT arcsec) are columns of their own; no proper motions: epoch J2000 of the file
+    np.testing.assert_allclose(np.asarray(found["ra_err"])[order], np.asarray(expected["RA_ERR"])[ref_order])
+    assert np.all(np.isnan(found["pmra"])) and np.all(found["epoch"] == 2000.0)
+    assert found["ra_err"].unit == u.arcsec and "RA_ERR" not in found.colnames
 
     # the standards of one Landolt field, with their other magnitudes
     sa104 = std_in[std_in["FIELD"] == "SA104"]
@@ -162,3 +168,137 @@ def test_bad_catalogues(sqlite_db, tmp_path):
     with pytest.raises(RefcatError, match="cannot read"):
         load_refcat(garbage, "astrometric")
     assert len(ReferenceCatalog.all()) == 0
+
+
+# ---------------------------------------------------------------------------- astrometric columns, bands
+def _gaia_like(path: Path) -> Table:
+    """A Gaia DR3 export: errors in mas without TUNIT, proper motions with TUNIT, ref_epoch 2016.0."""
+    table = Table()
+    table["source_id"] = np.array([4295806720, 4295806721, 4295806722], dtype=np.int64)
+    table["ra"] = [187.25, 187.30, 187.35] * u.deg
+    table["dec"] = [2.00, 2.05, 2.10] * u.deg
+    table["ra_error"] = [0.05, 0.2, 1.5]
+    table["dec_error"] = [0.04, 0.3, 1.2]
+    table["pmra"] = [100.0, -20.0, np.nan] * u.mas / u.yr
+    table["pmdec"] = [-50.0, 5.0, np.nan] * u.mas / u.yr
+    table["ref_epoch"] = [2016.0, 2016.0, 2016.0] * u.yr
+    table["phot_g_mean_mag"] = [15.1, 17.2, 20.3]
+    table.write(path, format="fits", overwrite=True)
+    return table
+
+
+def test_gaia_like_catalogue_errors_and_proper_motions(db, tmp_path):
+    gaia = _gaia_like(tmp_path / "gaia.fits")
+    cat = load_refcat(tmp_path / "gaia.fits", "astrometric")
+    cols = cat.source_columns
+    assert (cols["mag"], cols["ra_err"], cols["pmra"], cols["epoch"]) == ("phot_g_mean_mag", "ra_error", "pmra",
+                                                                          "ref_epoch")
+    at_catalogue = refcat_sources("astrometric", 187.3, 2.05, 0.2)
+    at_catalogue.sort("ra")
+    # Gaia's errors are in mas
+    np.testing.assert_allclose(at_catalogue["ra_err"], np.asarray(gaia["ra_error"]) / 1000.0)
+    np.testing.assert_allclose(at_catalogue["dec_err"], np.asarray(gaia["dec_error"]) / 1000.0)
+    assert list(at_catalogue["epoch"]) == [2016.0] * 3 and list(at_catalogue["mag"]) == [15.1, 17.2, 20.3]
+    assert list(at_catalogue["name"]) == [str(i) for i in gaia["source_id"]]
+    # the night of 2003-03-04: 12.83 years before the catalogue's epoch
+    night = refcat_sources("astrometric", 187.3, 2.05, 0.2, epoch="2003-03-04T04:42:29.496")
+    night.sort("ra")
+    from astropy.time import Time
+    dt = Time("2003-03-04T04:42:29.496").jyear - 2016.0
+    assert night.meta["epoch"] == pytest.approx(2003.17, abs=0.01)
+    d_ra = (night["ra"] - at_catalogue["ra"]) * 3.6e6 * np.cos(np.radians(at_catalogue["dec"]))
+    d_dec = (night["dec"] - at_catalogue["dec"]) * 3.6e6
+    np.testing.assert_allclose(d_ra[:2], np.array([100.0, -20.0]) * dt, atol=0.01)  # mas
+    np.testing.assert_allclose(d_dec[:2], np.array([-50.0, 5.0]) * dt, atol=0.01)
+    assert d_ra[2] == 0 and d_dec[2] == 0  # no proper motion: the position stays
+    # the same with the epoch as a Julian year; a nonsense epoch is refused
+    same = refcat_sources("astrometric", 187.3, 2.05, 0.2, epoch=float(Time("2003-03-04T04:42:29.496").jyear))
+    same.sort("ra")
+    np.testing.assert_allclose(same["ra"], night["ra"], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="not a plausible Julian year"):
+        refcat_sources("astrometric", 187.3, 2.05, 0.2, epoch=52702.2)
+
+
+def test_vizier_like_catalogue_units_bands_and_colour(sqlite_db, tmp_path):
+    """Vizier's spellings (RAJ2000, e_RAJ2000 in mas by TUNIT, pmRA/pmDE, Rmag/e_Rmag, Vmag), a proper motion
+    without cos(dec) (pm_ra), and the magnitudes of a band with a colour."""
+    table = Table()
+    table["UCAC4"] = ["455-052181", "455-052182"]
+    table["RAJ2000"] = [150.0, 150.1] * u.deg
+    table["DEJ2000"] = [60.0, 60.05] * u.deg
+    table["e_RAJ2000"] = [20.0, 40.0] * u.mas
+    table["e_DEJ2000"] = [0.03, 0.05] * u.arcsec
+    table["pm_ra"] = [100.0, 0.0] * u.mas / u.yr      # mu_alpha itself: times cos(60 deg) = 50 mas/yr
+    table["pmDE"] = [0.01, 0.0] * u.arcsec / u.yr     # 10 mas/yr
+    table["EpRA"] = [1998.5, 1998.5]
+    table["Rmag"] = [14.0, 15.5]
+    table["e_Rmag"] = [0.02, 0.03]
+    table["Vmag"] = [14.6, 16.3]
+    table["e_Vmag"] = [0.03, 0.04]
+    table.write(tmp_path / "ucac.fits", format="fits")
+    cat = load_refcat(tmp_path / "ucac.fits", "standard")
+    assert cat.source_columns["mag"] == "Rmag" and cat.source_columns["pmra_cosdec"] is False
+    stars = refcat_sources("standard", 150.05, 60.02, 0.2, band="V", colour="V-R")
+    stars.sort("ra")
+    np.testing.assert_allclose(stars["ra_err"], [0.02, 0.04])
+    np.testing.assert_allclose(stars["dec_err"], [0.03, 0.05])
+    np.testing.assert_allclose(stars["pmra"], [50.0, 0.0])
+    np.testing.assert_allclose(stars["pmdec"], [10.0, 0.0])
+    assert list(stars["epoch"]) == [1998.5, 1998.5]
+    np.testing.assert_allclose(stars["mag"], [14.6, 16.3])
+    np.testing.assert_allclose(stars["mag_err"], [0.03, 0.04])
+    np.testing.assert_allclose(stars["colour"], [0.6, 0.8])
+    np.testing.assert_allclose(stars["colour_err"], np.hypot([0.03, 0.04], [0.02, 0.03]))
+    assert (stars.meta["band"], stars.meta["colour"]) == ("V", "V-R")
+    # the main band is the catalogue's mag; a band it does not have is a clear error
+    r = refcat_sources("standard", 150.05, 60.02, 0.2, band="R")
+    r.sort("ra")
+    np.testing.assert_allclose(r["mag"], [14.0, 15.5])
+    with pytest.raises(LookupError, match="has no I magnitudes"):
+        refcat_sources("standard", 150.05, 60.02, 0.2, band="I")
+    with pytest.raises(ValueError, match="colour must name two bands"):
+        refcat_sources("standard", 150.05, 60.02, 0.2, colour="VR")
+    # an error column in a unit that is not an angle is refused when loading
+    table["e_RAJ2000"].unit = u.mag
+    table.write(tmp_path / "bad.fits", format="fits")
+    with pytest.raises(RefcatError, match="not convertible to arcsec"):
+        load_refcat(tmp_path / "bad.fits", "astrometric")
+
+
+def test_simulated_standards_band_and_colour(sqlite_db, refcat_dir):
+    std_in = Table.read(refcat_dir / "standards.fits")
+    load_refcat(refcat_dir / "standards.fits", "standard")
+    sa104 = std_in[std_in["FIELD"] == "SA104"]
+    centre = (float(np.mean(sa104["RA"])), float(np.mean(sa104["DEC"])))
+    stars = refcat_sources("standard", *centre, radius_deg=0.3, band="R", colour="V-R")
+    by_name = {n: i for i, n in enumerate(std_in["NAME"])}
+    rows = [by_name[n] for n in stars["name"]]
+    np.testing.assert_allclose(stars["mag"], std_in["R"][rows])
+    np.testing.assert_allclose(stars["mag_err"], std_in["e_R"][rows])
+    np.testing.assert_allclose(stars["colour"], std_in["V_R"][rows])      # the catalogue's colour column
+    np.testing.assert_allclose(stars["colour_err"], np.hypot(std_in["e_V"][rows], std_in["e_R"][rows]))
+
+
+def test_catalogue_loaded_before_the_astrometric_columns(sqlite_db, refcat_dir):
+    """A catalogue of an older awe (NULL errors, no ra_err in source_columns, errors in extra) still gives them."""
+    from awe.db.persistent import metadata
+    astro_in = Table.read(refcat_dir / "astrometric.fits")
+    cat = load_refcat(refcat_dir / "astrometric.fits", "astrometric")
+    fresh = refcat_sources("astrometric", *QSO, radius_deg=0.1)
+    catalogs = metadata.tables["reference_catalogs"]
+    old_columns = {k: v for k, v in cat.source_columns.items() if k in ("ra", "dec", "mag", "mag_err", "name")}
+    by_position = {(round(float(r), 9), round(float(d), 9)): i for i, (r, d) in enumerate(zip(astro_in["RA"],
+                                                                                             astro_in["DEC"]))}
+    with context.engine.begin() as conn:
+        conn.execute(catalogs.update().where(catalogs.c.object_id == cat.object_id).values(source_columns=old_columns))
+        for row in conn.execute(sa.select(refcat_rows.c.row_id, refcat_rows.c.ra, refcat_rows.c.dec)).fetchall():
+            i = by_position[(round(row.ra, 9), round(row.dec, 9))]
+            conn.execute(refcat_rows.update().where(refcat_rows.c.row_id == row.row_id).values(
+                ra_err=None, dec_err=None, pmra=None, pmdec=None, epoch=None,
+                extra={"RA_ERR": float(astro_in["RA_ERR"][i]), "DEC_ERR": float(astro_in["DEC_ERR"][i])}))
+    context.login("tester")  # a new session: the catalogue is read again
+    old = refcat_sources("astrometric", *QSO, radius_deg=0.1)
+    assert len(old) == len(fresh) > 20
+    np.testing.assert_allclose(old["ra_err"], fresh["ra_err"])
+    np.testing.assert_allclose(old["dec_err"], fresh["dec_err"])
+    assert np.all(old["epoch"] == 2000.0) and np.all(np.isnan(old["pmra"]))

@@ -90,12 +90,23 @@ class FilterSpec:
         Photometric band (``'Rc'``).
     wavelength_nm : float
         Central wavelength [nm].
+    standard_band : str or None
+        The standard-star band the filter is calibrated to (``'R'``: Landolt/Cousins R for ``#844``);
+        None when the description gives none.
+    standard_colour : str or None
+        The colour index of the standard system used for the colour term (``'V-R'``).
+    extinction : float or None
+        Default atmospheric extinction [mag/airmass], used when a night's standards do not span
+        enough airmass to fit it.
     """
 
     id: str
     eso_name: str
     band: str
     wavelength_nm: float
+    standard_band: str | None = None
+    standard_colour: str | None = None
+    extinction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -286,7 +297,10 @@ def spec_from_mapping(data: Mapping[str, Any], source: str = "<mapping>") -> Ins
         raise InstrumentDescriptionError(f"{source}: the layout {layout} must name every chip exactly once")
     filters = tuple(FilterSpec(id=str(_require(f, "id", source)), eso_name=str(_require(f, "eso_name", source)),
                                band=str(_require(f, "band", source)),
-                               wavelength_nm=float(_require(f, "wavelength_nm", source)))
+                               wavelength_nm=float(_require(f, "wavelength_nm", source)),
+                               standard_band=str(f["standard_band"]) if f.get("standard_band") else None,
+                               standard_colour=str(f["standard_colour"]) if f.get("standard_colour") else None,
+                               extinction=float(f["extinction"]) if f.get("extinction") is not None else None)
                     for f in data.get("filters", []))
     detector_id_keys, primary_detector_id_key = _detector(data, chips, source)
     get = lambda key: _require(data, key, source)  # noqa: E731

@@ -8,7 +8,10 @@ from awe.model.calibration import (BiasFrame, ColdPixelMap, DomeFlatFrame, HotPi
 from awe.model.refcat import ReferenceCatalog, ReferenceSource, load_refcat, refcat_box, refcat_sources
 from awe.model.science import (IlluminationCorrection, IlluminationFit, ReducedScienceFrame, SatelliteMap,
                                WeightFrame)
+from awe.model.gastrom import GAstrometric, GAstromSource, GAstromSourceList
 
+from awe.model.photometry import PhotometricParameters, PhotSrc, PhotSrcCatalog
+from awe.model.astrometry import AstrometricMatch, AstrometricParameters, best_wcs
 __all__ = [
     "Instrument", "Chip", "Filter", "ensure_instrument",
     "BaseFrame", "RawFrame", "RawBiasFrame", "RawDomeFlatFrame", "RawTwilightFlatFrame", "RawScienceFrame",
@@ -16,4 +19,7 @@ __all__ = [
     "ReferenceCatalog", "ReferenceSource", "load_refcat", "refcat_sources", "refcat_box",
     "BiasFrame", "HotPixelMap", "DomeFlatFrame", "ColdPixelMap", "TwilightFlatFrame", "MasterFlatFrame",
     "ReducedScienceFrame", "WeightFrame", "SatelliteMap", "IlluminationCorrection", "IlluminationFit",
+    "GAstromSourceList", "GAstromSource", "GAstrometric",
+    "PhotSrcCatalog", "PhotSrc", "PhotometricParameters",
+    "AstrometricParameters", "AstrometricMatch", "best_wcs",
 ]

@@ -33,7 +33,7 @@ from awe.pars import Param, ParamGroup
 
 __all__ = [
     "ReducedScienceFrame", "ReducedScienceParams", "WeightFrame", "WeightParams", "SatelliteMap",
-    "SatelliteParams", "IlluminationCorrection", "IlluminationFit",
+    "SatelliteParams", "IlluminationCorrection", "IlluminationFit", "IlluminationParams",
 ]
 
 
@@ -63,6 +63,25 @@ class ReducedScienceParams(ParamGroup):
                                 "to measure it", unit="arcsec")
     SEEING_MAX_ERROR = Param(0.15, "seeing: a value whose bootstrap error exceeds this fraction of it is marked "
                                    "unreliable (seeing_reliable = False)")
+
+
+class IlluminationParams(ParamGroup):
+    """``IlluminationCorrection.process_params`` (IlluminationCorrectionTask)."""
+
+    DEGREE = Param(2, "highest total degree of the 2-D polynomial fitted to the standard-star residuals; the "
+                      "degree used (0 .. DEGREE) is the one Akaike's information criterion prefers, and at most "
+                      "one with STARS_PER_TERM stars per coefficient")
+    STARS_PER_TERM = Param(5, "fewest standard-star measurements per polynomial coefficient: the degree is lowered "
+                              "until the stars suffice (1 star per coefficient would follow the noise)")
+    CLIP = Param(3.0, "reject standard-star measurements whose residual exceeds this many sigma (iterated), in the "
+                      "photometric fit and in the surface fit", unit="sigma")
+    MINIMUM_AIRMASS_SPAN = Param(0.2, "the photometric fit's extinction is free only when the standards span this "
+                                      "much airmass (else EXTINCTION)")
+    EXTINCTION = Param(0.0, "extinction used when it cannot be fitted; 0 takes the instrument's default for the "
+                            "filter", unit="mag/airmass")
+    FIT_COLOUR_TERM = Param(True, "fit a colour term when the standards carry a colour")
+    MINIMUM_STARS = Param(20, "QC: fewest standard-star measurements in the fit")
+    MAXIMUM_RANGE = Param(0.2, "QC: largest peak-to-peak of the correction over the chip", unit="fraction")
 
 
 class WeightParams(ParamGroup):
@@ -233,7 +252,11 @@ class IlluminationCorrection(CalibrationFrame):
 
     __tablename__ = "illumination_corrections"
 
+    parameter_groups = {"process_params": IlluminationParams}
+
     reduced_frames = Inputs("ReducedScienceFrame", "reduced standard-field frames it was measured on")
+    photcats = Inputs("PhotSrcCatalog", "the standard-star catalogues of the joint photometric fit (every chip of "
+                                        "the night's standard exposures)", optional=True)
 
     fit_degree = Field(Integer, "degree of the 2-D polynomial")
     fit_coefficients = Field(JSON, "coefficients c[i][j] of u**i v**j (u, v: pixel coordinates scaled to -1..1)")

@@ -9,9 +9,15 @@ from awe.tasks.calibration import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPi
                                    TwilightFlatTask)
 from awe.tasks.ingest import IngestParams, IngestReport
 from awe.tasks.reduce import FollowSatellitesTask, ReduceTask
+from awe.tasks.gastrom import GAstromSourceListTask, GAstromTask
 
+from awe.tasks.photometry import IlluminationCorrectionTask, PhotcatTask, PhotomTask
+from awe.tasks.astrometry import AstrometricParametersTask
 __all__ = [
     "Task", "TaskError", "MissingCalibrationError",
     "BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask",
     "ReduceTask", "FollowSatellitesTask", "IngestReport", "IngestParams",
+    "GAstromSourceListTask", "GAstromTask",
+    "PhotcatTask", "PhotomTask", "IlluminationCorrectionTask",
+    "AstrometricParametersTask",
 ]

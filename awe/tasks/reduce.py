@@ -409,6 +409,8 @@ class ReduceTask(Task):
         cal = self._calibrations(raw, p.OVERSCAN_CORRECTION)
         red = self.new_product(ReducedScienceFrame, {"raw": raw, **cal.by_role()}, template=raw, category="Sci",
                                step="Red", overscan_correction=p.OVERSCAN_CORRECTION)
+        if cal.illumination is not None:
+            self.log.info("%s is illumination-corrected with %s", raw.filename, cal.illumination.filename)
         reused = self._reuse(red, cal)
         if reused:
             return reused
