@@ -5,6 +5,8 @@
     awe> context.set_project('ALL')
     awe> context.get_current_project().name
     awe> context.migrate(c, 'ALL')
+    awe> context.exclude(raw, reason='satellite trail')   # left out of this project's selections
+    awe> context.history(raw)                             # who changed is_valid/quality_flags, when
 
 ``context`` always speaks for the *current* session (see
 :mod:`awe.db.session`): inside ``with other_session.activate():`` it is that
@@ -20,7 +22,7 @@ import threading
 from typing import Any, Iterable
 
 from awe.config import Settings
-from awe.db import accounts, publish
+from awe.db import accounts, audit, publish
 from awe.db.accounts import Project
 from awe.db.schema import DBObject
 from awe.db.session import Session, current_session, set_default_provider
@@ -42,8 +44,8 @@ class Context:
         session = Session.open(settings, create_user=create_user, **overrides)
         with self._lock:
             old, self._default = self._default, session
-        if old is not None and old.database is not session.database:
-            old.database.dispose()
+        if old is not None:
+            old.dispose()
         return self
 
     def close(self) -> None:
@@ -51,7 +53,7 @@ class Context:
         with self._lock:
             old, self._default = self._default, None
         if old is not None:
-            old.database.dispose()
+            old.dispose()
 
     @property
     def connected(self) -> bool:
@@ -108,24 +110,47 @@ class Context:
         return self.session.banner()
 
     # ----------------------------------------------------------- accounts
-    def add_user(self, name: str, password: str | None = None) -> int:
-        """Create a user with a private project; returns the user id."""
-        return accounts.add_user(self.session.database, name, password)
+    @property
+    def is_admin(self) -> bool:
+        """Whether the current user is an administrator."""
+        return self.session.is_admin
 
-    def set_password(self, name: str, password: str | None) -> None:
-        accounts.set_password(self.session.database, name, password)
+    def add_user(self, name: str, password: str | None = None, admin: bool = False) -> int:
+        """Create a user with a private project (administrators only); returns the user id."""
+        return accounts.add_user(self.session, name, password, admin=admin)
+
+    def set_password(self, name: str, password: str, old_password: str | None = None) -> None:
+        """Change your own password (give the old one) or, as an administrator, anyone's."""
+        accounts.set_password(self.session, name, password, old_password)
 
     def add_project(self, name: str, description: str | None = None, members: Iterable[str] = (),
-                    public: bool = False) -> int:
-        """Create a group (or, with ``public=True``, a public) project with members."""
-        return accounts.add_project(self.session.database, name, description, members, public)
+                    public: bool = False, managers: Iterable[str] = ()) -> int:
+        """Create a group (or, with ``public=True``, a public) project (administrators only)."""
+        return accounts.add_project(self.session, name, description, members, public, managers)
 
-    def add_member(self, project: str, user: str) -> None:
-        """Make ``user`` a member of group project ``project``."""
-        accounts.add_member(self.session.database, project, user)
+    def add_member(self, project: str, user: str, manager: bool = False) -> None:
+        """Make ``user`` a member (or manager) of group project ``project`` (its managers or an administrator)."""
+        accounts.add_member(self.session, project, user, manager=manager)
 
     def find_project(self, name: str) -> Project:
         return accounts.find_project(self.session.database, name)
+
+    # ----------------------------------------------------------- audit trail and exclusion lists
+    def history(self, obj: DBObject | int | None = None, project: str | None = None) -> list[audit.Change]:
+        """The audit trail you may see (who changed which mutable attribute, when, old and new), oldest first."""
+        return audit.history(self.session, obj, project)
+
+    def exclude(self, obj: DBObject, reason: str) -> None:
+        """Leave ``obj`` out of the task selections in the current project, without changing it."""
+        audit.exclude(self.session, obj, reason)
+
+    def include(self, obj: DBObject) -> bool:
+        """Take ``obj`` off the current project's exclusion list."""
+        return audit.include(self.session, obj)
+
+    def exclusions(self) -> dict[int, audit.Exclusion]:
+        """The current project's exclusion list (object id -> who, why, when)."""
+        return audit.excluded(self.session)
 
     # ----------------------------------------------------------- publishing
     def migrate(self, obj: DBObject, project: str) -> list[DBObject]:

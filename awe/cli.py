@@ -185,29 +185,34 @@ def refcat(path: Path, kind: str, name: str | None, project: str | None) -> None
 # ----------------------------------------------------------------- users and projects
 @main.group()
 def user() -> None:
-    """Manage users."""
+    """Manage users (administrators create them; everyone changes his own password)."""
 
 
 @user.command("add")
 @click.argument("name")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, default="",
-              help="Password (asked for when not given; empty for none).")
-def user_add(name: str, password: str) -> None:
-    """Create a user with a private project (MYDB)."""
-    from awe import context
-    from awe.config import load_settings
-    settings = load_settings()
-    context.connect(settings, create_user=True)
-    context.add_user(name, password or None)
-    click.echo(f"user {name} created with private project {name.upper()}")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="The new user's password (asked for when not given).")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+def user_add(name: str, password: str, admin: bool) -> None:
+    """Create a user with a private project (MYDB): administrators only.
+
+    On PostgreSQL this also creates the user's database role, whose password is this one.
+    """
+    _connect().add_user(name, password, admin=admin)
+    click.echo(f"user {name} created with private project {name.upper()}" + (" (administrator)" if admin else ""))
 
 
 @user.command("passwd")
-@click.argument("name")
-@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, default="")
-def user_passwd(name: str, password: str) -> None:
-    """Change a user's password."""
-    _connect().set_password(name, password or None)
+@click.argument("name", required=False)
+@click.option("--old-password", default=None, help="Your current password (asked for when you change your own).")
+@click.option("--password", prompt="New password", hide_input=True, confirmation_prompt=True)
+def user_passwd(name: str | None, old_password: str | None, password: str) -> None:
+    """Change your own password (giving the old one) or, as an administrator, reset NAME's."""
+    ctx = _connect()
+    name = name or ctx.user
+    if name == ctx.user and old_password is None:
+        old_password = click.prompt("Current password", hide_input=True, default="", show_default=False)
+    ctx.set_password(name, password, old_password)
     click.echo(f"password of {name} changed")
 
 
@@ -220,22 +225,25 @@ def project() -> None:
 @click.argument("name")
 @click.option("--description", default=None)
 @click.option("--member", "members", multiple=True, help="User to add (repeatable).")
+@click.option("--manager", "managers", multiple=True, help="User who manages it: adds members (repeatable).")
 @click.option("--public", is_flag=True, help="Readable by everyone (like ALL).")
-def project_add(name: str, description: str | None, members: tuple[str, ...], public: bool) -> None:
-    """Create a group project visible to its members only."""
-    _connect().add_project(name, description, members=members, public=public)
+def project_add(name: str, description: str | None, members: tuple[str, ...], managers: tuple[str, ...],
+                public: bool) -> None:
+    """Create a group project visible to its members only: administrators only."""
+    _connect().add_project(name, description, members=members, public=public, managers=managers)
     click.echo(f"project {name} created")
 
 
 @project.command("add-member")
 @click.argument("name")
 @click.argument("users", nargs=-1, required=True)
-def project_add_member(name: str, users: tuple[str, ...]) -> None:
-    """Add users to a group project."""
+@click.option("--manager", is_flag=True, help="Make them managers of the project.")
+def project_add_member(name: str, users: tuple[str, ...], manager: bool) -> None:
+    """Add users to a group project: its managers or an administrator."""
     ctx = _connect()
     for u in users:
-        ctx.add_member(name, u)
-    click.echo(f"added {', '.join(users)} to {name}")
+        ctx.add_member(name, u, manager=manager)
+    click.echo(f"added {', '.join(users)} to {name}" + (" as managers" if manager else ""))
 
 
 @project.command("list")
@@ -243,6 +251,48 @@ def project_list() -> None:
     """List the projects you may work in."""
     for name in _connect().list_projects():
         click.echo(name)
+
+
+# ----------------------------------------------------------------- exclusion lists and the audit trail
+def _object(filename: str):
+    import awe.model  # noqa: F401  (registers every class, so a query on DBObject sees them all)
+    from awe.db.schema import DBObject
+    found = list(DBObject.filename == filename)
+    if not found:
+        raise LookupError(f"no object with file name {filename} is visible in your current project")
+    return found[0]
+
+
+@main.command()
+@click.argument("filenames", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why (written to the task logs).")
+@click.option("--project", default=None, help="Whose selections leave them out (default: your private project).")
+def exclude(filenames: tuple[str, ...], reason: str, project: str | None) -> None:
+    """Leave objects (e.g. shared raw frames) out of a project's task selections, without changing them."""
+    ctx = _connect(project)
+    for name in filenames:
+        ctx.exclude(_object(name), reason)
+    click.echo(f"excluded {len(filenames)} object(s) from the selections of {ctx.project.name}")
+
+
+@main.command()
+@click.argument("filenames", nargs=-1, required=True)
+@click.option("--project", default=None, help="Whose exclusion list (default: your private project).")
+def include(filenames: tuple[str, ...], project: str | None) -> None:
+    """Take objects off a project's exclusion list."""
+    ctx = _connect(project)
+    done = sum(ctx.include(_object(name)) for name in filenames)
+    click.echo(f"{done} object(s) taken off the exclusion list of {ctx.project.name}")
+
+
+@main.command()
+@click.argument("filename", required=False)
+@click.option("--project", default=None, help="Project to look in (default: your private project and ALL).")
+def history(filename: str | None, project: str | None) -> None:
+    """The audit trail: who changed is_valid, quality_flags, validity ranges, published or deleted what."""
+    ctx = _connect(project)
+    for change in ctx.history(_object(filename) if filename else None):
+        click.echo(str(change))
 
 
 # ----------------------------------------------------------------- storage and database
@@ -253,21 +303,33 @@ def storage() -> None:
 
 @storage.command("vacuum")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option("--min-age", default=3600.0, show_default=True, help="Keep files younger than this [s].")
+@click.option("--min-age", default=3600.0, show_default=True,
+              help="Keep files younger than this [s]; at least 600 (younger ones may belong to a running ingest).")
 def storage_vacuum(dry_run: bool, min_age: float) -> None:
     """Remove stored files no database row refers to (left by interrupted commits)."""
-    import sqlalchemy as sa
-    from awe.db.schema import DBObject
+    from awe.db.privileged import referenced_files
     from awe.storage import vacuum
     ctx = _connect()
-    table = DBObject.__table__
-    with ctx.engine.connect() as conn:
-        known = set(conn.execute(sa.select(table.c.filename).where(table.c.filename.is_not(None))).scalars())
-    removed = vacuum(ctx.storage, known, dry_run=dry_run, min_age_s=min_age)
+    removed = vacuum(ctx.storage, referenced_files(ctx.session), dry_run=dry_run, min_age_s=min_age)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {len(removed)} orphaned file(s)")
     for name in removed:
         click.echo(f"  {name}")
+
+
+@storage.command("check")
+@click.option("--repair", is_flag=True, help="Re-make raw chips from --source; mark the rest FILE_LOST.")
+@click.option("--source", "sources", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder with the original raw files (repeatable).")
+@click.option("--quick", is_flag=True, help="Check existence only (no checksums).")
+def storage_check(repair: bool, sources: tuple[Path, ...], quick: bool) -> None:
+    """Verify every file of the database against the data storage (exists; SHA-256, hence size too)."""
+    from awe.tasks.check_storage import check_storage
+    ctx = _connect()
+    report = check_storage(ctx.session, repair=repair, sources=sources, checksums=not quick)
+    click.echo(str(report))
+    if report.unresolved:
+        sys.exit(1)
 
 
 @main.group()
@@ -277,13 +339,42 @@ def db() -> None:
 
 @db.command("upgrade")
 def db_upgrade() -> None:
-    """Bring the database schema to this awe's revision (Alembic)."""
+    """Bring the database schema to this awe's revision (Alembic); a new database gets its administrator.
+
+    The administrator of a new database is the user who runs this first: on
+    PostgreSQL the role AWE_USER (the database owner: it needs CREATEROLE), on
+    the embedded database AWE_USER (by default your login name).
+    """
     from awe.config import load_settings
+    from awe.db.accounts import administrators
     from awe.db.engine import make_engine, schema_revision, upgrade
-    engine = make_engine(load_settings().database_url)
+    from awe.db.session import Session, login_url
+    settings = load_settings()
+    engine = make_engine(login_url(settings))
     before = schema_revision(engine)
     upgrade(engine)
-    click.echo(f"schema upgraded from {before} to {schema_revision(engine)}")
+    engine.dispose()
+    session = Session.open(settings)
+    click.echo(f"schema upgraded from {before} to {schema_revision(session.engine)}; "
+               f"administrators: {', '.join(administrators(session.database))}")
+    session.dispose()
+
+
+@db.command("authenticator")
+@click.argument("name")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def db_authenticator(name: str, password: str) -> None:
+    """PostgreSQL: a login role for the web server and DPU workers that can only act as awe users (SET ROLE)."""
+    from awe.db.accounts import PrivilegeError
+    from awe.db.rls import create_authenticator
+    ctx = _connect()
+    if ctx.session.database.is_sqlite:
+        raise ValueError("the embedded database has no roles: an authenticator is for PostgreSQL")
+    if not ctx.is_admin:
+        raise PrivilegeError(f"user {ctx.user} may not create an authenticator: only an administrator may")
+    with ctx.engine.begin() as conn:
+        create_authenticator(conn, name, password)
+    click.echo(f"authenticator {name} created: it can act as every awe user of this database, nothing else")
 
 
 # ----------------------------------------------------------------- the course

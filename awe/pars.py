@@ -15,6 +15,7 @@ declaration drives validation, :meth:`Pars.show`, the task's ``help()``, the
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, ClassVar, Iterator
 
 __all__ = ["Param", "ParamGroup", "Pars", "ParameterError"]
@@ -73,6 +74,12 @@ class Param:
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ParameterError(
                 f"parameter {self.name} takes a {kind.__name__}, not {value!r} ({type(value).__name__})"
+            )
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        if any(isinstance(v, float) and math.isnan(v) for v in items):
+            raise ParameterError(
+                f"parameter {self.name} is NaN, which would switch its check off silently: give a number "
+                "(inf means no limit)"
             )
         if self.choices is not None and value not in self.choices:
             raise ParameterError(f"parameter {self.name} must be one of {list(self.choices)}, not {value!r}")

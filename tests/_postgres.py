@@ -51,12 +51,19 @@ class PostgresServer:
             run_as = ["runuser", "-u", "postgres", "--"] if _has_user("postgres") else []
         self._run_as = run_as
         data = self.dir / "data"
-        self._call([_binary("initdb"), "-D", str(data), "-U", "awe", "--auth=trust", "-E", "UTF8",
+        # passwords are checked on TCP (as on a shared server): the tests' users log in with theirs
+        self.password = "awe-admin-pw"
+        pwfile = self.dir / "pw"
+        pwfile.write_text(self.password + "\n")
+        if run_as:
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._call([_binary("initdb"), "-D", str(data), "-U", "awe", "--auth-local=trust",
+                    "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
                     "--locale=C.UTF-8" if _has_locale() else "--no-locale"])
         self._call([_binary("pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-o",
                     f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                     "-c synchronous_commit=off -c full_page_writes=off", "start"])
-        self.admin_url = f"postgresql+psycopg://awe@127.0.0.1:{self.port}/postgres"
+        self.admin_url = f"postgresql+psycopg://awe:{self.password}@127.0.0.1:{self.port}/postgres"
         self._admin = sa.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
 
     def _call(self, cmd: list[str]) -> None:
@@ -65,10 +72,24 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
 
     def new_database(self) -> str:
+        """The URL (as the superuser ``awe``, with its password) of a fresh, empty database."""
         name = f"awe_test_{next(self._count)}"
         with self._admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        return f"postgresql+psycopg://awe@127.0.0.1:{self.port}/{name}"
+        return f"postgresql+psycopg://awe:{self.password}@127.0.0.1:{self.port}/{name}"
+
+    def new_awe_database(self, settings, user: str = "tester", password: str = "pw-tester") -> str:
+        """A fresh database with the awe schema, made by the superuser (its first administrator), and the
+        administrator ``user`` (a real, non-superuser role, bound by row-level security) with ``password``."""
+        from awe.db.session import Session
+        url = self.new_database()
+        owner = Session.open(settings.with_(database_url=url, user="awe", password=self.password))
+        from awe.db.accounts import add_user
+        add_user(owner, user, password, admin=True)
+        with owner.engine.begin() as conn:  # test modules declare tables of their own (test_rows)
+            conn.execute(sa.text(f'GRANT CREATE ON SCHEMA public TO "{user}"'))
+        owner.database.dispose()
+        return url
 
     def stop(self) -> None:
         self._admin.dispose()
@@ -89,3 +110,13 @@ def _has_user(name: str) -> bool:
 def _has_locale() -> bool:
     out = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.lower()
     return "c.utf8" in out or "c.utf-8" in out
+
+
+def share_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    """Let every awe user of the database use the tables of ``metadata`` a test made (as their owner)."""
+    from awe.db.rls import group_role, quote
+    with engine.begin() as conn:
+        group = quote(group_role(conn))
+        for table in metadata.sorted_tables:
+            conn.execute(sa.text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {quote(table.name)} TO {group}"))
+        conn.execute(sa.text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {group}"))

@@ -19,22 +19,32 @@ def postgres():
     server.stop()
 
 
-def _connect(tmp_path: Path, url: str | None, user: str = "tester", **extra):
+#: the password of the tests' user ``tester`` on PostgreSQL
+TESTER_PASSWORD = "pw-tester"
+
+
+def _connect(tmp_path: Path, url: str | None, user: str = "tester", postgres=None, **extra):
     settings = load_settings(home=str(tmp_path / "home"), workdir=str(tmp_path / "work"), user=user,
                              database_url=url, storage=str(tmp_path / "storage"), **extra)
     (tmp_path / "work").mkdir(exist_ok=True)
-    context.connect(settings, create_user=True)
+    if postgres is not None:
+        # the superuser makes the schema and the administrator `tester`, a plain role bound by row-level security
+        url = postgres.new_awe_database(settings, user, TESTER_PASSWORD)
+        settings = settings.with_(database_url=url, password=TESTER_PASSWORD)
+    context.connect(settings)
     return context
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path, monkeypatch):
-    """A connected context on a fresh, empty database: run once on SQLite and once on PostgreSQL."""
-    url = None
-    if request.param == "postgresql":
-        url = request.getfixturevalue("postgres").new_database()
+    """A connected context on a fresh, empty database: run once on SQLite and once on PostgreSQL.
+
+    The user is ``tester``, an administrator: on SQLite the database's first user, on PostgreSQL a
+    non-superuser role (password :data:`TESTER_PASSWORD`) made by the superuser, so row-level security applies.
+    """
     monkeypatch.chdir(tmp_path)
-    yield _connect(tmp_path, url)
+    server = request.getfixturevalue("postgres") if request.param == "postgresql" else None
+    yield _connect(tmp_path, None, postgres=server)
     context.close()
 
 

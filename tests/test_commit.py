@@ -87,6 +87,6 @@ def test_failed_row_insert_leaves_no_visible_product_and_vacuum_cleans(db, tmp_p
     table = DBObject.__table__
     with context.engine.connect() as conn:
         known = set(conn.execute(sa.select(table.c.filename)).scalars())
-    removed = vacuum(context.storage, known, min_age_s=0)
+    removed = vacuum(context.storage, known, min_age_s=0, exclusive=True)
     assert removed == ["Cal-TESTER-p2.fits"]
     assert not context.storage.exists("Cal-TESTER-p2.fits")

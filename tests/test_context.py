@@ -127,12 +127,12 @@ def test_private_objects_invisible_to_others(published_raw, tmp_path):
 
 
 def test_group_projects_only_for_members(published_raw):
-    context.add_user("outsider", None)
+    context.add_user("outsider", "pw-outsider")
     context.add_project("KIDS", "KiDS survey", members=["tester"])
     context.set_project("KIDS")
     kids = _stack(published_raw, "kids.fits")
     assert kids.project == "KIDS"
-    context.login("outsider")
+    context.login("outsider", "pw-outsider")
     with pytest.raises(PrivilegeError, match="not a member of project KIDS"):
         context.set_project("KIDS")
     assert len(Stack.filename == "kids.fits") == 0
@@ -166,8 +166,8 @@ def test_delete_refused_while_used_then_allowed(published_raw):
     context.delete(s)
     assert len(Stack.filename != "") == 0 and len(Derived.filename != "") == 0
     # raw data in ALL made by someone else cannot be deleted by a normal user
-    context.add_user("intruder", None)
-    context.login("intruder")
+    context.add_user("intruder", "pw-intruder")
+    context.login("intruder", "pw-intruder")
     with pytest.raises(PrivilegeError):
         context.delete(published_raw[0])
 

@@ -61,11 +61,18 @@ def _raw(night: Path, date_obs: str) -> Path:
 
 def _rewrite(src: Path, dst: Path, header: dict | None = None, delete: tuple[str, ...] = (),
              data=None) -> Path:
-    """A copy of a raw file with primary keywords changed or deleted, or every chip's data replaced."""
+    """A copy of a raw file with primary keywords changed or deleted, or every chip's data replaced.
+
+    A new DATE-OBS brings its MJD-OBS along unless ``header`` sets that too (ingest refuses a disagreement).
+    """
+    header = dict(header or {})
+    if "DATE-OBS" in header and "MJD-OBS" not in header and "MJD-OBS" not in delete:
+        from astropy.time import Time
+        header["MJD-OBS"] = round(float(Time(header["DATE-OBS"], scale="utc").mjd), 8)
     with fits.open(src) as hdul:
         for key in delete:
             del hdul[0].header[key]
-        for key, value in (header or {}).items():
+        for key, value in header.items():
             hdul[0].header[key] = value
         if data is not None:
             for hdu in hdul[1:]:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
+import awe
 from awe.config import load_settings
 from awe.db import engine as db_engine
 from awe.db.engine import (MIGRATIONS, DatabaseError, _migrating, ensure_schema, head_revision, known_revisions,
@@ -321,7 +322,8 @@ def test_awe_db_upgrade_on_a_current_database_changes_nothing(tmp_path):
         schema = sorted(conn.exec_driver_sql("SELECT type, name, sql FROM sqlite_master").all())
     rows = _read_0001(engine)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWE_")}
-    env.update(AWE_HOME=str(home), AWE_USER="observer", HOME=str(tmp_path), PYTHONWARNINGS="ignore")
+    env.update(AWE_HOME=str(home), AWE_USER="observer", HOME=str(tmp_path), PYTHONWARNINGS="ignore",
+               PYTHONPATH=str(Path(awe.__file__).parents[1]))  # the awe under test, not the installed one
     out = subprocess.run([str(Path(sys.executable).with_name("awe")), "db", "upgrade"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -476,3 +478,49 @@ def test_autogen_writes_comment_changes_apart_for_databases_that_keep_comments(p
         upgrade(engine)
         assert schema_revision(engine) == head_revision() and schema_differences(engine) == []
         engine.dispose()
+
+
+def test_0004_supersedes_duplicates_and_sqlite_ids_are_never_reused(empty_engine):
+    """0004 on a database with data: older products of one (class, provenance, project) are marked
+    superseded by the newest (then the database admits one current product per key), and SQLite
+    tables get AUTOINCREMENT with their rows kept."""
+    upgrade(empty_engine, "0001")
+    _fill_0001(empty_engine)
+    upgrade(empty_engine, "0003")
+    objects = sa.table("objects", *(sa.column(n) for n in ("object_id", "class_name", "filename", "project_id",
+                                                          "provenance", "is_valid", "quality_flags")))
+    rows = [dict(object_id=100 + i, class_name="BiasFrame", filename=f"Cal-dup-{i}.fits", project_id=1,
+                 provenance="a" * 40, is_valid=1, quality_flags=0) for i in range(3)]
+    rows.append(dict(object_id=110, class_name="BiasFrame", filename="Cal-other.fits", project_id=1,
+                     provenance="b" * 40, is_valid=1, quality_flags=0))
+    rows.append(dict(object_id=111, class_name="BiasFrame", filename="Cal-gone.fits", project_id=1,
+                     provenance="c" * 40, is_valid=1, quality_flags=0))
+    with empty_engine.begin() as conn:
+        conn.execute(objects.insert(), rows)
+        conn.execute(sa.delete(objects).where(objects.c.object_id == 111))
+    before = _read_0001(empty_engine)
+    upgrade(empty_engine)
+    assert schema_differences(empty_engine) == []
+    assert _read_0001(empty_engine) == before  # the rows 0001 knew are unchanged
+    with empty_engine.connect() as conn:
+        superseded = dict(conn.execute(sa.text("SELECT object_id, superseded_by FROM objects WHERE object_id >= 100")
+                                       ).all())
+    assert superseded == {100: 102, 101: 102, 102: None, 110: None}
+    copy = {k: v for k, v in rows[0].items() if k != "object_id"}
+    copy["filename"] = "Cal-dup-again.fits"
+    with pytest.raises(sa.exc.IntegrityError), empty_engine.begin() as conn:  # a second current product
+        conn.execute(objects.insert().values(**copy))
+    if empty_engine.dialect.name == "sqlite":
+        with empty_engine.connect() as conn:
+            sql = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'table'").all())
+        for table in ("objects", "instruments", "chips", "filters", "users", "projects"):
+            assert "AUTOINCREMENT" in sql[table], table
+    # an id deleted after the upgrade is never given out again
+    with empty_engine.begin() as conn:
+        if empty_engine.dialect.name == "postgresql":  # the rows above were inserted with explicit ids
+            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('objects', 'object_id'), "
+                                 "(SELECT max(object_id) FROM objects))"))
+        conn.execute(sa.delete(objects).where(objects.c.object_id == 110))
+        conn.execute(objects.insert().values(class_name="BiasFrame", filename="Cal-new.fits", project_id=1))
+        new_id = conn.execute(sa.select(objects.c.object_id).where(objects.c.filename == "Cal-new.fits")).scalar()
+    assert new_id > 110

@@ -112,8 +112,8 @@ def test_visibility_follows_the_context(db, refcat_dir):
     private = load_refcat(refcat_dir / "standards.fits", "standard")
     assert private.project == "TESTER"
     assert len(refcat_sources("standard", 102.96, -0.35, 1.0)) > 0
-    context.add_user("bob")
-    context.login("bob")
+    context.add_user("bob", "pw-bob")
+    context.login("bob", "pw-bob")
     with pytest.raises(LookupError, match="no standard reference catalogue is visible in project BOB"):
         refcat_sources("standard", 102.96, -0.35, 1.0)
     context.login("tester")

@@ -53,6 +53,9 @@ def _test_table(request):
         if name in request.fixturenames:
             request.getfixturevalue(name)
             TEST_METADATA.create_all(context.engine, checkfirst=True)
+            if context.engine.dialect.name == "postgresql":  # the other test users may use it too
+                from tests._postgres import share_tables
+                share_tables(context.engine, TEST_METADATA)
 
 
 def _sky(n: int, seed: int) -> Table:
@@ -278,8 +281,8 @@ def test_query_language(db, sky):
 def test_rows_visible_only_where_their_parent_is(db, sky):
     mine = _list("sl-tester.fits")
     RowsTestSource.insert(mine, sky[:300])
-    context.add_user("bob")
-    context.login("bob")
+    context.add_user("bob", "pw-bob")
+    context.login("bob", "pw-bob")
     # not by class, cone, box, parent id or count
     assert len(RowsTestSource.all()) == 0 and len(RowsTestSource.SLID == mine) == 0
     assert len(RowsTestSource.cone(150.0, 2.0, 7200.0)) == 0 and len(RowsTestSource.box(0, 360, -90, 90)) == 0

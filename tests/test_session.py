@@ -28,13 +28,15 @@ def two_users(db):
     raws = _factory.biases(2)
     db.set_project(db.user.upper())
     database = db.session.database
-    db.add_user("alice")
-    db.add_user("bob")
-    alice = Session.open(db.settings, user="alice", project=None, database=database)
-    bob = Session.open(db.settings, user="bob", project=None, database=database)
+    db.add_user("alice", "pw-alice")
+    db.add_user("bob", "pw-bob")
+    alice = Session.open(db.settings, user="alice", password="pw-alice", project=None, database=database)
+    bob = Session.open(db.settings, user="bob", password="pw-bob", project=None, database=database)
     commit([(Secret(filename="alice-secret.fits", frames=raws), None)], session=alice)
     commit([(Secret(filename="bob-secret.fits", frames=raws), None)], session=bob)
-    return alice, bob, raws
+    yield alice, bob, raws
+    alice.dispose()
+    bob.dispose()
 
 
 def _names(session: Session) -> set[str]:
@@ -125,3 +127,25 @@ def test_objects_travel_without_their_session(two_users):
     with bob.activate():
         with pytest.raises(PermissionError, match="may not change"):
             copy.update(is_valid=0)
+
+
+def test_open_as_acts_for_the_user_without_his_password(two_users, db):
+    """The server path: on PostgreSQL through an authenticator role that may only SET ROLE to the users."""
+    alice, bob, _ = two_users
+    server = alice.database
+    if not server.is_sqlite:
+        from awe.db.database import Database
+        from awe.db.rls import create_authenticator
+        with db.engine.begin() as conn:
+            create_authenticator(conn, "awe_server", "pw-server")
+        url = db.engine.url.set(username="awe_server", password="pw-server")
+        server = Database(url.render_as_string(hide_password=False))
+    try:
+        served = Session.open_as(server, "alice", alice.settings)
+        assert _names(served) == {"alice-secret.fits"} and served.user == "alice"
+        assert _names(Session.open_as(server, "bob", bob.settings)) == {"bob-secret.fits"}
+        with pytest.raises(PermissionError, match="awe user add nobody"):
+            Session.open_as(server, "nobody", alice.settings)
+    finally:
+        if server is not alice.database:
+            server.dispose()

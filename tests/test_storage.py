@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from awe.storage import (
+    MIN_SAFE_AGE_S,
     CorruptFileError,
     DataStorage,
     MissingFileError,
@@ -303,7 +304,7 @@ def test_foreign_objects_are_ignored(storage, tmp_path):
     fs_write("README", b"not ours")
     fs_write("ab/cd/not-in-its-shard.fits", b"misplaced")
     assert list(storage.list()) == [RAW]
-    assert vacuum(storage, set(), min_age_s=0) == [RAW]  # foreign objects are never removed
+    assert vacuum(storage, set(), min_age_s=0, exclusive=True) == [RAW]  # foreign objects are never removed
     assert len(all_keys(storage)) == 2
 
 
@@ -335,9 +336,9 @@ def test_hard_crash_temp_file_is_vacuumed(storage, tmp_path, monkeypatch):
     assert temp.split("/")[-1].startswith(TEMP_PREFIX)
     assert list(storage.list()) == [] and not storage.exists(SCI)
     assert vacuum(storage, set()) == []  # too young: could be an upload in progress
-    assert vacuum(storage, set(), dry_run=True, min_age_s=0) == [temp]
+    assert vacuum(storage, set(), dry_run=True, min_age_s=0, exclusive=True) == [temp]
     assert all_keys(storage) == [temp]
-    assert vacuum(storage, set(), min_age_s=0) == [temp]
+    assert vacuum(storage, set(), min_age_s=0, exclusive=True) == [temp]
     assert all_keys(storage) == []
 
 
@@ -347,11 +348,11 @@ def test_vacuum_removes_orphans_keeps_known(storage, tmp_path):
         storage.store(write(tmp_path, name, payload(50 + i)))
     known = {RAW, SCI}
     assert vacuum(storage, known) == []  # orphans younger than an hour may be a commit in progress
-    assert vacuum(storage, known, dry_run=True, min_age_s=0) == [names[2]]
+    assert vacuum(storage, known, dry_run=True, min_age_s=0, exclusive=True) == [names[2]]
     assert storage.exists(names[2])
-    assert vacuum(storage, known.__contains__, min_age_s=0) == [names[2]]
+    assert vacuum(storage, known.__contains__, min_age_s=0, exclusive=True) == [names[2]]
     assert sorted(storage.list()) == sorted(known)
-    assert vacuum(storage, known, min_age_s=0) == []
+    assert vacuum(storage, known, min_age_s=0, exclusive=True) == []
     with pytest.raises(TypeError):
         vacuum(storage, RAW)
 
@@ -467,3 +468,22 @@ def test_s3_unusable_bucket_or_endpoint(s3_url, tmp_path, monkeypatch):  # noqa:
     with pytest.raises(StorageError, match="could not look up") as info:
         ds.exists(RAW)
     assert RAW in str(info.value) and url in str(info.value) and "Could not connect" in str(info.value)
+
+
+# ---------------------------------------------------------------- verify, and vacuum's safety margin
+def test_verify(storage, tmp_path):
+    data = payload(70)
+    digest = storage.store(write(tmp_path, RAW, data))
+    assert storage.verify(RAW, digest) == "ok" and storage.verify(RAW) == "ok"
+    assert storage.verify(SCI, digest) == "missing"
+    corrupt_stored(storage, RAW)
+    assert storage.verify(RAW, digest) == "corrupt" and storage.verify(RAW) == "ok"  # without a checksum: exists
+
+
+def test_vacuum_refuses_ages_a_running_commit_could_have(storage, tmp_path):
+    storage.store(write(tmp_path, "young-orphan.fits", payload(71)))
+    for age in (0, 1, MIN_SAFE_AGE_S - 1):
+        with pytest.raises(ValueError, match="may belong to an ingest or commit in progress"):
+            vacuum(storage, set(), min_age_s=age)
+    assert vacuum(storage, set(), min_age_s=MIN_SAFE_AGE_S) == []  # the young orphan is kept
+    assert storage.exists("young-orphan.fits")

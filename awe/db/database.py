@@ -7,7 +7,9 @@ it knows nothing about who is asking.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -18,6 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from awe.db.persistent import Persistent
 
 __all__ = ["Database"]
+
+log = logging.getLogger(__name__)
+
+_FIRST_USE_ATTEMPTS = 5
 
 
 class Database:
@@ -39,7 +45,7 @@ class Database:
         self._entities: dict[tuple[str | None, int], Any] = {}
         self._lock = threading.Lock()
         try:
-            ensure_schema(self.engine, auto_upgrade)
+            self._ensure_schema(auto_upgrade)
         except sa.exc.OperationalError as exc:
             self.engine.dispose()
             raise DatabaseError(
@@ -49,8 +55,43 @@ class Database:
         except DatabaseError:
             self.engine.dispose()
             raise
+        self._first_use()
+
+    def _ensure_schema(self, auto_upgrade: bool) -> None:
+        """The schema checked or upgraded (under the lock of :func:`~awe.db.engine.upgrade`).
+
+        SQLite answers "database is locked" without waiting while a new database
+        file is switched to WAL by another process opening it at the same moment:
+        that is retried a few times.
+        """
+        for attempt in range(1, _FIRST_USE_ATTEMPTS + 1):
+            try:
+                ensure_schema(self.engine, auto_upgrade)
+                return
+            except sa.exc.OperationalError as exc:
+                if not self.is_sqlite or "locked" not in str(exc.orig) or attempt == _FIRST_USE_ATTEMPTS:
+                    raise
+                log.info("database %s is locked by another session setting it up; trying again", self.url)
+                time.sleep(0.2 * attempt)
+
+    def _first_use(self) -> None:
+        """The entities every database has (the public project ``ALL``, ...), made once whoever comes first.
+
+        Several processes opening a new database at once all try: the ones that
+        lose the race (a unique name, or SQLite's write lock taken by the winner)
+        look again and find what the winner made.
+        """
         from awe.db.accounts import ensure_public
-        ensure_public(self)
+        for attempt in range(1, _FIRST_USE_ATTEMPTS + 1):
+            try:
+                ensure_public(self)
+                return
+            except (sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                if attempt == _FIRST_USE_ATTEMPTS:
+                    raise
+                log.info("database %s was being set up by another session (%s); looking again", self.url,
+                         exc.orig)
+                time.sleep(0.05 * attempt)
 
     @property
     def is_sqlite(self) -> bool:

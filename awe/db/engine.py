@@ -25,8 +25,8 @@ from typing import Any, Iterator
 
 import sqlalchemy as sa
 
-__all__ = ["make_engine", "upgrade", "ensure_schema", "schema_revision", "head_revision", "known_revisions",
-           "DatabaseError"]
+__all__ = ["make_engine", "write_transaction", "upgrade", "ensure_schema", "schema_revision", "head_revision",
+           "known_revisions", "DatabaseError"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,30 @@ def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+@contextlib.contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that holds the database's write lock from its first statement, committed at the end.
+
+    SQLite: ``BEGIN IMMEDIATE``, so a read-then-write (look for an identical
+    product, then insert) is serialised with every other writer instead of
+    failing with "database is locked" when another process wrote in between;
+    a second writer waits (the busy timeout). PostgreSQL: an ordinary
+    transaction (its unique indexes and row locks serialise conflicting writes).
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
 
 
 def _script_directory():
@@ -164,7 +188,12 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     with _migrating(engine) as conn:
         before = _current_revision(conn)
         _refuse_unknown(before, engine)
+        if conn.dialect.name == "postgresql":  # row-level security: re-applied below, in this transaction
+            from awe.db import rls
+            rls.suspend(conn)
         command.upgrade(_alembic_config(conn), revision)
+        if conn.dialect.name == "postgresql" and _current_revision(conn) == head_revision():
+            rls.install(conn)  # the policies of this code's tables (an older revision's schema has other tables)
         after = _current_revision(conn)
     if after != before:
         log.info("database schema upgraded from %s to %s", before or "empty", after)

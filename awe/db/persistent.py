@@ -339,9 +339,11 @@ class Persistent(metaclass=PersistentMeta):
                                  sa.Column("object_id", Integer, sa.ForeignKey(f"{chain[0].name}.object_id"),
                                            primary_key=True, autoincrement=False))
             else:
+                # sqlite_autoincrement: ids are never reused after a delete (provenance names raw inputs by id)
                 table = sa.Table(tablename, metadata,
                                  sa.Column("object_id", Integer, primary_key=True, autoincrement=True),
-                                 sa.Column("class_name", String(64), nullable=False, index=True))
+                                 sa.Column("class_name", String(64), nullable=False, index=True),
+                                 sqlite_autoincrement=True)
                 cls.__table__ = table
             cls._tables = chain + (table,)
         own: sa.Table | None = cls._tables[-1] if cls._tables else None

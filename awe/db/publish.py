@@ -10,12 +10,14 @@ The prompt's ``context.migrate(obj, 'ALL')`` calls these for its session.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import sqlalchemy as sa
 
 from awe.db.accounts import PrivilegeError, find_project, may_enter, private_project_name
 from awe.db.lineage import dependencies
 from awe.db.query import fetch_rows
+from awe.db.persistent import registry
 from awe.db.rows import delete_rows
 from awe.db.schema import DBObject, links
 from awe.db.session import Session
@@ -29,30 +31,85 @@ class DependencyError(RuntimeError):
     """An object cannot be deleted: other objects were made from it."""
 
 
+def _rows(conn: sa.Connection, session: Session, ids: list[int]) -> dict[int, sa.Row[Any]]:
+    """The database's own view of objects ``ids`` (those visible to ``session``): never the Python objects'."""
+    t = DBObject.__table__
+    columns = [t.c.object_id, t.c.class_name, t.c.filename, t.c.checksum, t.c.project_id, t.c.creator,
+               t.c.provenance]
+    rows = conn.execute(sa.select(*columns).where(t.c.object_id.in_(ids),
+                                                  t.c.project_id.in_(session.visible_project_ids())))
+    return {int(r.object_id): r for r in rows}
+
+
 def migrate(session: Session, obj: DBObject, project: str) -> list[DBObject]:
     """Move ``obj`` and everything it depends on into ``project`` (metadata only; files stay).
 
     Objects already visible from ``project`` (e.g. raw frames in ALL) stay
-    where they are. Returns the objects moved.
+    where they are. An object whose identical twin (same class and provenance)
+    is already current in ``project`` -- another participant published the
+    same product -- is not moved: it is marked superseded by the twin, and the
+    moved objects made from it are linked to the twin instead (spec section 9:
+    every participant publishes). Rights are checked on the database's rows in
+    the ``UPDATE`` itself: a forged object moves nothing. Returns the objects
+    now in ``project`` in place of ``obj`` and its dependencies (twins included).
     """
+    from awe.db.audit import changeable, record, refusal
     target = find_project(session.database, project)
     if not may_enter(session.database, target, session.user_id):
         raise PrivilegeError(f"user {session.user} may not write to project {project}: not a member")
-    candidates = [obj] + dependencies(obj, session=session)
+    if obj.object_id is None:
+        raise ValueError(f"{obj!r} is not committed: commit it first")
+    candidates = {o.object_id: o for o in [obj] + dependencies(obj, session=session)}
+    table = DBObject.__table__
     public = set(session.database.public_project_ids())
-    moving = [o for o in candidates if o.project_id != target.id and o.project_id not in public]
-    refused = [o for o in moving if not session.may_write(o.project_id)]
-    if refused:
-        raise PrivilegeError(f"user {session.user} may not move {refused} out of their projects")
-    ids = [o.object_id for o in moving]
-    if ids:
-        table = DBObject.__table__
-        with session.engine.begin() as conn:
-            conn.execute(table.update().where(table.c.object_id.in_(ids)).values(project_id=target.id))
-    for o in moving:
+    current = table.c.superseded_by.is_(None) if "superseded_by" in table.c else sa.true()
+    with session.engine.begin() as conn:
+        rows = _rows(conn, session, list(candidates))
+        if obj.object_id not in rows:
+            raise refusal(session, obj.object_id, "migrate")
+        moving = [i for i, r in rows.items() if r.project_id != target.id and r.project_id not in public]
+        twins: dict[int, int] = {}
+        for i in moving:
+            r = rows[i]
+            if r.provenance:
+                twin = conn.execute(sa.select(table.c.object_id).where(
+                    table.c.class_name == r.class_name, table.c.provenance == r.provenance,
+                    table.c.project_id == target.id, table.c.object_id != i, current)).scalar()
+                if twin is not None:
+                    twins[i] = int(twin)
+        allowed = changeable(session)
+        for dup, twin in twins.items():
+            done = conn.execute(table.update().where(table.c.object_id == dup, allowed).values(
+                **({"superseded_by": twin} if "superseded_by" in table.c else {}))).rowcount
+            if not done:
+                raise refusal(session, dup, "migrate")
+            conn.execute(links.update().where(links.c.parent_id == dup, links.c.child_id.in_(moving))
+                         .values(parent_id=twin))
+        move = [i for i in moving if i not in twins]
+        if move:
+            done = conn.execute(table.update().where(table.c.object_id.in_(move), allowed)
+                                .values(project_id=target.id)).rowcount
+            if done != len(move):
+                bad = [i for i in move if i != obj.object_id] or move
+                raise refusal(session, obj.object_id if obj.object_id in move else bad[0], "migrate")
+        for i in move:
+            record(conn, session, i, rows[i].project_id, rows[i].filename, "project",
+                   session.project_name(rows[i].project_id), project)
+        for dup, twin in twins.items():
+            record(conn, session, dup, rows[dup].project_id, rows[dup].filename, "superseded_by", None, twin)
+    result: list[DBObject] = []
+    for i in move:
+        o = candidates[i]
         o.__dict__["project_id"] = target.id
-    log.info("migrated %d object(s) to %s: %s", len(moving), project, [o.filename for o in moving])
-    return moving
+        result.append(o)
+    if twins:
+        with session.engine.connect() as conn:
+            loaded = {r["object_id"]: DBObject._from_row(r, session) for r in fetch_rows(conn, list(twins.values()))}
+        result += [loaded[t] for t in twins.values()]
+        log.info("%d object(s) already in %s (same class and provenance): linked to those instead: %s", len(twins),
+                 project, {rows[d].filename: loaded[t].filename for d, t in twins.items()})
+    log.info("migrated %d object(s) to %s: %s", len(move), project, [rows[i].filename for i in move])
+    return result
 
 
 def _children(session: Session, object_ids: list[int]) -> list[tuple[int, int]]:
@@ -61,48 +118,61 @@ def _children(session: Session, object_ids: list[int]) -> list[tuple[int, int]]:
             sa.select(links.c.parent_id, links.c.child_id).where(links.c.parent_id.in_(object_ids)))]
 
 
-def _check_deletable(session: Session, obj: DBObject) -> None:
+def delete(session: Session, obj: DBObject) -> None:
+    """Remove ``obj`` and its stored file; refused while other objects were made from it.
+
+    Only the creator or the project's managers may; the rights and the object's
+    class, file and project are read from the database, not from ``obj``.
+    """
+    from awe.db.audit import changeable, refusal
     if obj.object_id is None:
         raise ValueError(f"{obj!r} is not committed: nothing to delete")
-    name = session.project_name(obj.project_id)
-    project = find_project(session.database, name or "?")
-    allowed = (project.kind == "private" and project.owner_id == session.user_id) or \
-              (project.kind != "private" and obj.creator == session.user
-               and may_enter(session.database, project, session.user_id))
-    if not allowed:
-        raise PrivilegeError(
-            f"user {session.user} may not delete {obj.filename} (project {project.name}, made by {obj.creator})"
-        )
-
-
-def delete(session: Session, obj: DBObject) -> None:
-    """Remove ``obj`` and its stored file; refused while other objects were made from it."""
-    _check_deletable(session, obj)
+    table = DBObject.__table__
+    with session.engine.connect() as conn:
+        row = _rows(conn, session, [obj.object_id]).get(obj.object_id)
+        mine = conn.execute(sa.select(table.c.object_id).where(table.c.object_id == obj.object_id,
+                                                               changeable(session))).first()
+    if row is None or mine is None:
+        raise refusal(session, obj.object_id, "delete")
     children = [c for _, c in _children(session, [obj.object_id])]
     if children:
         from awe.db.query import Query
         visible = {o.object_id: o for o in Query(DBObject, session=session).filter(DBObject.object_id.in_(children))}
         names = [visible[c].filename if c in visible else f"object {c} (not visible to you)" for c in children]
         raise DependencyError(
-            f"cannot delete {obj.filename}: {len(children)} object(s) were made from it: {names}; "
+            f"cannot delete {row.filename}: {len(children)} object(s) were made from it: {names}; "
             "delete those first"
         )
-    _delete_rows(session, [obj])
+    _delete_rows(session, [obj.object_id])
+    obj.__dict__["object_id"] = None
 
 
-def _delete_rows(session: Session, objs: list[DBObject]) -> None:
-    ids = [o.object_id for o in objs]
-    tables = {t.name: t for o in objs for t in type(o)._tables}
+def _delete_rows(session: Session, ids: list[int]) -> None:
+    """Delete objects ``ids`` (all or none: every one must be the session's to change) and their files."""
+    from awe.db.audit import changeable, record, refusal
+    table = DBObject.__table__
     with session.engine.begin() as conn:
+        rows = _rows(conn, session, ids)
+        allowed = conn.execute(sa.select(table.c.object_id).where(table.c.object_id.in_(ids),
+                                                                  changeable(session))).scalars().all()
+        refused = sorted(set(ids) - set(allowed))
+        if refused:
+            raise refusal(session, refused[0], "delete")
+        tables = {t.name: t for r in rows.values() for t in registry[r.class_name]._tables}
         delete_rows(conn, ids)  # catalogue rows of the objects
         conn.execute(links.delete().where(links.c.child_id.in_(ids)))
-        for table in sorted(tables.values(), key=lambda t: t is DBObject.__table__):  # family tables first
-            conn.execute(table.delete().where(table.c.object_id.in_(ids)))
-    for o in objs:
-        if o.filename and o.checksum and session.storage.exists(o.filename):
-            session.storage.delete(o.filename)
-        o.__dict__["object_id"] = None
-    log.info("deleted %d object(s): %s", len(objs), [o.filename for o in objs])
+        for t in tables.values():  # the family tables, then the objects rows (rights checked again)
+            if t is not table:
+                conn.execute(t.delete().where(t.c.object_id.in_(ids)))
+        done = conn.execute(table.delete().where(table.c.object_id.in_(ids), changeable(session))).rowcount
+        if done != len(ids):
+            raise refusal(session, ids[0], "delete")
+        for i, r in rows.items():
+            record(conn, session, i, r.project_id, r.filename, "deleted", r.filename, None)
+    for r in rows.values():
+        if r.filename and r.checksum and session.storage.exists(r.filename):
+            session.storage.delete(r.filename)
+    log.info("deleted %d object(s): %s", len(ids), [r.filename for r in rows.values()])
 
 
 def clean(session: Session, project: str | None = None) -> list[DBObject]:
@@ -126,7 +196,9 @@ def clean(session: Session, project: str | None = None) -> list[DBObject]:
         if not leaves:
             break
         gone = {o.object_id for o in leaves}
-        _delete_rows(session, leaves)
+        _delete_rows(session, sorted(gone))
+        for o in leaves:
+            o.__dict__["object_id"] = None
         deleted += leaves
         remaining = {i: o for i, o in remaining.items() if i not in gone}
     if remaining:

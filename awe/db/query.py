@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import datetime as _dt
+import math
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import sqlalchemy as sa
@@ -108,7 +109,7 @@ class EmbeddedPath(_Path):
                 f"valid attributes are {list(self._embedded.parts)}"
             )
         return Attr(self._cls, self._refs, None, column=self._embedded.column(name),
-                    label=f"{self._embedded.name}.{name}")
+                    label=f"{self._embedded.name}.{name}", type_=self._embedded.parts[name][0])
 
 
 class InputPath:
@@ -175,17 +176,22 @@ class Attr(_Comparable):
     """A column reached from a class, e.g. ``RawBiasFrame.EXPTIME``."""
 
     def __init__(self, cls: QueriedClass, refs: tuple, fld: "Field | None", column: str | None = None,
-                 label: str | None = None) -> None:
+                 label: str | None = None, type_: Any = None) -> None:
         self._cls = cls
         self._refs = refs
         self._field = fld
         self._column = column or fld.column  # type: ignore[union-attr]
         self._label = label or (fld.name if fld else self._column)
+        self._type = type_ if type_ is not None else (fld.type if fld is not None else None)
 
     def _cond(self, op: str, value: Any) -> "Query":
         unit = getattr(self._field, "unit", None)
         if unit is not None:  # a Quantity compared with a column of a declared unit
             value = [_in_unit(v, unit, self) for v in value] if op == "in" else _in_unit(value, unit, self)
+        if op == "in":
+            value = [_checked_value(self, op, v) for v in value]
+        else:
+            value = _checked_value(self, op, value)
         return Query(self._cls, _Compare(self, op, value))
 
     def _sql(self, comp: "_Compiler") -> sa.ColumnElement:
@@ -193,6 +199,51 @@ class Attr(_Comparable):
 
     def __repr__(self) -> str:
         return ".".join([self._cls.__name__] + [r.name for r in self._refs] + [self._label])
+
+
+#: what a column of each SQL type is compared with: (description, accepted Python types, advice)
+_KINDS: dict[type, tuple[str, tuple[type, ...], str]] = {
+    sa.DateTime: ("a date and time (UTC)", (_dt.datetime, _dt.date, str),
+                  "a datetime.datetime (UTC), e.g. datetime(2003, 3, 3, 18, 0), or an ISO string '2003-03-03T18:00'"),
+    sa.Float: ("a number", (int, float), "a number (int or float)"),
+    sa.Integer: ("an integer", (int, float), "a number"),
+    sa.Boolean: ("a boolean", (bool, int), "True or False"),
+    sa.String: ("a text", (str,), "a string, e.g. 'ccd50'"),
+}
+
+
+def _checked_value(attr: Attr, op: str, value: Any) -> Any:
+    """``value`` as the attribute's column compares it, or :class:`QueryError` naming the attribute and type.
+
+    SQLite would compare anything with anything (a date with a number is always
+    true there), so the query language refuses mismatched types before the SQL.
+    """
+    value = _coerce(value)
+    if value is None:
+        return value
+    if op == "like":
+        if not isinstance(value, str):
+            raise QueryError(f"{attr!r}.like() takes a pattern string ('WFI*'), not {value!r}")
+        return value
+    sql_type = attr._type if isinstance(attr._type, type) else type(attr._type)
+    for base, (kind, accepted, advice) in _KINDS.items():
+        if attr._type is None or not issubclass(sql_type, base):
+            continue
+        if base is not sa.Boolean and isinstance(value, bool):
+            accepted = ()  # True is not a number, a date or a text here
+        if isinstance(value, str) and base is sa.DateTime:
+            try:
+                return _dt.datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        elif isinstance(value, accepted) and not (isinstance(value, float) and math.isnan(value)):
+            if isinstance(value, _dt.date) and not isinstance(value, _dt.datetime):
+                return _dt.datetime.combine(value, _dt.time())
+            return value
+        shown = "NaN (which compares false with everything)" if isinstance(value, float) and math.isnan(value) \
+            else f"{value!r} ({type(value).__name__})"
+        raise QueryError(f"{attr!r} holds {kind}; cannot compare it {op} {shown}: compare it with {advice}")
+    return value
 
 
 def _in_unit(value: Any, unit: str, attr: Attr) -> Any:

@@ -710,7 +710,14 @@ def _copy_postgresql(cls: type[Rows], conn: sa.Connection, parent_id: int, names
     driver = conn.connection.driver_connection
     encoding = driver.info.encoding  # type: ignore[union-attr]
     columns = ", ".join(_quote(conn, c) for c in names)
-    sql = f"COPY {_quote(conn, cls.__tablename__)} ({columns}) FROM STDIN (FORMAT BINARY)"
+    target = _quote(conn, cls.__tablename__)
+    # PostgreSQL refuses COPY into a table with row-level security (awe.db.rls): copy into a temporary table
+    # and insert from there, so the policies check every row
+    secured = conn.exec_driver_sql(f"SELECT relrowsecurity FROM pg_class WHERE oid = '{target}'::regclass").scalar()
+    staged = _quote(conn, f"awe_staged_{cls.__tablename__}"[:63]) if secured else target
+    if secured:
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {staged} AS SELECT {columns} FROM {target} WITH NO DATA")
+    sql = f"COPY {staged} ({columns}) FROM STDIN (FORMAT BINARY)"
     with driver.cursor() as cursor:  # type: ignore[union-attr]
         # a writer thread feeds the server while this one builds the next block
         with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
@@ -721,6 +728,9 @@ def _copy_postgresql(cls: type[Rows], conn: sa.Connection, parent_id: int, names
                     (name, *block[name]) for name in names[1:]]
                 copy.write(_binary_block(cls, fields, encoding))
             copy.write(_PG_TRAILER)
+    if secured:
+        conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {staged} ORDER BY healpix")
+        conn.exec_driver_sql(f"DROP TABLE {staged}")
 
 
 # ====================================================================== deleting

@@ -10,14 +10,18 @@ import sqlalchemy as sa
 from awe.db.persistent import (JSON, DateTime, Embedded, Field, Float, Integer, Persistent, String, metadata,
                                utcnow)
 
-__all__ = ["users", "projects", "memberships", "links", "DBObject", "Entity", "ImStat", "imstat_field", "inserted_id"]
+__all__ = ["users", "projects", "memberships", "links", "audit_trail", "exclusions", "DBObject",
+           "CURRENT_PRODUCT_INDEX", "Entity", "ImStat", "imstat_field", "inserted_id"]
 
 users = sa.Table(
     "users", metadata,
     sa.Column("id", Integer, primary_key=True, autoincrement=True),
     sa.Column("name", String(64), nullable=False, unique=True),
-    sa.Column("password_hash", String(256), nullable=True),
+    sa.Column("password_hash", String(256), nullable=True),  # embedded database only (PostgreSQL: the role's)
     sa.Column("created", DateTime, nullable=False, default=utcnow),
+    # administrators create users and projects and manage ALL
+    sa.Column("is_admin", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
+    sqlite_autoincrement=True,
 )
 
 projects = sa.Table(
@@ -29,6 +33,7 @@ projects = sa.Table(
     sa.Column("kind", String(16), nullable=False),
     sa.Column("owner_id", Integer, sa.ForeignKey("users.id"), nullable=True),
     sa.Column("created", DateTime, nullable=False, default=utcnow),
+    sqlite_autoincrement=True,
 )
 
 def inserted_id(result: sa.CursorResult[Any]) -> int:
@@ -43,6 +48,8 @@ memberships = sa.Table(
     "memberships", metadata,
     sa.Column("project_id", Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
     sa.Column("user_id", Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    # member: sees and writes the project; manager: also adds members and changes anyone's products in it
+    sa.Column("role", String(16), nullable=False, default="member", server_default="member"),
 )
 
 
@@ -71,14 +78,19 @@ class DBObject(Persistent, abstract=True):
     timestamp_end = Field(DateTime, "end of the validity range (calibrations), UTC", index=True, mutable=True)
     qc_report = Field(JSON, "the automatic quality checks run: a list of {check, value, limit, parameter, "
                             "relation, failed, flag} (None: none run)")
+    superseded_by = Field(Integer, "object_id of the product that replaced this one (same class, provenance "
+                                   "and project: made again with redo=1 or after this one was invalidated); "
+                                   "None: the current product")
 
     def update(self, **changes: Any) -> None:
         """Change mutable attributes of a committed object in the database (one statement).
 
         ``obj.update(is_valid=0)``, ``obj.update(timestamp_end=datetime(...))``; only
-        ``is_valid``, ``quality_flags``, ``timestamp_start`` and ``timestamp_end`` may change.
+        ``is_valid``, ``quality_flags``, ``timestamp_start`` and ``timestamp_end`` may change,
+        only by the object's creator or its project's managers, and every change goes into the
+        audit trail (:mod:`awe.db.audit`).
         """
-        from awe.db.commit import update_attributes
+        from awe.db.audit import update_attributes
         update_attributes(self, changes)
 
     @property
@@ -100,6 +112,14 @@ class DBObject(Persistent, abstract=True):
     def inputs(self) -> dict[str, list[Persistent]]:
         """The direct inputs by role."""
         return {name: role.values(self) for name, role in self._inputs.items()}
+
+
+#: at most one current (not superseded) product per (class, provenance, project), enforced by the database
+#: itself: two identical tasks committing at once cannot both succeed (:func:`awe.db.commit.commit`)
+CURRENT_PRODUCT_INDEX = "uq_objects_current_provenance"
+_current = DBObject.__table__.c.superseded_by.is_(None)
+sa.Index(CURRENT_PRODUCT_INDEX, DBObject.__table__.c.class_name, DBObject.__table__.c.provenance,
+         DBObject.__table__.c.project_id, unique=True, sqlite_where=_current, postgresql_where=_current)
 
 
 @dataclass(frozen=True)
@@ -126,3 +146,29 @@ links = sa.Table(
     sa.Column("parent_id", Integer, sa.ForeignKey("objects.object_id"), nullable=False, index=True),
 )
 
+
+audit_trail = sa.Table(
+    "audit_trail", metadata,
+    sa.Column("id", Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", DateTime, nullable=False, default=utcnow, comment="when (UTC)"),
+    sa.Column("user_name", String(64), nullable=False, comment="who made the change"),
+    # no foreign key: the history of an object stays when the object is deleted
+    sa.Column("object_id", Integer, nullable=False, index=True, comment="the object changed"),
+    sa.Column("project_id", Integer, nullable=False, index=True, comment="project of the object at the change"),
+    sa.Column("filename", String(255), nullable=True, comment="file name of the object"),
+    sa.Column("attribute", String(64), nullable=False,
+              comment="is_valid, quality_flags, timestamp_start, timestamp_end, project (migrate) or deleted"),
+    sa.Column("old_value", String(255), nullable=True, comment="the value before, as JSON"),
+    sa.Column("new_value", String(255), nullable=True, comment="the value after, as JSON"),
+)
+
+exclusions = sa.Table(
+    "exclusions", metadata,
+    sa.Column("project_id", Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True,
+              comment="the project whose selections leave the object out"),
+    sa.Column("object_id", Integer, sa.ForeignKey("objects.object_id", ondelete="CASCADE"), primary_key=True,
+              comment="the object left out"),
+    sa.Column("user_name", String(64), nullable=False, comment="who excluded it"),
+    sa.Column("reason", String(255), nullable=False, comment="why"),
+    sa.Column("created", DateTime, nullable=False, default=utcnow, comment="when (UTC)"),
+)

@@ -6,11 +6,14 @@ first time an instrument is used (:func:`ensure_instrument`).
 
 from __future__ import annotations
 
+import logging
 
 from awe.db.persistent import Float, Integer, Field, Ref, String
 from awe.db.schema import Entity, inserted_id
 
 __all__ = ["Instrument", "Chip", "Filter", "ensure_instrument", "lookup_entity"]
+
+log = logging.getLogger(__name__)
 
 
 class Instrument(Entity):
@@ -56,7 +59,16 @@ class Filter(Entity):
 
 
 def ensure_instrument(name: str) -> Instrument:
-    """The Instrument row for ``name``, creating it (with chips and filters) from its description."""
+    """The Instrument row for ``name``, creating it (with chips and filters) from its description.
+
+    Idempotent when several processes use a new instrument at once: the rows
+    are made in one write transaction that looks again first (SQLite: under
+    the write lock), and a concurrent creation that won (PostgreSQL: the unique
+    instrument name) is taken instead.
+    """
+    import sqlalchemy as sa
+
+    from awe.db.engine import write_transaction
     from awe.db.session import current_session
     from awe.instruments import get_instrument
     spec = get_instrument(name)
@@ -65,15 +77,21 @@ def ensure_instrument(name: str) -> Instrument:
         return found[0]
     inst_t, chip_t, filt_t = Instrument.__table__, Chip.__table__, Filter.__table__
     session = current_session()
-    with session.engine.begin() as conn:
-        iid = inserted_id(conn.execute(inst_t.insert().values(
-            class_name="Instrument", name=spec.name, telescope=spec.telescope, observatory=spec.observatory,
-            longitude=spec.longitude_deg, latitude=spec.latitude_deg, pixel_scale=spec.pixel_scale,
-        )))
-        conn.execute(chip_t.insert(), [dict(class_name="Chip", name=c.name, index=c.index, instrument_id=iid)
-                                       for c in spec.chips])
-        conn.execute(filt_t.insert(), [dict(class_name="Filter", name=f.id, eso_name=f.eso_name, band=f.band,
-                                            wavelength=f.wavelength_nm, instrument_id=iid) for f in spec.filters])
+    try:
+        with write_transaction(session.engine) as conn:
+            if conn.execute(sa.select(inst_t.c.object_id).where(inst_t.c.name == spec.name)).first() is None:
+                iid = inserted_id(conn.execute(inst_t.insert().values(
+                    class_name="Instrument", name=spec.name, telescope=spec.telescope,
+                    observatory=spec.observatory, longitude=spec.longitude_deg, latitude=spec.latitude_deg,
+                    pixel_scale=spec.pixel_scale,
+                )))
+                conn.execute(chip_t.insert(), [dict(class_name="Chip", name=c.name, index=c.index,
+                                                    instrument_id=iid) for c in spec.chips])
+                conn.execute(filt_t.insert(), [dict(class_name="Filter", name=f.id, eso_name=f.eso_name,
+                                                    band=f.band, wavelength=f.wavelength_nm, instrument_id=iid)
+                                               for f in spec.filters])
+    except sa.exc.IntegrityError:
+        log.info("instrument %s was created meanwhile by another session; using it", spec.name)
     session.database.forget_entities()
     return list(Instrument.name == spec.name)[0]
 

@@ -31,6 +31,9 @@ class QualityFlags:
     DIFFERS_FROM_PREVIOUS = 1 << 5
     FEW_INPUTS = 1 << 6
     BAD_SOLUTION = 1 << 7
+    ZERO_EXPTIME = 1 << 8      # a science/standard exposure of 0 s (ingest)
+    GAIN_ASSUMED = 1 << 9      # the header's gain was missing or not positive: the instrument's was used (ingest)
+    FILE_LOST = 1 << 10        # the stored file is missing or corrupt and could not be restored (awe storage check)
 
     @classmethod
     def describe(cls, flags: int) -> list[str]:
@@ -62,11 +65,19 @@ class BaseFrame(DBObject, abstract=True):
                date: str | _dt.date | None = None, object: str | None = None, **attributes: Any) -> Query:
         """Valid frames (quality_flags == 0 and is_valid != 0) matching the keywords.
 
+        Frames on the current project's exclusion list (``context.exclude``) are
+        left out too.
+
         ``date`` is the observing night (local noon to noon at the observatory);
         ``object`` accepts wildcards (``'3C*'``); other keywords compare
         attributes for equality.
         """
         query = (cls.quality_flags == 0) & ((cls.is_valid != 0) | (cls.is_valid == None))  # noqa: E711
+        from awe.db.audit import excluded
+        from awe.db.session import current_session
+        left_out = list(excluded(current_session()))
+        if left_out:
+            query &= ~cls.object_id.in_(left_out)
         if instrument is not None:
             query &= cls.instrument.name == instrument
         if chip is not None:
@@ -88,10 +99,8 @@ class BaseFrame(DBObject, abstract=True):
         if not self.filename:
             raise ValueError(f"{self!r} has no file")
         session = session_of(self)
-        local = Path(dest or session.settings.workdir) / self.filename
-        if local.exists() and self.checksum is None:
-            return local
-        return session.storage.retrieve(self.filename, local.parent, checksum=self.checksum)
+        # through the session: only the file of an object this user sees, verified against the recorded checksum
+        return session.retrieve(self.filename, Path(dest or session.settings.workdir))
 
     def local_path(self) -> Path:
         """Path of a readable copy (from the cache or storage), verified against the checksum."""
@@ -101,7 +110,7 @@ class BaseFrame(DBObject, abstract=True):
             if path is None:
                 raise ValueError(f"{self!r} was not committed and has no local file")
             return Path(path)
-        return session_of(self).storage.open(self.filename, checksum=self.checksum)
+        return session_of(self).open_file(self.filename)
 
     def load(self):
         """The pixel data (float32 numpy array) of the first image HDU."""

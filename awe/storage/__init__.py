@@ -19,7 +19,7 @@ from awe.storage._errors import CorruptFileError, MissingFileError, StorageError
 from awe.storage._hashing import sha256_file
 from awe.storage._registry import get_storage
 from awe.storage._storage import DataStorage
-from awe.storage._vacuum import vacuum
+from awe.storage._vacuum import MIN_SAFE_AGE_S, vacuum
 
 __all__ = [
     "DataStorage",
@@ -28,5 +28,6 @@ __all__ = [
     "CorruptFileError",
     "sha256_file",
     "vacuum",
+    "MIN_SAFE_AGE_S",
     "get_storage",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 from urllib.parse import quote
 
-from awe.storage._hashing import copy_hashing
+from awe.storage._hashing import copy_hashing, sha256_stream
 
 __all__ = ["Backend", "LocalBackend", "FsspecBackend", "make_backend"]
 
@@ -93,13 +93,27 @@ class LocalBackend(Backend):
     def open_read(self, key: str) -> BinaryIO:
         return open(self._path(key), "rb")
 
-    def write_temp(self, key: str, src: BinaryIO) -> tuple[str, int]:
+    def open_temp(self, key: str) -> BinaryIO:
+        """A new, unbuffered file for writing ``key`` (tests wrap it to inject faults)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb", buffering=0) as dst:
-            result = copy_hashing(src, dst)
-            os.fsync(dst.fileno())
+        return os.fdopen(fd, "wb", buffering=0)
+
+    def write_temp(self, key: str, src: BinaryIO) -> tuple[str, int]:
+        """Write every byte, hashing it, fsync, and check the size on disk; on failure remove the file."""
+        path = self._path(key)
+        try:
+            with self.open_temp(key) as dst:
+                result = copy_hashing(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            on_disk = path.stat().st_size
+            if on_disk != result[1]:
+                raise OSError(errno.EIO, f"{on_disk} of {result[1]} bytes reached the disk (disk full?)")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         # stored files are never modified: drop the write permission bits
         os.chmod(path, path.stat().st_mode & ~0o222)
         return result
@@ -195,19 +209,32 @@ class FsspecBackend(Backend):
     def open_read(self, key: str) -> BinaryIO:
         return self.fs.open(self._path(key), "rb")
 
+    def open_temp(self, key: str) -> BinaryIO:
+        """A new file object for uploading ``key`` (tests wrap it to inject faults)."""
+        return self.fs.open(self._path(key), "wb")
+
     def write_temp(self, key: str, src: BinaryIO) -> tuple[str, int]:
-        path = self._path(key)
-        with self.fs.open(path, "wb") as dst:
+        """Upload every byte, hashing it; then check the stored size and read the upload back to check its hash."""
+        with self.open_temp(key) as dst:
             digest, nbytes = copy_hashing(src, dst)
         stored = self._info(key)["size"]
         if stored != nbytes:
             raise OSError(errno.EIO, f"upload to {self.url}/{key} is incomplete ({stored} of {nbytes} bytes)")
+        with self.open_read(key) as fh:
+            uploaded = sha256_stream(fh)
+        if uploaded != digest:
+            raise OSError(errno.EIO, f"upload to {self.url}/{key} is corrupt (sha256 {uploaded} read back != "
+                                     f"{digest} sent)")
         return digest, nbytes
 
     def publish(self, temp: str, final: str) -> bool:
         if self.exists(final):
             return False
         self.fs.copy(self._path(temp), self._path(final))
+        copied, expected = self.size(final), self.size(temp)
+        if copied != expected:  # never leave a partial object under the final name
+            self.fs.rm_file(self._path(final))
+            raise OSError(errno.EIO, f"copy to {self.url}/{final} is incomplete ({copied} of {expected} bytes)")
         try:
             self.remove(temp)
         except OSError as exc:  # published; the leftover is removed by vacuum

@@ -24,6 +24,8 @@ __all__ = ["DataStorage"]
 log = logging.getLogger(__name__)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+#: errors meaning "no space": the message says "disk full"
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 class DataStorage:
@@ -276,6 +278,32 @@ class DataStorage:
         with self._translate(filename, "look up"):
             return self._backend.exists(key)
 
+    def verify(self, filename: str, checksum: str | None = None) -> str:
+        """Whether the stored file is there and whole: ``'ok'``, ``'missing'`` or ``'corrupt'``.
+
+        Parameters
+        ----------
+        filename : str
+            The stored file.
+        checksum : str, optional
+            The SHA-256 recorded in the database; without it only existence is checked.
+
+        Returns
+        -------
+        str
+            ``'missing'`` when not stored, ``'corrupt'`` when the content's SHA-256 is not ``checksum``,
+            else ``'ok'``. Other failures (storage unreachable) raise :class:`StorageError`.
+        """
+        checksum = _check_digest(checksum, filename)
+        if not self.exists(filename):
+            return "missing"
+        if checksum is None:
+            return "ok"
+        try:
+            return "ok" if self.checksum(filename) == checksum else "corrupt"
+        except MissingFileError:  # removed meanwhile
+            return "missing"
+
     def size(self, filename: str) -> int:
         """Size of the stored file in bytes (:class:`MissingFileError` if not stored)."""
         key = relative_key(filename)
@@ -341,9 +369,14 @@ class DataStorage:
                 ) from exc
             raise MissingFileError(filename, self.url) from exc
         except failures as exc:
+            full = isinstance(exc, OSError) and exc.errno in _FULL
+            hint = ("the storage is full (disk full?): free space or use a bigger storage, then retry" if full
+                    else "check that the storage is reachable and writable (disk full?), then retry")
             raise StorageError(
+                f"could not {action} {filename} in storage {self.url}: {exc}; nothing was stored under "
+                f"that name: {hint}" if action == "store" else
                 f"could not {action} {filename} in storage {self.url}: {exc}; nothing was changed under "
-                "that name: check that the storage is reachable and writable, then retry"
+                f"that name: {hint}"
             ) from exc
 
 

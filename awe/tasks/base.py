@@ -55,6 +55,7 @@ from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from awe.db.commit import remember_twin
 from awe.db.lineage import provenance_hash
 from awe.db.schema import DBObject
 from awe.db.session import Session, current_session
@@ -217,7 +218,7 @@ class Task:
         self.selection_values = selection
         self.commit = bool(commit)
         self.inspect = bool(inspect)
-        self.logfile = logfile
+        self.logfile = _checked_logfile(logfile)
         self.redo = bool(redo)
         self._session = session
         self.log = logging.getLogger(f"awe.tasks.{type(self).__name__}")
@@ -327,11 +328,21 @@ class Task:
         return []
 
     def _commit(self, made: list[tuple[DBObject, Path | None]]) -> None:
+        """Commit the new products (``commit=1``); ``made`` then holds what was committed.
+
+        A product whose identical twin another run committed meanwhile is replaced by that
+        twin in ``made`` (this run's file in the working folder is removed).
+        """
         if self.commit:
             from awe.db.commit import commit
-            fresh = [(obj, path) for obj, path in made if obj.object_id is None]
+            fresh = [(i, obj, path) for i, (obj, path) in enumerate(made) if obj.object_id is None]
             if fresh:
-                commit(fresh, session=self.session)
+                committed = commit([(obj, path) for _, obj, path in fresh], session=self.session)
+                for (i, obj, path), result in zip(fresh, committed):
+                    if result is not obj:
+                        made[i] = (result, None)
+                        if path is not None:
+                            Path(path).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def _log_to_file(self) -> Iterator[None]:
@@ -344,7 +355,7 @@ class Task:
                 _running.reset(token)
             return
         name = self.logfile if isinstance(self.logfile, str) else f"{type(self).__name__}.log"
-        handler = logging.FileHandler(self.workdir / name)
+        handler = logging.FileHandler(_inside(self.workdir, name))
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.addFilter(lambda record: _running.get() is self)  # filters run in the emitting thread
         root = logging.getLogger("awe")
@@ -403,20 +414,31 @@ class Task:
         obj.filename = product_filename(category, step or cls.__name__[:5], inst.name if inst else None,
                                         filt.name if filt else None, chip.name if chip else None,
                                         self.session.user, obj.provenance)
+        # the current product of the same key now: committing supersedes it, or adopts a twin made meanwhile
+        remember_twin(obj, self.session)
         return obj
 
     def existing(self, obj: _P) -> _P | None:
-        """A committed, valid product identical to ``obj`` (same provenance), unless ``redo=1``."""
+        """A committed, current, valid product identical to ``obj`` (same provenance), unless ``redo=1``.
+
+        A product whose file is gone from the data storage counts as missing: it is made
+        again (the log says why), and the new one supersedes it.
+        """
         if self.redo:
             return None
         cls = type(obj)
-        found = ((cls.provenance == obj.provenance) & (cls.quality_flags == 0) & (cls.is_valid != 0)).max(
-            "creation_date")
-        if found is not None and type(found) is cls:
-            self.log.info("an identical %s exists already: %s (made %s); using it (redo=1 makes it again)",
-                          cls.__name__, found.filename, found.creation_date)
-            return found
-        return None
+        found = ((cls.provenance == obj.provenance) & (cls.quality_flags == 0) & (cls.is_valid != 0)
+                 & (cls.superseded_by == None)).max("creation_date")  # noqa: E711  (the query language's IS NULL)
+        if found is None or type(found) is not cls:
+            return None
+        if not self.session.storage.exists(found.filename):
+            self.log.warning("an identical %s exists (%s, object %s), but its file is gone from the data storage "
+                             "%s: making it again", cls.__name__, found.filename, found.object_id,
+                             self.session.storage.url)
+            return None
+        self.log.info("an identical %s exists already: %s (made %s); using it (redo=1 makes it again)",
+                      cls.__name__, found.filename, found.creation_date)
+        return found
 
     def output_path(self, obj: DBObject) -> Path:
         """Where the product's file goes in the working folder."""
@@ -492,6 +514,27 @@ class Task:
             plt.close(fig)
         self.log.info("QA figure of %s saved as %s", type(obj).__name__, path)
         return path
+
+
+def _checked_logfile(logfile: int | bool | str) -> int | bool | str:
+    """``logfile`` if it is 0/1 or a name of a file in the working folder, else ``ValueError``."""
+    if isinstance(logfile, (bool, int)):
+        return logfile
+    if not isinstance(logfile, str) or not logfile or "\x00" in logfile or ".." in Path(logfile).parts:
+        raise ValueError(f"logfile={logfile!r}: give 1 (the task's name) or the name of a file in the working "
+                         "folder (no '..', no NUL)")
+    return logfile
+
+
+def _inside(workdir: Path, name: str) -> Path:
+    """``workdir / name`` if that stays inside the working folder (links resolved), else ``ValueError``."""
+    root = Path(workdir).resolve()
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path == root:
+        raise ValueError(f"logfile={name!r} is outside the working folder {root}: give a plain file name (or a "
+                         "path inside the working folder)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def stored_imstat(stat: Any) -> Any:
@@ -604,7 +647,9 @@ def select_calibration(cls: type[Any], frame: BaseFrame, log: logging.Logger, *,
     qc_failures: list[tuple[str, dict]] = []
     for cand in candidates:
         why = None
-        if cand.quality_flags:
+        if cand.superseded_by is not None:
+            why = f"superseded by object {cand.superseded_by} (made again)"
+        elif cand.quality_flags:
             failed = _failed_checks(cand)
             qc_failures += [(cand.filename, record) for record in failed]
             why = _flags_text(cand.quality_flags)

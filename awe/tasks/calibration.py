@@ -37,6 +37,7 @@ import numpy as np
 
 from awe.db.query import night_of, observing_night
 from awe.db.schema import DBObject
+from awe.db.session import current_session
 from awe.image.combine import CombineResult, Combiner
 from awe.image.flat import central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, normalise_flat, \
     read_noise_from_pairs
@@ -305,6 +306,14 @@ class _CalibrationTask(Task):
                             f"{self._why_none(cls, instrument, what, filt)}")
         if self.date is None:
             frames = self._latest_night(frames, instrument, what)
+        from awe.db.audit import left_out_notes  # frames flagged by someone else, or on the exclusion list
+        every = (cls.instrument.name == instrument.name) & (cls.chip.name == self.chip)
+        if filt is not None:
+            every &= (cls.filter.name == filt) | (cls.filter.eso_name == filt)
+        nights = {night_of(f.DATE_OBS, instrument.longitude) for f in frames if f.DATE_OBS}
+        others = [f for f in every if f.DATE_OBS and night_of(f.DATE_OBS, instrument.longitude) in nights]
+        for note in left_out_notes(current_session(), others, frames):
+            self.log.warning("%s: left out %s", type(self).__name__, note)
         return frames
 
     def _why_none(self, cls: type[RawFrame], instrument: Instrument, what: str, filt: str | None) -> str:

@@ -39,18 +39,19 @@ import copy
 import datetime as _dt
 import io
 import logging
+import math
 import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import sqlalchemy as sa
 from astropy.io import fits
 
-from awe.db.schema import DBObject, ImStat
+from awe.db.schema import ImStat
 from awe.model.frames import (QualityFlags, RawBiasFrame, RawDomeFlatFrame, RawFrame, RawScienceFrame,
                               RawStandardFrame, RawTwilightFlatFrame)
 from awe.pars import Param, ParamGroup
@@ -122,16 +123,21 @@ class FileResult:
         Why (for skipped and failed files) or what was made.
     frames : list
         The raw frames committed from the file (empty unless ingested).
+    warnings : list of str
+        Suspicious but usable header values of an ingested file (its frames carry a quality flag).
     """
 
     path: Path
     status: str
     message: str
     frames: list[RawFrame] = field(default_factory=list)
+    #: suspicious but usable values (the frames carry a quality flag), one ``WARNING`` line each
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         label = {"ingested": "ingested", "skipped": "skipped ", "failed": "FAILED  "}[self.status]
-        return f"{label} {self.path}: {self.message}"
+        return "\n".join([f"{label} {self.path}: {self.message}"] + [f"WARNING  {self.path}: {w}"
+                                                                     for w in self.warnings])
 
 
 @dataclass
@@ -236,15 +242,33 @@ def read_raw(path: str | Path) -> fits.HDUList:
 
 # ====================================================================== classification
 def _get(header: fits.Header, key: str) -> Any:
-    """A header value; None when missing or blank."""
+    """A header value; None when missing or blank.
+
+    Raises
+    ------
+    IngestError
+        If the keyword's card cannot be parsed (``EXPTIME = NaN``).
+    """
     try:
         value = header.get(key)
+    except fits.verify.VerifyError:
+        raise IngestError(f"the header card {_card_text(header, key)!r} cannot be parsed: fix or remove the "
+                          f"{key} card") from None
     except (KeyError, ValueError):
         value = None
     if isinstance(value, str):
         value = value.strip()
         return value or None
     return None if value is None or isinstance(value, fits.card.Undefined) else value
+
+
+def _card_text(header: fits.Header, key: str) -> str:
+    """The raw 80 characters of a card, for messages about a card astropy cannot parse."""
+    try:
+        card = header.cards[key]
+        return str(getattr(card, "_image", None) or card.image).rstrip()
+    except Exception:  # the card is broken: say at least which keyword
+        return f"{key} = ?"
 
 
 def classify(header: fits.Header) -> tuple[type[RawFrame], str]:
@@ -699,9 +723,12 @@ def _float(header: fits.Header, key: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise IngestError(f"{key} = {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise IngestError(f"{key} = {value!r} is not a finite number: fix the header")
+    return number
 
 
 def _angle(header: fits.Header, key: str, hours: bool) -> float | None:
@@ -710,6 +737,8 @@ def _angle(header: fits.Header, key: str, hours: bool) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise IngestError(f"{key} = {value!r} is not a finite angle: fix the header")
         return float(value)
     from astropy.coordinates import Angle
     import astropy.units as u
@@ -719,12 +748,23 @@ def _angle(header: fits.Header, key: str, hours: bool) -> float | None:
         raise IngestError(f"{key} = {value!r} is neither degrees nor a sexagesimal angle") from None
 
 
+#: the largest difference between MJD-OBS and DATE-OBS accepted [s]
+MJD_TOLERANCE_S = 1.0
+
+
 def _mjd(header: fits.Header, when: _dt.datetime) -> float:
-    value = _float(header, "MJD-OBS")
-    if value is not None:
-        return value
+    """MJD-OBS, which must agree with DATE-OBS within :data:`MJD_TOLERANCE_S`; from DATE-OBS when missing."""
     from astropy.time import Time
-    return float(Time(when, scale="utc").mjd)
+    from_date = float(Time(when, scale="utc").mjd)
+    value = _float(header, "MJD-OBS")
+    if value is None:
+        return from_date
+    difference = abs(value - from_date) * 86400.0
+    if difference > MJD_TOLERANCE_S:
+        raise IngestError(f"MJD-OBS = {value} differs from DATE-OBS = {when.isoformat()} (MJD {from_date:.8f}) by "
+                          f"{difference:.3g} s (more than {MJD_TOLERANCE_S:g} s): the header's time is inconsistent; "
+                          "fix MJD-OBS or DATE-OBS")
+    return value
 
 
 @dataclass
@@ -737,6 +777,9 @@ class _Exposure:
     when: _dt.datetime
     filter_name: str | None
     attributes: dict[str, Any]
+    #: quality flags of every chip from the header (suspicious but usable values), and why
+    flags: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 def _exposure(primary: fits.Header, raw_name: str) -> _Exposure:
@@ -755,16 +798,46 @@ def _exposure(primary: fits.Header, raw_name: str) -> _Exposure:
         if cls is not RawBiasFrame:
             raise IngestError(f"EXPTIME is missing from the primary header of a {cls.__name__}")
         exptime = 0.0
-    airmass = _float(primary, "HIERARCH ESO TEL AIRM START")
+    if exptime < 0:
+        raise IngestError(f"EXPTIME = {exptime} s is negative: impossible; fix the header")
+    airmass_key = "HIERARCH ESO TEL AIRM START"
+    airmass = _float(primary, airmass_key)
+    if airmass is None:
+        airmass_key, airmass = "AIRMASS", _float(primary, "AIRMASS")
+    if airmass is not None and airmass < 0:
+        raise IngestError(f"the airmass ({airmass_key} = {airmass}) is negative: impossible; fix the header")
+    ra, dec = _angle(primary, "RA", hours=True), _angle(primary, "DEC", hours=False)
+    if dec is not None and not -90.0 <= dec <= 90.0:
+        raise IngestError(f"DEC = {dec} deg is outside -90..+90: impossible; fix the header")
+    if ra is not None and not 0.0 <= ra <= 360.0:
+        raise IngestError(f"RA = {ra} deg is outside 0..360: impossible; fix the header")
     filter_name = _get(primary, "HIERARCH ESO INS FILT1 ID") or _get(primary, "HIERARCH ESO INS FILT1 NAME") \
         or _get(primary, "FILTER")
     attributes = dict(
         DATE_OBS=when, MJD_OBS=_mjd(primary, when), EXPTIME=exptime, OBJECT=_get(primary, "OBJECT"),
-        AIRMASS=airmass if airmass is not None else _float(primary, "AIRMASS"),
-        RA=_angle(primary, "RA", hours=True), DEC=_angle(primary, "DEC", hours=False),
+        AIRMASS=airmass, RA=ra, DEC=dec,
         raw_file=raw_name, DPR_TYPE=dpr_type,
     )
-    return _Exposure(spec, cls, dpr_type, when, str(filter_name) if filter_name is not None else None, attributes)
+    exposure = _Exposure(spec, cls, dpr_type, when, str(filter_name) if filter_name is not None else None,
+                         attributes)
+    if exptime == 0 and cls is not RawBiasFrame:
+        exposure.flags |= QualityFlags.ZERO_EXPTIME
+        exposure.warnings.append(f"EXPTIME = 0 s for a {cls.__name__}: ingested with quality flag ZERO_EXPTIME "
+                                 "(select() skips it)")
+    return exposure
+
+
+def _gain(header: fits.Header, chip: Any, exposure: _Exposure) -> tuple[float, str | None]:
+    """The chip's gain from the header [e-/ADU], or the instrument's with a warning when missing or not positive."""
+    key = "HIERARCH ESO DET OUT1 CONAD"
+    try:
+        gain = _float(header, key)
+    except IngestError:
+        gain = float("nan")
+    if gain is not None and gain > 0:
+        return gain, None
+    said = "missing" if gain is None else "not a number" if math.isnan(gain) else f"{gain:g}, not positive"
+    return float(chip.gain), f"{chip.name}: {key} is {said}; used the instrument's gain {chip.gain} e-/ADU"
 
 
 # ====================================================================== database look-ups
@@ -784,19 +857,12 @@ class _Entities:
         return self._cache[spec.name]
 
 
-def _existing(filenames: Sequence[str]) -> dict[str, tuple[str | None, int | None]]:
-    """Stored objects with these file names in any project: name -> (checksum, project id)."""
-    from awe.db.session import current_session
-    table = DBObject.__table__
-    stmt = sa.select(table.c.filename, table.c.checksum, table.c.project_id).where(table.c.filename.in_(filenames))
-    with current_session().engine.connect() as conn:
-        return {row.filename: (row.checksum, row.project_id) for row in conn.execute(stmt)}
-
-
-def _project_names(ids: Iterable[int | None]) -> str:
-    from awe.db.session import current_session
-    session = current_session()
-    return ", ".join(sorted({session.project_name(i) or "?" for i in ids if i is not None}))
+def _holders(found: Iterable[Any]) -> str:
+    """The projects holding some chips, as the caller may know them."""
+    names = sorted({f.project_name for f in found if f.visible})
+    hidden = any(not f.visible for f in found)
+    return " and ".join(filter(None, [f"project {', '.join(names)}" if names else "",
+                                      "another project you cannot see" if hidden else ""]))
 
 
 # ====================================================================== one file
@@ -829,64 +895,139 @@ def _build_frames(path: Path, params: ParamGroup, entities: _Entities,
         saturation = params.SATURATION_LEVEL or spec.saturation
         stamp = exposure.when.isoformat(timespec="milliseconds")
         items: list[tuple[RawFrame, Path]] = []
+        assumed: list[str] = []
         for chip in chips:
             whole, lit = chip_stats(chip.data, chip.geometry.data)
+            gain, why = _gain(chip.header, chip.spec, exposure)
+            flags = check_quality(exposure.cls, lit, params, saturation) | exposure.flags
+            if why is not None:
+                assumed.append(why)
+                flags |= QualityFlags.GAIN_ASSUMED
             frame = exposure.cls(
                 filename=f"{spec.name}.{stamp}_{chip.index}.fits", instrument=inst, chip=chip_rows[chip.spec.name],
                 filter=filt, extension=chip.extension, NAXIS1=int(chip.data.shape[1]), NAXIS2=int(chip.data.shape[0]),
-                gain=_float(chip.header, "HIERARCH ESO DET OUT1 CONAD") or chip.spec.gain,
-                imstat=whole, quality_flags=check_quality(exposure.cls, lit, params, saturation),
+                gain=gain, imstat=whole, quality_flags=flags,
                 process_params={"ingest_params": params.as_dict()}, **exposure.attributes)
             local = tmpdir / frame.filename
             chip.write(local)
             items.append((frame, local))
+    if assumed:
+        exposure.warnings.append("; ".join(assumed) + " (quality flag GAIN_ASSUMED: select() skips these chips)")
     return exposure, items, chips[0].identified_by
 
 
-def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawFrame, Path]], str]:
-    """The chips not ingested yet, and the projects holding those that are.
+def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawFrame, Path]], list[str], list[str]]:
+    """The chips not ingested yet, notes on those that are, and the chips made visible or re-stored here.
+
+    The duplicate check looks at every project (:func:`awe.db.privileged.file_status`) but names only those the
+    caller may enter. A raw chip is one object (file names are unique): ingesting into a public project a file
+    whose chips sit in a project the caller cannot see publishes those chips there (the caller proves he holds
+    the same data by its SHA-256: :func:`awe.db.privileged.publish_raw`), so nobody can block the public ingest
+    of a raw file by keeping it private. A chip whose row exists but whose stored file is gone is stored again.
 
     Raises
     ------
     IngestError
         If a chip of that name was ingested from a file with other content.
     """
+    from awe.db import privileged
+    from awe.db.session import current_session
     from awe.storage import sha256_file
-    existing = _existing([f.filename for f, _ in items])
-    for frame, local in items:
-        if frame.filename in existing and existing[frame.filename][0] != sha256_file(local):
+    session = current_session()
+    digests = {f.filename: sha256_file(local) for f, local in items}
+    found = privileged.file_status(session, list(digests), list(digests.values()))
+    for frame, _ in items:
+        status = found.get(frame.filename)
+        if status is not None and not status.same:
             raise IngestError(
-                f"{frame.filename} is ingested already (project {_project_names([existing[frame.filename][1]])}) "
-                "from a different file with the same exposure time stamp; delete it first if this file replaces it")
-    fresh = [(f, local) for f, local in items if f.filename not in existing]
-    return fresh, _project_names(p for _, p in existing.values())
+                f"{frame.filename} is ingested already ({_holders([status])}) from a different file with the same "
+                "exposure time stamp; delete it first if this file replaces it")
+    project = session.project
+    hidden = [(f.filename, digests[f.filename]) for f, _ in items
+              if f.filename in found and not found[f.filename].visible]
+    published: list[str] = []
+    if hidden and project.kind == "public" and session.may_write(project.id):
+        published = privileged.publish_raw(session, hidden, project.id)
+        for name in published:
+            found[name] = privileged.FileStatus(name, True, digests[name], project.id, project.name)
+    restored: list[str] = []
+    storage = session.storage
+    for frame, local in items:
+        status = found.get(frame.filename)
+        if status is not None and status.visible and not storage.exists(frame.filename):
+            log.warning("%s: the database has it (project %s) but its stored file is gone: storing it again",
+                        frame.filename, status.project_name)
+            if storage.store(local, frame.filename) != status.checksum:  # pragma: no cover - checked above
+                raise IngestError(f"{frame.filename}: re-stored content differs from the recorded checksum")
+            restored.append(frame.filename)
+    fresh = [(f, local) for f, local in items if f.filename not in found]
+    notes = [_holders(found.values())] if found else []
+    if restored:
+        notes.append(f"{len(restored)} chip file(s) were missing from the storage and are stored again")
+    if published:
+        notes.append(f"{len(published)} of them were in a project you cannot see and are now published in "
+                     f"{project.name} (a raw chip is one object, shared by everyone once public)")
+    own_private = {f.project_name for f in found.values()
+                   if f.visible and f.project_id != project.id and f.project_name is not None
+                   and f.project_name != project.name}
+    if any(not f.visible for f in found.values()) and project.kind != "public":
+        notes.append("a raw chip is one object in one project: ingest the file into a public project "
+                     "(`awe ingest --project ALL`) to share those chips")
+    if own_private and project.kind == "public":
+        notes.append(f"they are in {', '.join(sorted(own_private))}, not in {project.name}: publish them with "
+                     f"`context.set_project('{sorted(own_private)[0]}')` and "
+                     f"`for f in RawFrame.raw_file == '{items[0][0].raw_file}': context.migrate(f, '{project.name}')`")
+    return fresh, notes, restored + published
+
+
+def _forget_stored(session: Any, names: list[str]) -> None:
+    """Remove files this ingest stored for a commit that failed, unless some object refers to them meanwhile."""
+    from awe.db import privileged
+    taken = privileged.file_status(session, names)
+    for name in names:
+        if name in taken:
+            continue
+        try:
+            if session.storage.exists(name):
+                session.storage.delete(name)
+        except OSError as exc:  # vacuum removes it later
+            log.warning("could not remove %s after the failed commit (awe storage vacuum removes it): %s", name, exc)
 
 
 def _ingest_file(path: Path, params: IngestParams, entities: _Entities, tmpdir: Path) -> FileResult:
     from awe.db.commit import commit
+    from awe.db.session import current_session
 
     exposure, items, identified_by = _build_frames(path, params, entities, tmpdir)
-    fresh, projects = _not_yet_stored(items)
+    fresh, notes, repaired = _not_yet_stored(items)
+    where = "; ".join(notes)
     if not fresh:
-        return FileResult(path, "skipped", f"already ingested ({len(items)} chips in project {projects}); "
-                                           "nothing added")
+        if repaired:
+            return FileResult(path, "ingested", f"no new chips: {len(items)} chips in {where}")
+        return FileResult(path, "skipped", f"already ingested ({len(items)} chips in {where}); nothing added")
+    session = current_session()
     try:
         commit(fresh)
-    except sa.exc.IntegrityError:
-        raise IngestError("ingested at the same time by another session; run ingest again to check") from None
+    except BaseException as exc:
+        _forget_stored(session, [f.filename for f, _ in fresh])
+        if isinstance(exc, sa.exc.IntegrityError):
+            raise IngestError("ingested at the same time by another session; run ingest again to check") from None
+        raise
     frames = [f for f, _ in fresh]
     what = " ".join(str(v) for v in (exposure.cls.__name__, exposure.attributes["OBJECT"], exposure.filter_name)
                     if v)
     message = f"{what}, {len(frames)} chips"
     if len(frames) < len(items):
-        message += f" (the other {len(items) - len(frames)} were in project {projects} already)"
+        message += f" (the other {len(items) - len(frames)} were in {where} already)"
     flagged = [f for f in frames if f.quality_flags]
     if flagged:
         message += "; flagged: " + ", ".join(f"{f.chip.name} {QualityFlags.describe(f.quality_flags)}"
                                              for f in flagged)
     if identified_by != BY_DETECTOR_ID:
         message += f"; chips identified by {identified_by} (no detector ids)"
-    return FileResult(path, "ingested", message, frames)
+    for warning in exposure.warnings:
+        log.warning("%s: %s", path.name, warning)
+    return FileResult(path, "ingested", message, frames, list(exposure.warnings))
 
 
 # ====================================================================== the front door
@@ -948,7 +1089,8 @@ def ingest(paths: "str | Path | Iterable[str | Path]", progress: Callable[[int, 
                 result = _ingest_file(path, params, entities, Path(tmp))
             except IngestError as exc:
                 result = FileResult(path, "failed", str(exc).removeprefix(f"{path}: "))
-            except (OSError, ValueError, LookupError) as exc:  # storage, unexpected header content
+            except Exception as exc:  # storage, unexpected header content: this file fails, the others go in
+                log.debug("%s failed", path, exc_info=True)
                 result = FileResult(path, "failed", f"{type(exc).__name__}: {exc}")
         log.debug("%s", result)  # the caller shows the report
         report.results.append(result)

@@ -8,7 +8,7 @@ the storage (``astro_night``), so modules do not see each other's products.
 
 Set ``AWE_TEST_NIGHT_CACHE=/some/folder`` to keep the built night between pytest runs (for development:
 the folder is reused when its ``READY`` marker names the same recipe; delete it after changing the
-calibration or reduction code).
+calibration or reduction code; a new schema revision makes a new one).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 from awe import context
 from awe.config import load_settings
 from awe.db.accounts import private_project_name
+from awe.db.engine import head_revision
 from awe.sim import Truth, simulate_night
 
 SCALE = 0.125
@@ -80,7 +81,6 @@ def _build(root: Path) -> None:
             ReduceTask(raw_filenames=[chip_file(d, chip) for d in STANDARDS + SCIENCE], commit=1).execute()
     finally:
         context.close()
-    (root / "READY").write_text(_RECIPE)
 
 
 @pytest.fixture(scope="session")
@@ -88,14 +88,16 @@ def astro_night_master(tmp_path_factory) -> Path:
     """The built night's folder (raw/, home/, storage/, work/), never modified by the tests."""
     cache = os.environ.get("AWE_TEST_NIGHT_CACHE")
     if cache:
-        root = Path(cache) / hashlib.sha1(_RECIPE.encode()).hexdigest()[:12]
-        if (root / "READY").is_file() and (root / "READY").read_text() == _RECIPE:
+        recipe = f"{_RECIPE} schema={head_revision()}"
+        root = Path(cache) / hashlib.sha1(recipe.encode()).hexdigest()[:12]
+        if (root / "READY").is_file() and (root / "READY").read_text() == recipe:
             return root
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
     else:
         root = tmp_path_factory.mktemp("astro-night")
     _build(root)
+    (root / "READY").write_text(f"{_RECIPE} schema={head_revision()}")
     return root
 
 

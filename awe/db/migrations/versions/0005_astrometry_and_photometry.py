@@ -1,15 +1,15 @@
 """astrometry and photometry
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-02 06:51:44.492493
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-02 07:23:12.025604
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
