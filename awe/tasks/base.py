@@ -422,7 +422,8 @@ class Task:
         """A committed, current, valid product identical to ``obj`` (same provenance), unless ``redo=1``.
 
         A product whose file is gone from the data storage counts as missing: it is made
-        again (the log says why), and the new one supersedes it.
+        again (the log says why), and the new one supersedes it. Products without a file
+        (solutions, catalogues kept as rows: no checksum) are only looked up.
         """
         if self.redo:
             return None
@@ -431,7 +432,7 @@ class Task:
                  & (cls.superseded_by == None)).max("creation_date")  # noqa: E711  (the query language's IS NULL)
         if found is None or type(found) is not cls:
             return None
-        if not self.session.storage.exists(found.filename):
+        if found.checksum is not None and not self.session.storage.exists(found.filename):
             self.log.warning("an identical %s exists (%s, object %s), but its file is gone from the data storage "
                              "%s: making it again", cls.__name__, found.filename, found.object_id,
                              self.session.storage.url)
