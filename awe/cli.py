@@ -130,7 +130,8 @@ def sim(outdir: Path, scale: float, seed: int) -> None:
     click.echo(f"simulated night written to {path}")
 
 
-_UNITS = {"simulate": "chip", "ingest": "file", "calibrate": "task", "reduce": "task"}
+_UNITS = {"simulate": "chip", "ingest": "file", "calibrate": "task", "standards": "task", "photometry": "task",
+          "reduce": "task", "astrometry": "task"}
 
 
 def _progress(label: str):

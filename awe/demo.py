@@ -2,8 +2,11 @@
 
 ``awe demo`` runs it: simulate the night (once), ingest it into ``ALL`` with the
 reference catalogues, then, in the user's private project, make the
-calibrations and reduce the standard field and the six 3C273 exposures chip
-by chip exactly as the course does at the prompt. The steps report their
+calibrations, reduce the nine standard-field exposures, solve their astrometry
+and the night's photometry (standard-star catalogues, the illumination
+correction, zero points and extinction), reduce the six 3C273 exposures (the
+illumination correction applied) and solve their astrometry chip by chip and
+globally, with the tasks the course runs at the prompt. The steps report their
 progress through a :data:`ProgressFactory` (the CLI draws bars), every detail
 goes to the log, and :class:`CourseReport` sums the night up per chip.
 :func:`prepare_prompt` then makes ``awe`` in the working folder open the
@@ -12,6 +15,7 @@ demo's database and says which command opens the prompt on it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -20,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 __all__ = ["run_course", "CourseReport", "ChipSummary", "Progress", "ProgressFactory", "prepare_prompt"]
 
@@ -32,7 +36,8 @@ FILTER = "#844"
 
 #: Progress of one step: called as ``progress(done, total, name)`` (the protocol of ingest and the simulator).
 Progress = Callable[[int, int, str], None]
-#: Gives the :data:`Progress` callback of a named step (``"simulate"``, ``"ingest"``, ``"calibrate"``, ``"reduce"``).
+#: Gives the :data:`Progress` callback of a named step (``"simulate"``, ``"ingest"``, ``"calibrate"``,
+#: ``"standards"``, ``"photometry"``, ``"reduce"``, ``"astrometry"``).
 ProgressFactory = Callable[[str], Progress]
 
 _CALIBRATIONS = ("BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask")
@@ -52,6 +57,8 @@ class ChipSummary:
     stars_standard: int | None = None
     seeing_science: list[float] = field(default_factory=list)
     tracks: int = 0
+    astrometric_rms: list[float] = field(default_factory=list)  # per-axis rms of the 3C273 frames' solutions, arcsec
+    zeropoint: float | None = None           # mag (PhotometricParameters)
     products: int = 0
     flagged: int = 0
     failures: list[str] = field(default_factory=list)  # "TaskName: the error", one per task that could not run
@@ -61,13 +68,14 @@ class ChipSummary:
             f"{min(self.seeing_science):.2f}-{max(self.seeing_science):.2f}\""
         std = "-" if self.seeing_standard is None else f"{self.seeing_standard:.2f}\" ({self.stars_standard or 0})"
         gains = f"{_fmt(self.gain_dome, '.2f')}/{_fmt(self.gain_twilight, '.2f')}"
+        rms = _fmt(max(self.astrometric_rms) if self.astrometric_rms else None, '.3f')
         return (f"{self.chip:6s} {_fmt(self.read_noise, '.2f'):>10s} {_fmt(self.n_hot, 'd'):>7s} "
                 f"{_fmt(self.n_cold, 'd'):>7s} {gains:>11s} {std:>13s} {seeing:>12s} {self.tracks:6d} "
-                f"{self.products:8d} {self.flagged:7d}")
+                f"{rms:>7s} {_fmt(self.zeropoint, '.3f'):>7s} {self.products:8d} {self.flagged:7d}")
 
 
 _HEADER = (f"{'chip':6s} {'bias rn':>10s} {'hot px':>7s} {'cold px':>7s} {'gain d/t':>11s} {'seeing std':>13s} "
-           f"{'seeing 3C273':>12s} {'tracks':>6s} {'products':>8s} {'flagged':>7s}")
+           f"{'seeing 3C273':>12s} {'tracks':>6s} {'astrom':>7s} {'zp':>7s} {'products':>8s} {'flagged':>7s}")
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -87,6 +95,9 @@ class CourseReport:
     ingest_failed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     chips: list[ChipSummary] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # the tasks over all chips that could not run
+    extinction: str = "-"                    # the night's extinction as PhotomTask found it
+    global_astrometry: str = "-"             # GAstromTask's internal and external rms
 
     def summary(self) -> str:
         """A dozen lines: the steps, then one row of quality figures per chip."""
@@ -99,21 +110,28 @@ class CourseReport:
             f"  simulate  {t.get('simulate', 0):6.1f} s  {sim}",
             f"  ingest    {t.get('ingest', 0):6.1f} s  {self.ingest_summary} into ALL, with the reference catalogues",
             f"  calibrate {t.get('calibrate', 0):6.1f} s  {', '.join(_CALIBRATIONS)} per chip",
-            f"  reduce    {t.get('reduce', 0):6.1f} s  ReduceTask: the standard field and the six 3C273 exposures",
+            f"  standards {t.get('standards', 0):6.1f} s  ReduceTask, AstrometricParametersTask: the 9 standard fields",
+            f"  photometry{t.get('photometry', 0):6.1f} s  PhotcatTask, IlluminationCorrectionTask, PhotomTask: "
+            f"extinction {self.extinction}",
+            f"  reduce    {t.get('reduce', 0):6.1f} s  ReduceTask: the six 3C273 exposures",
+            f"  astrometry{t.get('astrometry', 0):6.1f} s  AstrometricParametersTask, GAstromSourceListTask, "
+            f"GAstromTask: {self.global_astrometry}",
             f"{products} products committed to project {self.project}" + (
                 f", {flagged} of them with quality flags (see the log)" if flagged else ", none flagged"),
-            "bias rn: read noise of the master bias [ADU]; gain d/t: dome/twilight flat [e-/ADU]; "
-            "seeing std: standard field (stars used)",
+            "bias rn: read noise of the master bias [ADU]; gain d/t: dome/twilight flat [e-/ADU]; seeing std: "
+            "standard field (stars used); astrom: worst per-axis rms of the 3C273 frames' solutions [\"]; "
+            "zp: zero point [mag]",
             _HEADER,
         ]
         lines += [c.row() for c in self.chips]
         lines += [f"{c.chip} {failure}" for c in self.chips for failure in c.failures]
+        lines += [f"mosaic {failure}" for failure in self.failures]
         return "\n".join(lines)
 
     @property
     def failed(self) -> bool:
         """Whether a file could not be ingested or a task could not run."""
-        return bool(self.ingest_failed or any(c.failures for c in self.chips))
+        return bool(self.ingest_failed or self.failures or any(c.failures for c in self.chips))
 
     def __str__(self) -> str:
         return self.summary()
@@ -121,7 +139,7 @@ class CourseReport:
 
 def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: list[str] | None = None,
                progress: ProgressFactory | None = None) -> CourseReport:
-    """Simulate (if needed), ingest, calibrate and reduce the course night.
+    """Simulate (if needed), ingest, calibrate, reduce and solve the course night.
 
     Parameters
     ----------
@@ -212,25 +230,129 @@ def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: l
         calibrate(total, total, "")
     report.timings["calibrate"] = time.perf_counter() - t0
 
+    # the standard fields: reduce, astrometry, then the night's photometry (spec section 6's order)
+    timer = _Timer(report.timings)
+    with timer("standards"):
+        standards = _standard_fields(step("standards"), chips, summaries)
+    with timer("photometry"):
+        _photometry(step("photometry"), summaries, report, standards)
+    # the 3C273 exposures (the illumination correction applied): reduce, astrometry per chip and global
     reduce = step("reduce")
-    t0 = time.perf_counter()
-    total, done = 2 * len(chips), 0
-    for chip in chips:
-        index = wfi.chip(chip).index
-        standard = ReduceTask(raw_filenames=[f"{STANDARD_EXPOSURE}_{index}.fits"], commit=1)
-        science = ReduceTask(object="3C*", commit=1, instrument="WFI", chip=chip)
-        for task, what in ((standard, "standard field"), (science, "3C273")):
-            if reduce:
-                reduce(done, total, f"{chip} {what}")
-            _run(task, summaries[chip], standard=task is standard)
-            done += 1
-    if len(chips) > 1:  # the mosaic pass: tracks found on one chip followed onto the others
-        _follow_satellites(summaries)
-    if reduce:
-        reduce(total, total, "")
-    report.timings["reduce"] = time.perf_counter() - t0
+    with timer("reduce"):
+        for done, chip in enumerate(chips):
+            _tick(reduce, done, len(chips), f"{chip} 3C273")
+            _run(ReduceTask(instrument="WFI", chip=chip, object="3C*", commit=1), summaries[chip])
+        if len(chips) > 1:  # the mosaic pass: tracks found on one chip followed onto the others
+            _follow_satellites(summaries)
+        _tick(reduce, len(chips), len(chips), "")
+    with timer("astrometry"):
+        _science_astrometry(step("astrometry"), chips, summaries, report)
     log.info("course reduction done:\n%s", report.summary())
     return report
+
+
+class _Timer:
+    """Adds the wall time of ``with timer(step):`` blocks to ``timings[step]``."""
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _tick(progress: Progress | None, done: int, total: int, name: str) -> None:
+    if progress:
+        progress(done, total, name)
+
+
+def _raw_names(chip: str, pattern: str) -> list[str]:
+    """The raw chip files of a chip whose OBJECT matches ``pattern`` that were reduced (by DATE-OBS)."""
+    from awe.model import ReducedScienceFrame, RawScienceFrame
+    raws = RawScienceFrame.select(instrument="WFI", chip=chip, object=pattern)
+    reduced = {red.raw.filename for red in ReducedScienceFrame.chip.name == chip}
+    return [raw.filename for raw in sorted(raws, key=lambda r: r.DATE_OBS) if raw.filename in reduced]
+
+
+def _photometry(progress: Progress | None, summaries: dict[str, ChipSummary], report: CourseReport,
+                standards: dict[str, list[str]]) -> None:
+    """Standard-star catalogues, the illumination correction and the zero points of the reduced standards."""
+    from awe.tasks import IlluminationCorrectionTask, PhotcatTask, PhotomTask
+    frames = [(chip, name) for chip, names in standards.items() for name in names]
+    total = len(frames) + 2
+    measured = []  # the frames with a standard-star catalogue (a frame whose standards are all lost has none)
+    for done, (chip, name) in enumerate(frames):
+        _tick(progress, done, total, name)
+        if _run(PhotcatTask(instrument="WFI", raw_filenames=[name], commit=1), summaries[chip]):
+            measured.append(name)
+    _tick(progress, total - 2, total, "IlluminationCorrectionTask")
+    _run_mosaic(IlluminationCorrectionTask(instrument="WFI", raw_filenames=measured, commit=1), summaries, report)
+    _tick(progress, total - 1, total, "PhotomTask")
+    params = _run_mosaic(PhotomTask(instrument="WFI", raw_filenames=measured, commit=1), summaries, report)
+    for p in params:
+        report.extinction = (f"{p.extinction:.3f} +- {p.extinction_error:.3f} mag/airmass "
+                             f"({p.extinction_source}, {p.n_stars} stars on {p.chip.name})")
+    _tick(progress, total, total, "")
+
+
+def _standard_fields(progress: Progress | None, chips: list[str],
+                     summaries: dict[str, ChipSummary]) -> dict[str, list[str]]:
+    """Reduce the standard-field exposures of each chip and solve their astrometry; returns each chip's raw files."""
+    from awe.tasks import AstrometricParametersTask, ReduceTask
+    total, done = 2 * len(chips), 0
+    solved: dict[str, list[str]] = {}
+    for chip in chips:
+        _tick(progress, done, total, f"{chip} ReduceTask")
+        _run(ReduceTask(instrument="WFI", chip=chip, object="SA*", commit=1), summaries[chip], standard=True)
+        _tick(progress, done + 1, total, f"{chip} AstrometricParametersTask")
+        solved[chip] = _raw_names(chip, "SA*")
+        for name in solved[chip]:  # frame by frame: a frame without a solution does not stop the others
+            _run(AstrometricParametersTask(raw_filenames=[name], commit=1), summaries[chip])
+        done += 2
+    _tick(progress, total, total, "")
+    return solved
+
+
+def _science_astrometry(progress: Progress | None, chips: list[str], summaries: dict[str, ChipSummary],
+                        report: CourseReport) -> None:
+    """The 3C273 frames: a solution per frame, the source lists, then one global solution of every dither."""
+    from awe.tasks import AstrometricParametersTask, GAstromSourceListTask, GAstromTask
+    total = 2 * len(chips) + 1
+    for i, chip in enumerate(chips):
+        _tick(progress, 2 * i, total, f"{chip} AstrometricParametersTask")
+        for name in _raw_names(chip, "3C*"):
+            _run(AstrometricParametersTask(raw_filenames=[name], commit=1), summaries[chip], science=True)
+        _tick(progress, 2 * i + 1, total, f"{chip} GAstromSourceListTask")
+        _run(GAstromSourceListTask(instrument="WFI", chip=chip, object="3C*", commit=1), summaries[chip])
+    _tick(progress, total - 1, total, "GAstromTask")
+    solutions = _run_mosaic(GAstromTask(instrument="WFI", object="3C*", filter=FILTER, commit=1), summaries, report)
+    if solutions:
+        first = solutions[0]
+        report.global_astrometry = (f"{len(solutions)} frames, rms {first.rms_internal:.3f}\" between exposures, "
+                                    f"{first.rms_external:.3f}\" against the reference")
+    _tick(progress, total, total, "")
+
+
+def _run_mosaic(task: Any, summaries: dict[str, ChipSummary], report: CourseReport) -> list[Any]:
+    """Execute a task over all chips; each product is recorded with its chip, a failure with the report."""
+    from awe.tasks import TaskError
+    try:
+        products = list(task.execute() or ())
+    except TaskError as exc:
+        message = " ".join(str(exc).split())
+        log.warning("%s could not run: %s", type(task).__name__, message)
+        report.failures.append(f"{type(task).__name__}: {type(exc).__name__}: {message}")
+        return []
+    for product in products:
+        summary = summaries.get(product.chip.name)
+        if summary is not None:
+            _record(summary, [product])
+    return products
 
 
 def _follow_satellites(summaries: dict[str, ChipSummary]) -> None:
@@ -251,20 +373,22 @@ def _follow_satellites(summaries: dict[str, ChipSummary]) -> None:
             summary.tracks += product.n_followed_tracks or 0
 
 
-def _run(task: Any, summary: ChipSummary, standard: bool = False) -> None:
-    """Execute one task; a task that cannot run (e.g. a refused calibration) is noted and the demo goes on."""
+def _run(task: Any, summary: ChipSummary, standard: bool = False, science: bool = False) -> list[Any]:
+    """Execute one task and return its products; a task that cannot run (e.g. a refused calibration) is noted
+    and the demo goes on (no products)."""
     from awe.tasks import TaskError
     try:
-        products = task.execute()
+        products = list(task.execute() or ())
     except TaskError as exc:
         message = " ".join(str(exc).split())
         log.warning("%s %s could not run: %s", summary.chip, type(task).__name__, message)
         summary.failures.append(f"{type(task).__name__}: {type(exc).__name__}: {message}")
-        return
-    _record(summary, products, standard=standard)
+        return []
+    _record(summary, products, standard=standard, science=science)
+    return products
 
 
-def _record(summary: ChipSummary, products: Any, standard: bool = False) -> None:
+def _record(summary: ChipSummary, products: Any, standard: bool = False, science: bool = False) -> None:
     """Take the quality figures of a task's products into the chip's summary (and the log)."""
     for product in products or ():
         kind = type(product).__name__
@@ -287,17 +411,23 @@ def _record(summary: ChipSummary, products: Any, standard: bool = False) -> None
         elif kind == "ReducedScienceFrame":
             seeing = getattr(product, "seeing", None)
             if standard:
-                summary.seeing_standard = seeing
-                summary.stars_standard = getattr(product, "n_stars_seeing", None)
+                if product.raw.filename.startswith(STANDARD_EXPOSURE):  # the course's standard field
+                    summary.seeing_standard = seeing
+                    summary.stars_standard = getattr(product, "n_stars_seeing", None)
             elif seeing is not None:
                 summary.seeing_science.append(seeing)
+        elif kind == "AstrometricParameters" and science and product.rms_ra is not None:
+            summary.astrometric_rms.append(max(product.rms_ra, product.rms_dec))
+        elif kind == "PhotometricParameters":
+            summary.zeropoint = product.zeropoint
 
 
 def _describe(chip: str, product: Any) -> str:
     stat = getattr(product, "imstat", None)
     extra = []
     for name in ("read_noise_adu", "read_noise", "gain", "n_bad_pixels", "seeing", "n_stars_seeing", "background",
-                 "n_tracks"):
+                 "n_tracks", "rms_ra", "rms_dec", "n_ref", "zeropoint", "extinction", "n_stars", "n_measured",
+                 "rms_internal", "rms_external"):
         value = getattr(product, name, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             extra.append(f"{name}={value:.4g}")

@@ -1,4 +1,4 @@
-"""``awe demo`` as a newcomer runs it, then the prompt command it ends with (tiny scale, one chip)."""
+"""``awe demo`` as a newcomer runs it, then the prompt command it ends with (test scale, one chip)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from awe.config import load_settings
 from awe.demo import prepare_prompt
+from awe.sim import Truth
 
 
 def _awe() -> str:
@@ -30,22 +31,31 @@ def test_demo_then_its_prompt_command_opens_its_data(tmp_path, env):
     work = tmp_path / "awe-work"
     work.mkdir()
     demo_env = dict(env, AWE_HOME=str(tmp_path / "awe-home"), AWE_USER="observer")
-    out = subprocess.run([_awe(), "demo", "--chip", "ccd50", "--scale", "0.0625"], env=demo_env, cwd=work,
+    out = subprocess.run([_awe(), "demo", "--chip", "ccd50", "--scale", "0.125"], env=demo_env, cwd=work,
                          capture_output=True, text=True, timeout=600)
     lines = out.stdout.splitlines()
     assert out.returncode in (0, 1), out.stderr
     # a short summary, progress bars instead of the log, the detail in the log file
     assert len(lines) <= 20, out.stdout
     assert "INFO" not in out.stderr and "sha256" not in out.stderr
-    for step in ("simulate", "ingest", "calibrate", "reduce"):
+    for step in ("simulate", "ingest", "calibrate", "standards", "photometry", "reduce", "astrometry"):
         assert re.search(rf"{step} *: 100%", out.stderr), step
     log = (work / "awe.log").read_text()
     assert log.count("sha256") >= 248 and "BiasTask started" in log and "ReduceTask started" in log
+    for task in ("AstrometricParametersTask", "PhotcatTask", "IlluminationCorrectionTask", "PhotomTask",
+                 "GAstromSourceListTask", "GAstromTask"):
+        assert f"{task} started" in log, task
     assert f"Every step in detail: {work / 'awe.log'}" in lines
     assert "31 file(s) ingested (248 frames), 0 skipped, 0 failed into ALL" in out.stdout
     row = next(line for line in lines if line.startswith("ccd50 "))
-    read_noise = float(row.split()[1])
-    assert 1.5 < read_noise < 3.5  # the master bias of the 1/16 chip: ~2.4 ADU
+    read_noise, astrometric_rms, zeropoint = float(row.split()[1]), float(row.split()[-4]), float(row.split()[-3])
+    assert 1.5 < read_noise < 3.5  # the master bias of the 1/8 chip: ~2.4 ADU
+    assert 0.05 < astrometric_rms < 0.4  # arcsec, on 1.9" pixels
+    truth = Truth(work / "course-night")  # awe's zero point of ccd50 (tests/astro/test_photometry.py): 19.984
+    true_zp = truth.zero_point + next(r["zp_offset"] for r in truth.chips() if r["chip"] == "ccd50")
+    assert abs(zeropoint - true_zp) < 0.04  # measured 0.012 off
+    assert re.search(r"extinction 0\.0[4-9]\d \+- 0\.0\d\d mag/airmass \(fitted", out.stdout), out.stdout
+    assert re.search(r"GAstromTask: 6 frames, rms 0\.\d+\" between exposures", out.stdout), out.stdout
     failures = [line for line in lines if line.startswith("ccd50 ") and line != row]
     assert out.returncode == (1 if failures else 0)
     assert all(re.match(r"ccd50 \w+Task: \w+Error: ", f) for f in failures)

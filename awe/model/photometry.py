@@ -89,6 +89,8 @@ class PhotSrcCatalog(DBObject):
 
     reduced = Input("ReducedScienceFrame", "the reduced standard-field frame measured")
     standards = Inputs("ReferenceCatalog", "the standard-star catalogue(s) matched")
+    astrometry = Inputs("DBObject", "the astrometric solution the positions came from (AstrometricParameters or "
+                                    "GAstrometric; none: the frame's header WCS)", optional=True)
 
     instrument = Ref("Instrument", "instrument")
     chip = Ref("Chip", "chip (CCD)")

@@ -142,7 +142,7 @@ class PhotcatTask(Task):
     inputs = (Input(ReducedScienceFrame, "reduced", kind="product"),
               Input(ReferenceCatalog, "standards", kind="product"))
     unit = "per_frame"
-    version = "1"
+    version = "2"  # 2: positions from the astrometric solution (an input); a standard with a masked core kept, flagged
     algorithm_modules = ("awe.image.extract", "awe.image.photometry", "awe.tasks.photometry")
     selection = dict(_SELECTION)
 
@@ -207,35 +207,47 @@ class PhotcatTask(Task):
         if len(detections) == 0:
             raise TaskError(f"{red.raw.filename}: no source detected above {p.DETECT_THRESHOLD} sigma")
         dx = dy = 0.0
-        if not solved:
+        if solved is None:
             dx, dy, votes = self._shift(red, wcs, detections, sx, sy, p.SEARCH_RADIUS / scale, scale)
             self.log.info("%s: the detections are shifted by (%.2f, %.2f) pixels from the header WCS (%d matched "
                           "stars agree)", red.raw.filename, dx, dy, votes)
         match = phot.match_nearest(sx + dx, sy + dy, np.asarray(detections["x"]), np.asarray(detections["y"]),
                                    p.MATCH_RADIUS / scale)
-        on_chip = (sx + dx >= 0) & (sx + dx <= nx - 1) & (sy + dy >= 0) & (sy + dy <= ny - 1)
+        px, py = sx + dx, sy + dy
+        on_chip = (px >= 0) & (px <= nx - 1) & (py >= 0) & (py <= ny - 1)
         found = match >= 0
-        self.log.info("%s: %d standard star(s) on the frame, %d matched to a detection within %.1f\"",
-                      red.raw.filename, int(on_chip.sum()), int(found.sum()), p.MATCH_RADIUS)
-        if not found.any():
+        core = max(1.5 * (float(red.seeing) / scale if red.seeing else 2.0), 2.0)
+        # a star whose core the weight map masks (saturated, or taken for cosmic rays on undersampled frames) may
+        # not be detected: through a solved WCS it is kept where it must be, flagged, not lost without a trace
+        burnt = np.zeros(found.size, dtype=bool)
+        lost = np.flatnonzero(~found & on_chip) if solved is not None else np.zeros(0, dtype=int)
+        if lost.size:
+            burnt[lost] = _aperture_pixels(flags_image, weight, px[lost], py[lost], core, core)[1] > 0
+        self.log.info("%s: %d standard star(s) on the frame, %d matched to a detection within %.1f\"%s",
+                      red.raw.filename, int(on_chip.sum()), int(found.sum()), p.MATCH_RADIUS,
+                      f", {int(burnt.sum())} undetected with a masked core (kept, flagged)" if burnt.any() else "")
+        if not (found | burnt).any():
             raise TaskError(f"{red.raw.filename}: none of the {int(on_chip.sum())} standard star(s) on the frame "
                             f"was found within {p.MATCH_RADIUS}\" of its predicted position ({source}); check the "
                             "astrometric solution (AstrometricParametersTask) or raise MATCH_RADIUS")
-        det = detections[match[found]]
-        x, y = np.asarray(det["x"], dtype=float), np.asarray(det["y"], dtype=float)
+        sel = np.flatnonzero(found | burnt)
+        index = match[sel]  # the detection of each kept star, -1 for the saturated undetected ones
+        det_x, det_y = np.asarray(detections["x"], dtype=float), np.asarray(detections["y"], dtype=float)
+        x = np.where(index >= 0, det_x[index], px[sel])
+        y = np.where(index >= 0, det_y[index], py[sel])
+        det_flags = np.where(index >= 0, np.asarray(detections["flags"], dtype=np.int64)[index], 0)
         r_pix = p.APERTURE_RADIUS / scale
         flux, flux_err, aflags = aperture_flux(data, weight, x, y, r_pix, background=background, gain=red.gain)
         flags = np.zeros(x.size, dtype=np.int64)
         flags[(aflags & 8) != 0] |= PHOT_FLAG_EDGE
         flags[(aflags & 16) != 0] |= PHOT_FLAG_BAD_PIXELS
-        flags[(np.asarray(det["flags"]) & FLAG_SATURATED) != 0] |= PHOT_FLAG_SATURATED
-        core = 1.5 * (float(red.seeing) / scale if red.seeing else 2.0)
-        saturated, masked, core_lost = _aperture_pixels(flags_image, weight, x, y, r_pix, max(core, 2.0))
+        flags[(det_flags & FLAG_SATURATED) != 0] |= PHOT_FLAG_SATURATED
+        saturated, masked, core_lost = _aperture_pixels(flags_image, weight, x, y, r_pix, core)
         flags[saturated] |= PHOT_FLAG_SATURATED
-        flags[(masked > p.MAXIMUM_MASKED_FRACTION) | core_lost] |= PHOT_FLAG_MASKED
-        flags[_bright_neighbour(detections, match[found], r_pix)] |= PHOT_FLAG_NEIGHBOUR
-        flags |= np.asarray(det["flags"], dtype=np.int64) << 8
-        sel = np.flatnonzero(found)
+        flags[(masked > p.MAXIMUM_MASKED_FRACTION) | core_lost | (index < 0)] |= PHOT_FLAG_MASKED
+        detected = index >= 0
+        flags[np.flatnonzero(detected)[_bright_neighbour(detections, index[detected], r_pix)]] |= PHOT_FLAG_NEIGHBOUR
+        flags |= det_flags << 8
         table = Table({
             "name": np.asarray(standards["name"]).astype(str)[sel],
             "ra": np.asarray(standards["ra"], dtype=float)[sel], "dec": np.asarray(standards["dec"], dtype=float)[sel],
@@ -253,7 +265,8 @@ class PhotcatTask(Task):
         self.log.info("%s: %d standard(s) measured in a %.1f\" aperture, %d usable (not saturated, on the frame, "
                       "no bright neighbour); magnitudes from column %s%s", red.raw.filename, len(table),
                       p.APERTURE_RADIUS, n_good, band_column, f", colour {colour_name}" if colour_name else "")
-        cat = self.new_product(PhotSrcCatalog, {"reduced": red, "standards": catalogs}, template=red,
+        cat = self.new_product(PhotSrcCatalog, {"reduced": red, "standards": catalogs,
+                                                "astrometry": [solved] if solved is not None else []}, template=red,
                                category="Cal", step="Photc", band=band or band_column, colour_name=colour_name,
                                aperture_radius=float(p.APERTURE_RADIUS), n_standards=int(on_chip.sum()),
                                n_measured=len(table), offset_x_pix=float(dx), offset_y_pix=float(dy),
@@ -295,15 +308,15 @@ class PhotcatTask(Task):
         raise TaskError(f"{red.raw.filename}: {first}; load a standard-star catalogue"
                         f"{' with ' + band + ' magnitudes' if band else ''} (awe refcat FILE --kind standard)")
 
-    def _wcs(self, red: ReducedScienceFrame) -> tuple[Any, str, bool]:
-        """The frame's best WCS (:func:`awe.model.astrometry.best_wcs`), what it is, and whether it is an
-        astrometric solution (not the header's, which logs a warning there)."""
+    def _wcs(self, red: ReducedScienceFrame) -> tuple[Any, str, Any]:
+        """The frame's best WCS (:func:`awe.model.astrometry.best_wcs`), what it is, and the astrometric
+        solution it comes from (None: the header's, which logs a warning there)."""
         from awe.model.astrometry import best_wcs
 
         wcs, solution = best_wcs(red)
         if solution is not None:
-            return wcs, f"{type(solution).__name__} {solution.filename}", True
-        return wcs, "header WCS", False
+            return wcs, f"{type(solution).__name__} {solution.filename}", solution
+        return wcs, "header WCS", None
 
     def _shift(self, red: ReducedScienceFrame, wcs: Any, detections: Table, sx: np.ndarray, sy: np.ndarray,
                search_pix: float, scale: float) -> tuple[float, float, int]:

@@ -223,3 +223,21 @@ def test_a_field_without_standards_is_refused_and_nothing_is_committed(astro_nig
     with pytest.raises(TaskError, match="too few for an illumination correction"):
         IlluminationCorrectionTask(instrument="WFI", raw_filenames=[SPEC_RAW], commit=1).execute()
     assert db_state(storage) == before
+
+
+# ---------------------------------------------------------------------------- with the astrometric solution
+def test_photcat_through_the_astrometric_solution(astro_night, chain):
+    """Spec section 6's order: astrometry, then Photcat. The catalogue records the solution as an input (a new
+    solution makes a new catalogue) and measures the spec frame's one standard (SA104-177, R 12.4) where the truth
+    has it. (This module's last test: it adds the solution to the module's database.)"""
+    from awe.tasks import AstrometricParametersTask
+
+    (solution,) = AstrometricParametersTask(raw_filenames=[SPEC_RAW], commit=1).execute()
+    (cat,) = PhotcatTask(instrument='WFI', raw_filenames=[SPEC_RAW], commit=0).execute()
+    assert cat.object_id is None and cat.wcs_source == f"AstrometricParameters {solution.filename}"
+    assert [s.object_id for s in cat.astrometry] == [solution.object_id]
+    (star,) = [r for r in cat.sources() if r["name"] == "SA104-177"]
+    truth = astro_night.truth
+    true = next(s for s in truth.frame_sources(SPEC_RAW, "ccd50") if s["name"] == "SA104-177")
+    ys, xs = truth.geometry("ccd50").trim
+    assert np.hypot(star["x"] - (true["x"] - xs.start), star["y"] - (true["y"] - ys.start)) < 0.5
