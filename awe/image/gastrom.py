@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from astropy.wcs import WCS, Sip
+from awe.image.astrometry import from_tangent_plane, tangent_plane  # the gnomonic projection, both ways
 
 __all__ = ["FrameSources", "FrameResult", "GlobalSolution", "GAstromError", "solve_global", "tangent_plane",
            "from_tangent_plane", "fit_tan_sip", "register_offset", "poly_terms"]
@@ -56,26 +57,6 @@ class GAstromError(ValueError):
 
 
 # ============================================================================ projections
-def tangent_plane(ra: Any, dec: Any, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Gnomonic (TAN) standard coordinates ``(xi, eta)`` [deg] of ``ra, dec`` [deg] about ``(ra0, dec0)``."""
-    a, d = np.radians(np.asarray(ra, dtype=float)), np.radians(np.asarray(dec, dtype=float))
-    a0, d0 = math.radians(ra0), math.radians(dec0)
-    cos_c = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xi = np.cos(d) * np.sin(a - a0) / cos_c
-    eta = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cos_c
-    return np.degrees(xi), np.degrees(eta)
-
-
-def from_tangent_plane(xi: Any, eta: Any, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sky position [deg] of standard coordinates ``(xi, eta)`` [deg] about ``(ra0, dec0)``."""
-    x, y = np.radians(np.asarray(xi, dtype=float)), np.radians(np.asarray(eta, dtype=float))
-    d0 = math.radians(dec0)
-    denom = np.cos(d0) - y * np.sin(d0)
-    ra = math.radians(ra0) + np.arctan2(x, denom)
-    dec = np.arctan2(np.sin(d0) + y * np.cos(d0), np.hypot(x, denom))
-    return np.degrees(ra) % 360.0, np.degrees(dec)
-
-
 def _replane(xi: np.ndarray, eta: np.ndarray, src: tuple[float, float], dst: tuple[float, float]
              ) -> tuple[np.ndarray, np.ndarray]:
     """Standard coordinates about ``src`` -> about ``dst`` (exact, through the sphere)."""

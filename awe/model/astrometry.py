@@ -95,7 +95,32 @@ class AstrometricParams(ParamGroup):
 
 
 # ---------------------------------------------------------------------------- the product
-class AstrometricParameters(DBObject):
+class WCSSolution:
+    """What every astrometric solution of a reduced frame offers (AstrometricParameters, GAstrometric): the
+    solution's WCS keywords (``wcs_cards``) as :attr:`wcs`, and :meth:`for_frame`."""
+
+    filename: str
+    wcs_cards: Any
+    reduced: Any
+
+    @property
+    def wcs(self) -> Any:
+        """The solution as an ``astropy.wcs.WCS`` valid on the reduced frame's pixel grid."""
+        if not self.wcs_cards:
+            raise ValueError(f"{self.filename} has no WCS keywords")
+        return wcs_from_cards(dict(self.wcs_cards))
+
+    @classmethod
+    def for_frame(cls, frame: Any) -> Any:
+        """The newest valid, unflagged solution of this class for a (committed) reduced frame, or None."""
+        if getattr(frame, "object_id", None) is None:
+            return None
+        query = (cls.reduced.object_id == frame.object_id) & (cls.quality_flags == 0) & (cls.is_valid != 0)  # type: ignore[attr-defined]
+        found = query.max("creation_date")
+        return found if isinstance(found, cls) else None
+
+
+class AstrometricParameters(WCSSolution, DBObject):
     """The astrometric solution of one reduced frame, from its own stars and a reference catalogue.
 
     ``obj.wcs`` is the TAN-SIP WCS (TAN when ``distortion_order`` is 1) on the reduced frame's pixel
@@ -133,22 +158,6 @@ class AstrometricParameters(DBObject):
     start_rotation = Field(Float, "rotation of the solution relative to the header WCS (North through East) "
                                   "[deg]")
     match_significance = Field(Float, "the pattern match's excess of pairs over chance [sigma]")
-
-    @property
-    def wcs(self) -> Any:
-        """The solution as an ``astropy.wcs.WCS`` valid on the reduced frame's pixel grid."""
-        if not self.wcs_cards:
-            raise ValueError(f"{self.filename} has no WCS keywords")
-        return wcs_from_cards(dict(self.wcs_cards))
-
-    @classmethod
-    def for_frame(cls, frame: Any) -> "AstrometricParameters | None":
-        """The newest valid, unflagged AstrometricParameters of a (committed) reduced frame, or None."""
-        if getattr(frame, "object_id", None) is None:
-            return None
-        query = (cls.reduced.object_id == frame.object_id) & (cls.quality_flags == 0) & (cls.is_valid != 0)
-        found = query.max("creation_date")
-        return found if isinstance(found, cls) else None
 
     def matches(self) -> Table:
         """The matched stars: ``x, y`` [pix], ``ra, dec`` [deg] (reference), ``dra, ddec`` [arcsec] (reference

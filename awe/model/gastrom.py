@@ -28,7 +28,7 @@ from astropy.table import Table
 from awe.db.persistent import JSON, DateTime, Field, Float, Input, Inputs, Integer, Ref, String
 from awe.db.rows import Parent, Rows
 from awe.db.schema import DBObject
-from awe.model.astrometry import wcs_from_cards
+from awe.model.astrometry import WCSSolution
 from awe.pars import Param, ParamGroup
 
 __all__ = ["GAstromSourceList", "GAstromSource", "GAstrometric", "GAstromSourceParams", "GAstrometricParams",
@@ -142,7 +142,7 @@ class GAstromSource(Rows):
 
 
 # ---------------------------------------------------------------------------- the solution
-class GAstrometric(DBObject):
+class GAstrometric(WCSSolution, DBObject):
     """The global astrometric solution of one reduced frame (solved with every frame of its field).
 
     ``obj.wcs`` is the TAN-SIP WCS on the reduced frame's pixel grid (FITS convention: CRPIX 1-based;
@@ -191,22 +191,6 @@ class GAstrometric(DBObject):
     pointing_offset_dec = Field(Float, "the exposure's pointing offset of the model, eta [arcsec]")
     pointing_rotation = Field(Float, "the exposure's rotation of the model [deg]")
     solution_key = Field(String(40), "shared by the frames of one simultaneous solution", index=True)
-
-    @property
-    def wcs(self) -> Any:
-        """The solution as an ``astropy.wcs.WCS`` valid on the reduced frame's pixel grid."""
-        if not self.wcs_cards:
-            raise ValueError(f"{self.filename} has no WCS keywords")
-        return wcs_from_cards(dict(self.wcs_cards))
-
-    @classmethod
-    def for_frame(cls, frame: Any) -> "GAstrometric | None":
-        """The newest valid, unflagged GAstrometric of a (committed) reduced frame, or None."""
-        if getattr(frame, "object_id", None) is None:
-            return None
-        query = (cls.reduced.object_id == frame.object_id) & (cls.quality_flags == 0) & (cls.is_valid != 0)
-        found = query.max("creation_date")
-        return found if isinstance(found, cls) else None
 
     def inspect(self, ax: Any = None, path: str | Path | None = None) -> Any:
         """A grid of the WCS over the chip with the solution's figures in the title; returns the figure."""
