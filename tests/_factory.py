@@ -73,3 +73,15 @@ def ingest_into_fresh_context(root, raw, user: str = "tester"):
     report = ingest([raw])
     assert not report.failed, str(report)
     return root / "storage"
+
+
+def calibrate_chip(chip: str) -> None:
+    """The course's calibration chain for one chip of the night of 2003-03-03 (filter #844), committed."""
+    from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,
+                           TwilightFlatTask)
+    BiasTask(instrument='WFI', chip=chip, overscan=6, commit=1).execute()
+    HotPixelsTask(instrument='WFI', chip=chip, date='2003-03-03', commit=1).execute()
+    DomeFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
+    ColdPixelsTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
+    TwilightFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
+    MasterFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()

@@ -144,7 +144,7 @@ def night(tmp_path_factory):
     crossed = sorted(set(truth.satellite()["chips"]))
     for chip in crossed:
         if chip != CHIP:
-            _calibrate(chip)
+            _factory.calibrate_chip(chip)
     corner = min(crossed, key=lambda c: int(truth.satellite_mask(_chip_file(CROSSED_EXPOSURE, c), c).sum()))
     alone = ReduceTask(raw_filenames=[_chip_file(CROSSED_EXPOSURE, corner)], commit=1).execute()
     follow_before = _factory.db_state(storage)
@@ -164,15 +164,6 @@ def night(tmp_path_factory):
                           followed=followed, follow_before=follow_before, follow_after=follow_after,
                           mosaic=mosaic, distorted_chips=distorted_chips, wcs_products=wcs_products)
     context.close()
-
-
-def _calibrate(chip: str) -> None:
-    BiasTask(instrument='WFI', chip=chip, overscan=6, commit=1).execute()
-    HotPixelsTask(instrument='WFI', chip=chip, date='2003-03-03', commit=1).execute()
-    DomeFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
-    ColdPixelsTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
-    TwilightFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
-    MasterFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
 
 
 #: SIP terms of the distorted copy (3rd order, as the simulator's radial distortion, and stronger)

@@ -26,6 +26,7 @@ from awe.config import load_settings
 from awe.db.accounts import private_project_name
 from awe.db.engine import head_revision
 from awe.sim import Truth, simulate_night
+from tests import _factory
 
 SCALE = 0.125
 SEED = 1
@@ -56,8 +57,7 @@ def _settings(root: Path):
 def _build(root: Path) -> None:
     """Simulate, ingest, load the reference catalogues, calibrate and reduce (into ``root``)."""
     from awe.model import load_refcat
-    from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask, ReduceTask,
-                           TwilightFlatTask)
+    from awe.tasks import ReduceTask
     from awe.tasks.ingest import ingest
 
     raw = simulate_night(root / "raw", scale=SCALE, seed=SEED,
@@ -72,12 +72,7 @@ def _build(root: Path) -> None:
         load_refcat(raw / "refcat" / "standards.fits", "standard")
         context.set_project(private_project_name("tester"))
         for chip in CHIPS:
-            BiasTask(instrument='WFI', chip=chip, overscan=6, commit=1).execute()
-            HotPixelsTask(instrument='WFI', chip=chip, date='2003-03-03', commit=1).execute()
-            DomeFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
-            ColdPixelsTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
-            TwilightFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
-            MasterFlatTask(instrument='WFI', chip=chip, date='2003-03-03', filter='#844', commit=1).execute()
+            _factory.calibrate_chip(chip)
             ReduceTask(raw_filenames=[chip_file(d, chip) for d in STANDARDS + SCIENCE], commit=1).execute()
     finally:
         context.close()
