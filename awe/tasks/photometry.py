@@ -226,6 +226,9 @@ class PhotcatTask(Task):
         self.log.info("%s: %d standard star(s) on the frame, %d matched to a detection within %.1f\"%s",
                       red.raw.filename, int(on_chip.sum()), int(found.sum()), p.MATCH_RADIUS,
                       f", {int(burnt.sum())} undetected with a masked core (kept, flagged)" if burnt.any() else "")
+        if not on_chip.any():
+            raise TaskError(f"{red.raw.filename} ({red.OBJECT}, chip {red.chip.name}): no standard star of the "
+                            f"visible standard catalogue(s) falls on the frame ({len(standards)} just outside it)")
         if not (found | burnt).any():
             raise TaskError(f"{red.raw.filename}: none of the {int(on_chip.sum())} standard star(s) on the frame "
                             f"was found within {p.MATCH_RADIUS}\" of its predicted position ({source}); check the "
