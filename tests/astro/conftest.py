@@ -78,12 +78,22 @@ def _build(root: Path) -> None:
         context.close()
 
 
+def _schema_key() -> str:
+    """The head revision and a hash of every revision file: two branches' revisions of one number differ."""
+    import awe.db.engine
+    versions = Path(awe.db.engine.__file__).parent / "migrations" / "versions"
+    digest = hashlib.sha1()
+    for path in sorted(versions.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return f"{head_revision()}:{digest.hexdigest()[:12]}"
+
+
 @pytest.fixture(scope="session")
 def astro_night_master(tmp_path_factory) -> Path:
     """The built night's folder (raw/, home/, storage/, work/), never modified by the tests."""
     cache = os.environ.get("AWE_TEST_NIGHT_CACHE")
     if cache:
-        recipe = f"{_RECIPE} schema={head_revision()}"
+        recipe = f"{_RECIPE} schema={_schema_key()}"
         root = Path(cache) / hashlib.sha1(recipe.encode()).hexdigest()[:12]
         if (root / "READY").is_file() and (root / "READY").read_text() == recipe:
             return root
@@ -92,7 +102,7 @@ def astro_night_master(tmp_path_factory) -> Path:
     else:
         root = tmp_path_factory.mktemp("astro-night")
     _build(root)
-    (root / "READY").write_text(f"{_RECIPE} schema={head_revision()}")
+    (root / "READY").write_text(f"{_RECIPE} schema={_schema_key()}")
     return root
 
 
