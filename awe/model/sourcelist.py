@@ -35,7 +35,7 @@ from awe.db.schema import DBObject
 from awe.pars import Param, ParamGroup
 
 __all__ = ["SourceList", "Source", "AssociateList", "Association", "SourceListParams", "AssociateListParams",
-           "N_APERTURES", "write_table"]
+           "N_APERTURES", "write_table", "read_table", "image_wcs"]
 
 #: number of circular apertures of a source list (columns FLUX_APER_1 .. FLUX_APER_3)
 N_APERTURES = 3
@@ -301,6 +301,23 @@ class Association(Rows):
                      unit="arcsec")
 
 
+# ---------------------------------------------------------------------------- the WCS of an image
+def image_wcs(image: Any) -> tuple[Any, Any, str]:
+    """The WCS of an image product: (astropy WCS, the solution product or None, a description)."""
+    from awe.model.astrometry import best_wcs, header_wcs
+    from awe.model.science import ReducedScienceFrame
+    if isinstance(image, ReducedScienceFrame):
+        wcs, solution = best_wcs(image)
+    else:
+        best = getattr(image, "best_wcs", None)
+        if callable(best):
+            wcs, solution = best()
+        else:
+            wcs, solution = header_wcs(image), None
+    what = f"{type(solution).__name__} {solution.filename}" if solution is not None else "header"
+    return wcs, solution, what
+
+
 # ---------------------------------------------------------------------------- export
 def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
     """Write ``table`` by the file's suffix: FITS (``.fits``, ``.fit``), Parquet (``.parquet``, pyarrow) or a
@@ -322,3 +339,32 @@ def write_table(table: Table, path: str | Path, overwrite: bool = True) -> Path:
         out.meta = {k: v for k, v in out.meta.items() if v is not None}
     out.write(path, format=formats[suffix], overwrite=overwrite)
     return path
+
+
+def read_table(path: str | Path) -> Table:
+    """Read a table written by :func:`write_table` (FITS, Parquet, VOTable), units included.
+
+    Parquet is read with pyarrow alone (astropy's reader needs pandas): the columns, then the units and
+    descriptions astropy stored in the file's ``table_meta_yaml`` metadata.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".parquet":
+        return Table.read(path)
+    import pyarrow.parquet as pq
+    from astropy.table.meta import get_header_from_yaml
+
+    stored = pq.read_table(path)
+    table = Table({name: stored.column(name).to_numpy() for name in stored.column_names})
+    metadata = stored.schema.metadata or {}
+    yaml = metadata.get(b"table_meta_yaml")
+    if yaml:
+        header = get_header_from_yaml(yaml.decode("utf-8").splitlines())
+        for col in header.get("datatype", []):
+            name = col.get("name")
+            if name in table.colnames:
+                if col.get("unit"):
+                    table[name].unit = col["unit"]
+                if col.get("description"):
+                    table[name].description = col["description"]
+        table.meta.update(header.get("meta", {}))
+    return table
