@@ -59,7 +59,7 @@ class Stamp:
                 f"({self.x:.1f}, {self.y:.1f}) [{self.grid}])")
 
 
-class Stamps(list):  # type: ignore[type-arg]
+class Stamps(list):
     """The stamps of one position (a list of :class:`Stamp`), with :meth:`inspect`."""
 
     ra: float = float("nan")

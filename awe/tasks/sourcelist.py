@@ -45,7 +45,7 @@ from awe.model.science import ReducedScienceFrame
 from awe.model.sourcelist import N_APERTURES, AssociateList, SourceList, image_wcs
 from awe.tasks.base import Input, MissingCalibrationError, Task, TaskError, as_list
 
-__all__ = ["SourceListTask", "AssociateListTask", "image_product", "image_weight", "image_wcs",
+__all__ = ["SourceListTask", "AssociateListTask", "measure_sources", "image_product", "image_weight", "image_wcs",
            "image_zeropoint", "associate"]
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,78 @@ def _magnitudes(flux: np.ndarray, err: np.ndarray, zp: float) -> tuple[np.ndarra
 
 
 # ============================================================================ SourceListTask
+def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zeropoint: float, *,
+                    threshold: float = 1.5, minarea: int = 5, deblend_cont: float = 0.005,
+                    diameters: list[float] | tuple[float, ...] = (3.0, 6.0, 12.0), saturation: float | None = None,
+                    gain: float | None = None, stellarity_snr: float = 30.0, fwhm_pix: float | None = None
+                    ) -> tuple[Any, dict[str, Any]]:
+    """The source list of an image (pure: arrays and a WCS in, the :class:`~awe.model.sourcelist.Source`
+    columns out, SID 1.. brightest first).
+
+    ``diameters`` [arcsec] of the circular apertures; ``zeropoint``: ``MAG = -2.5 log10(FLUX) + zeropoint``;
+    ``fwhm_pix``: the seeing, the PSF's size when too few bright stars calibrate CLASS_STAR. Returns the table
+    and ``{'locus', 'mag_limit', 'background', 'background_rms', 'pixel_scale'}``; ``ValueError`` when
+    CLASS_STAR cannot be calibrated.
+    """
+    from astropy.table import Table
+
+    from awe.image.extract import aperture_flux, background_model, extract
+    from awe.image.stellarity import class_star, psf_locus
+
+    data = np.asarray(data, dtype=np.float32)
+    zp = float(zeropoint)
+    scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
+    background = background_model(data, weight)
+    det = extract(data, weight, threshold=threshold, minarea=minarea, saturation=saturation, gain=gain,
+                  deblend_cont=deblend_cont, background=background)
+    good = np.isfinite(np.asarray(det["x"], float)) & np.isfinite(np.asarray(det["y"], float))
+    det = det[good]
+    n = len(det)
+    x, y = np.asarray(det["x"], float), np.asarray(det["y"], float)
+    ra, dec = wcs.all_pix2world(x, y, 0) if n else (np.zeros(0), np.zeros(0))
+    jac = np.asarray(wcs.pixel_scale_matrix, float) * 3600.0  # arcsec per pixel (approximately uniform)
+    xerr = np.nan_to_num(np.asarray(det["xerr"], float), nan=1.0)
+    yerr = np.nan_to_num(np.asarray(det["yerr"], float), nan=1.0)
+    ra_err = np.hypot(jac[0, 0] * xerr, jac[0, 1] * yerr)
+    dec_err = np.hypot(jac[1, 0] * xerr, jac[1, 1] * yerr)
+
+    flux = np.asarray(det["flux"], float)
+    flux_err = np.asarray(det["flux_err"], float)
+    flags = np.asarray(det["flags"], np.int64)
+    snr = np.asarray(det["snr"], float)
+    r50 = np.asarray(det["flux_radius"], float)
+    rows: dict[str, Any] = {"SID": np.arange(1, n + 1, dtype=np.int64), "RA": np.asarray(ra, float) % 360.0,
+                            "DEC": np.asarray(dec, float), "RA_ERR": ra_err, "DEC_ERR": dec_err, "X": x, "Y": y,
+                            "X_ERR": xerr, "Y_ERR": yerr}
+    for i, diameter in enumerate(diameters, start=1):
+        if n:
+            af, ae, aflags = aperture_flux(data, weight, x, y, 0.5 * diameter / scale, background=background,
+                                           gain=gain)
+        else:
+            af = ae = np.zeros(0)
+            aflags = np.zeros(0, dtype=np.int64)
+        flags |= np.asarray(aflags, np.int64)
+        mag, magerr = _magnitudes(af, ae, zp)
+        rows.update({f"FLUX_APER_{i}": af, f"FLUXERR_APER_{i}": ae, f"MAG_APER_{i}": mag,
+                     f"MAGERR_APER_{i}": magerr})
+    mag, magerr = _magnitudes(flux, flux_err, zp)
+    a, b = np.asarray(det["a"], float), np.asarray(det["b"], float)
+    locus = psf_locus(r50, snr, flags, snr_min=stellarity_snr, fallback_radius=0.5 * fwhm_pix if fwhm_pix else None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ellipticity = np.where(a > 0, 1.0 - b / a, np.nan)
+    rows.update({"FLUX_AUTO": flux, "FLUXERR_AUTO": flux_err, "MAG_AUTO": mag, "MAGERR_AUTO": magerr,
+                 "SNR": snr, "BACKGROUND": np.asarray(det["background"], float), "A": a * scale, "B": b * scale,
+                 "THETA": np.degrees(np.asarray(det["theta"], float)), "ELLIPTICITY": ellipticity,
+                 "FWHM": np.asarray(det["fwhm_pix"], float) * scale, "FLUX_RADIUS": r50 * scale,
+                 "CLASS_STAR": class_star(r50, snr, locus), "FLAGS": flags})
+    faint = (snr > 3) & (snr < 20) & (flux_err > 0)
+    noise = float(np.median(flux_err[faint])) if faint.any() else float("nan")
+    info = {"locus": locus, "mag_limit": zp - 2.5 * math.log10(5.0 * noise) if noise > 0 else None,
+            "background": float(det.meta.get("BACKGND", float("nan"))),
+            "background_rms": float(det.meta.get("BACK_RMS", float("nan"))), "pixel_scale": scale}
+    return Table(rows), info
+
+
 class SourceListTask(Task):
     """The sources of image products (reduced, regridded, coadded frames) as SourceLists.
 
@@ -170,11 +242,6 @@ class SourceListTask(Task):
         return [(self._source_list(image), None) for image in images]
 
     def _source_list(self, image: Any) -> SourceList:
-        from astropy.table import Table
-
-        from awe.image.extract import aperture_flux, background_model, extract
-        from awe.image.stellarity import class_star, psf_locus
-
         p = self.params(SourceList)
         diameters = [float(d) for d in p.APERTURE_DIAMETERS]
         if len(diameters) != N_APERTURES or not all(d > 0 for d in diameters):
@@ -206,69 +273,28 @@ class SourceListTask(Task):
         fwhm_pix = (float(seeing) if seeing else 2.0 * scale) / scale
         minarea = int(p.MINAREA) or (3 if fwhm_pix < 2.0 else 5)
         saturation = _saturation(image)
-        gain = getattr(image, "gain", None)
-        background = background_model(data, weight)
-        det = extract(data, weight, threshold=float(p.DETECT_THRESHOLD), minarea=minarea, saturation=saturation,
-                      gain=gain, deblend_cont=float(p.DEBLEND_MINCONT), background=background)
-        good = np.isfinite(np.asarray(det["x"], float)) & np.isfinite(np.asarray(det["y"], float))
-        det = det[good]
-        n = len(det)
-        x, y = np.asarray(det["x"], float), np.asarray(det["y"], float)
-        ra, dec = wcs.all_pix2world(x, y, 0) if n else (np.zeros(0), np.zeros(0))
-        jac = np.asarray(wcs.pixel_scale_matrix, float) * 3600.0  # arcsec per pixel (approximately uniform)
-        xerr = np.nan_to_num(np.asarray(det["xerr"], float), nan=1.0)
-        yerr = np.nan_to_num(np.asarray(det["yerr"], float), nan=1.0)
-        ra_err = np.hypot(jac[0, 0] * xerr, jac[0, 1] * yerr)
-        dec_err = np.hypot(jac[1, 0] * xerr, jac[1, 1] * yerr)
-
-        flux = np.asarray(det["flux"], float)
-        flux_err = np.asarray(det["flux_err"], float)
-        flags = np.asarray(det["flags"], np.int64)
-        snr = np.asarray(det["snr"], float)
-        r50 = np.asarray(det["flux_radius"], float)
-        rows: dict[str, Any] = {"SID": np.arange(1, n + 1, dtype=np.int64), "RA": np.asarray(ra, float) % 360.0,
-                                "DEC": np.asarray(dec, float), "RA_ERR": ra_err, "DEC_ERR": dec_err, "X": x, "Y": y,
-                                "X_ERR": xerr, "Y_ERR": yerr}
-        for i, diameter in enumerate(diameters, start=1):
-            if n:
-                af, ae, aflags = aperture_flux(data, weight, x, y, 0.5 * diameter / scale, background=background,
-                                               gain=gain)
-            else:
-                af = ae = np.zeros(0)
-                aflags = np.zeros(0, dtype=np.int64)
-            flags |= np.asarray(aflags, np.int64)
-            mag, magerr = _magnitudes(af, ae, zp)
-            rows.update({f"FLUX_APER_{i}": af, f"FLUXERR_APER_{i}": ae, f"MAG_APER_{i}": mag,
-                         f"MAGERR_APER_{i}": magerr})
-        mag, magerr = _magnitudes(flux, flux_err, zp)
-        a, b = np.asarray(det["a"], float), np.asarray(det["b"], float)
         try:
-            locus = psf_locus(r50, snr, flags, snr_min=float(p.STELLARITY_SNR), fallback_radius=0.5 * fwhm_pix)
+            rows, info = measure_sources(data, weight, wcs, zp, threshold=float(p.DETECT_THRESHOLD), minarea=minarea,
+                                         deblend_cont=float(p.DEBLEND_MINCONT), diameters=diameters,
+                                         saturation=saturation, gain=getattr(image, "gain", None),
+                                         stellarity_snr=float(p.STELLARITY_SNR), fwhm_pix=fwhm_pix)
         except ValueError as exc:
             raise TaskError(f"SourceListTask: {image.filename}: {exc}") from None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ellipticity = np.where(a > 0, 1.0 - b / a, np.nan)
-        rows.update({"FLUX_AUTO": flux, "FLUXERR_AUTO": flux_err, "MAG_AUTO": mag, "MAGERR_AUTO": magerr,
-                     "SNR": snr, "BACKGROUND": np.asarray(det["background"], float), "A": a * scale, "B": b * scale,
-                     "THETA": np.degrees(np.asarray(det["theta"], float)), "ELLIPTICITY": ellipticity,
-                     "FWHM": np.asarray(det["fwhm_pix"], float) * scale, "FLUX_RADIUS": r50 * scale,
-                     "CLASS_STAR": class_star(r50, snr, locus), "FLAGS": flags})
-        faint = (snr > 3) & (snr < 20) & (flux_err > 0)
-        noise = float(np.median(flux_err[faint])) if faint.any() else float("nan")
-        obj.mag_limit = zp - 2.5 * math.log10(5.0 * noise) if noise > 0 else None
+        n = len(rows)
+        locus = info["locus"]
+        obj.mag_limit = info["mag_limit"]
         obj.n_sources = n
         obj.aperture_diameters = diameters
         obj.zeropoint = zp
         obj.zeropoint_source = zp_what[:255]
         obj.detection = {"threshold": float(p.DETECT_THRESHOLD), "minarea": minarea,
                          "deblend_mincont": float(p.DEBLEND_MINCONT), "saturation": saturation,
-                         "background": float(det.meta.get("BACKGND", float("nan"))),
-                         "background_rms": float(det.meta.get("BACK_RMS", float("nan")))}
+                         "background": info["background"], "background_rms": info["background_rms"]}
         obj.pixel_scale = scale
         obj.wcs_source = wcs_what[:255]
         obj.psf_flux_radius = locus.r_psf * scale
         obj.n_psf_stars = locus.n_stars
-        obj.__dict__["_pending_rows"] = Table(rows)
+        obj.__dict__["_pending_rows"] = rows
         if n == 0:
             obj.quality_flags = (obj.quality_flags or 0) | QualityFlags.FEW_INPUTS
         self.log.info("%s: %d sources above %g sigma (minarea %d), zero point %.3f (%s), WCS %s, PSF half-light "
@@ -382,7 +408,8 @@ class AssociateListTask(Task):
     def _ids(self) -> list[tuple[Any, Any]]:
         ids = self.selection_values.get("ids")
         if not ids or isinstance(ids, (str, bytes)):
-            raise TypeError("AssociateListTask needs ids=[(slid1, 's'), (slid2, 's'), ...] (see help(AssociateListTask))")
+            raise TypeError("AssociateListTask needs ids=[(slid1, 's'), (slid2, 's'), ...] "
+                            "(see help(AssociateListTask))")
         out = []
         for item in ids:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
@@ -459,8 +486,8 @@ class AssociateListTask(Task):
                                 "DEC": np.array([d]), "distance": np.array([0.0])}
                                for s, i, r, d in zip(t["SLID"], t["SID"], t["RA"], t["DEC"])])
             else:
-                t = Association.of(obj).order_by("AID", "SLID").table(["AID", "SLID", "SID", "RA", "DEC",
-                                                                       "distance"])
+                members: Any = Association.of(obj).order_by("AID", "SLID")
+                t = members.table(["AID", "SLID", "SID", "RA", "DEC", "distance"])
                 aid = np.asarray(t["AID"])
                 starts = np.flatnonzero(np.r_[True, aid[1:] != aid[:-1]]) if len(aid) else np.zeros(0, int)
                 ends = np.r_[starts[1:], len(aid)]
