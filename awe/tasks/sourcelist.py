@@ -181,14 +181,18 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
     rows: dict[str, Any] = {"SID": np.arange(1, n + 1, dtype=np.int64), "RA": np.asarray(ra, float) % 360.0,
                             "DEC": np.asarray(dec, float), "RA_ERR": ra_err, "DEC_ERR": dec_err, "X": x, "Y": y,
                             "X_ERR": xerr, "Y_ERR": yerr}
-    for i, diameter in enumerate(diameters, start=1):
-        if n:
-            af, ae, aflags = aperture_flux(data, weight, x, y, 0.5 * diameter / scale, background=background,
-                                           gain=gain)
-        else:
-            af = ae = np.zeros(0)
-            aflags = np.zeros(0, dtype=np.int64)
-        flags |= np.asarray(aflags, np.int64)
+    # every aperture of every source in one pass over the image (one background subtraction and noise map);
+    # their flags (bad pixels, edges inside the large apertures) are not SExtractor's FLAGS, which describe
+    # the detection and the AUTO measurement
+    k = len(diameters)
+    if n:
+        radii = np.repeat(0.5 * np.asarray(diameters, float) / scale, n)
+        af_all, ae_all, _ = aperture_flux(data, weight, np.tile(x, k), np.tile(y, k), radii,
+                                          background=background, gain=gain)
+    else:
+        af_all = ae_all = np.zeros(0)
+    for i in range(1, k + 1):
+        af, ae = af_all[(i - 1) * n:i * n], ae_all[(i - 1) * n:i * n]
         mag, magerr = _magnitudes(af, ae, zp)
         rows.update({f"FLUX_APER_{i}": af, f"FLUXERR_APER_{i}": ae, f"MAG_APER_{i}": mag,
                      f"MAGERR_APER_{i}": magerr})

@@ -390,3 +390,18 @@ def test_bad_inputs_clear_errors_nothing_committed(sources_night, lists):
     with pytest.raises(TaskError, match="no AssociateList with id \\d+ \\(it is a\\(n\\) SourceList"):
         AssociateListTask(ids=[(lists[0].SLID, "a"), (lists[1].SLID, "s")], commit=1).execute()
     assert db_state(storage) == state
+
+
+def test_a_coadd_like_product_brings_its_own_zero_point_weight_and_wcs():
+    """What a regridded frame or a coadd offers (duck-typed): its own zeropoint, a weight array, a header WCS."""
+    import logging
+    from types import SimpleNamespace
+
+    from awe.tasks.sourcelist import image_weight, image_zeropoint
+    coadd = SimpleNamespace(zeropoint=30.0, filename="coadd.fits", chip=None, weight=np.ones((4, 4)))
+    zp, params, what = image_zeropoint(coadd, logging.getLogger("test"), 0.0)
+    assert zp == 30.0 and params is None and "zeropoint of SimpleNamespace coadd.fits" in what
+    weight, product = image_weight(coadd)
+    assert weight.shape == (4, 4) and product is None
+    bare = SimpleNamespace(zeropoint=None, filename="x.fits", chip=None)
+    assert image_zeropoint(bare, logging.getLogger("test"), 25.0)[2] == "MAG_ZEROPOINT"
