@@ -87,7 +87,8 @@ class Stamps(list):
             ax.imshow(st.data, origin="lower", cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1,
                       interpolation="nearest")
             role = st.role if len(st.role) < 34 else "..." + st.role[-31:]
-            ax.set_title(f"{role}\n{st.cls}\n{st.filename[:34]}", fontsize=5)
+            name = st.filename if len(st.filename) <= 36 else st.filename[:22] + "..." + st.filename[-11:]
+            ax.set_title(f"{role}\n{st.cls}\n{name}", fontsize=5)
         fig.suptitle(f"stamps at RA {self.ra:.5f}, Dec {self.dec:.5f}: {len(self)} images", fontsize=8)
         fig.tight_layout()
         if path is not None:
