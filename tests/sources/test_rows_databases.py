@@ -38,7 +38,8 @@ def test_source_rows_queries_and_association_on_both_databases(db):
     assert al.n_matched == int(keep.sum()) and al.n_single == int((~keep).sum())
     pairs = al.pairs(one.SLID, two.SLID)
     kept = np.flatnonzero(keep) + 1  # the first list's SID of each source of the second
-    assert np.all(kept[np.asarray(pairs["SID_2"]) - 1] == np.asarray(pairs["SID_1"])) and np.allclose(pairs["distance"], 0.2 * np.cos(np.radians(
-        dec[np.asarray(pairs["SID_1"]) - 1])), atol=0.01)
+    assert np.all(kept[np.asarray(pairs["SID_2"]) - 1] == np.asarray(pairs["SID_1"]))
+    moved = 0.2 * np.cos(np.radians(dec[np.asarray(pairs["SID_1"]) - 1]))  # 0.2" in RA
+    assert np.allclose(pairs["distance"], moved, atol=0.01)
     assert len(Association.associatelist == al) == 300 + int(keep.sum())
     assert (AssociateList.ALID == al.ALID).first().n_lists == 2
