@@ -248,9 +248,11 @@ def test_write_and_read_back(lists, tmp_path, suffix):
         sl.write(tmp_path / "sl.csv")
 
 
-def test_source_list_is_reused_not_made_again(lists):
+def test_source_list_is_reused_not_made_again_and_has_a_figure(lists, tmp_path):
     again = SourceListTask(filenames=[lists[0].image.filename], commit=1).execute()
     assert again[0].object_id == lists[0].object_id
+    fig = lists[0].inspect(path=tmp_path / "sl.png")
+    assert (tmp_path / "sl.png").stat().st_size > 5000 and "SLID" in fig.axes[0].get_title()
 
 
 # ---------------------------------------------------------------------------- association
