@@ -71,9 +71,6 @@ class Stamps(list):
     def inspect(self, path: str | Path | None = None, ncols: int = 6) -> Any:
         """One figure with every stamp (scaled between its 1st and 99.5th percentile), titled with its role,
         class and file; saved as ``path`` (PNG) when given. Returns the figure."""
-        import matplotlib
-        if path is not None:
-            matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
         n = max(len(self), 1)
         ncols = min(ncols, n)
