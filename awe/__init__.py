@@ -6,7 +6,7 @@ prompt: every persistent class, every task, ``Pars``, ``context`` (and
 awe.image`` stays light.
 
 Names of the course (``astro-wise-course-2008``) that awe does not implement
-yet (``RegridTask``, ``dpu``, ``SourceList``, ...) are in the namespace too, as
+yet (``RegridTask``, ``dpu``, ...) are in the namespace too, as
 :class:`Planned` placeholders: calling or using one raises
 :class:`NotImplementedYetError` saying which spec section it belongs to,
 instead of a bare ``NameError``.
@@ -32,10 +32,6 @@ PLANNED: dict[str, tuple[str, str]] = {
     "CoaddTask": ("section 7", "coaddition of regridded frames into a mosaic"),
     "CoaddedRegriddedFrame": ("sections 9 and 10", "coadded mosaic with its weight"),
     "dpu": ("section 7", "the distributed processing unit (dpu.run, dpu.wait_for_jobs, dpu.get_logs)"),
-    "SourceListTask": ("section 10", "source extraction into a queryable source list"),
-    "SourceList": ("section 10", "queryable list of extracted sources"),
-    "AssociateListTask": ("section 10", "association of overlapping source lists"),
-    "AssociateList": ("section 10", "associated sources of several source lists"),
 }
 
 

@@ -12,6 +12,7 @@ from awe.model.gastrom import GAstrometric, GAstromSource, GAstromSourceList
 
 from awe.model.photometry import PhotometricParameters, PhotSrc, PhotSrcCatalog
 from awe.model.astrometry import AstrometricMatch, AstrometricParameters, best_wcs
+from awe.model.sourcelist import AssociateList, Association, Source, SourceList
 __all__ = [
     "Instrument", "Chip", "Filter", "ensure_instrument",
     "BaseFrame", "RawFrame", "RawBiasFrame", "RawDomeFlatFrame", "RawTwilightFlatFrame", "RawScienceFrame",
@@ -22,4 +23,5 @@ __all__ = [
     "GAstromSourceList", "GAstromSource", "GAstrometric",
     "PhotSrcCatalog", "PhotSrc", "PhotometricParameters",
     "AstrometricParameters", "AstrometricMatch", "best_wcs",
+    "SourceList", "Source", "AssociateList", "Association",
 ]

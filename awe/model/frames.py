@@ -122,6 +122,11 @@ class BaseFrame(DBObject, abstract=True):
         from awe.model._io import inspect_image
         return inspect_image(self, ax=ax, path=path)
 
+    def stamps(self, ra: float, dec: float, size_arcsec: float = 20.0) -> Any:
+        """Cut-outs of (ra, dec) [deg] from this image and every image it was made from (awe.model.stamps)."""
+        from awe.model.stamps import stamps
+        return stamps(self, ra, dec, size_arcsec)
+
 
 def _longitude(instrument: str | None) -> float:
     """East longitude of the instrument's observatory (of the only known instrument when not given)."""

@@ -13,6 +13,7 @@ from awe.tasks.gastrom import GAstromSourceListTask, GAstromTask
 
 from awe.tasks.photometry import IlluminationCorrectionTask, PhotcatTask, PhotomTask
 from awe.tasks.astrometry import AstrometricParametersTask
+from awe.tasks.sourcelist import AssociateListTask, SourceListTask
 __all__ = [
     "Task", "TaskError", "MissingCalibrationError",
     "BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask",
@@ -20,4 +21,5 @@ __all__ = [
     "GAstromSourceListTask", "GAstromTask",
     "PhotcatTask", "PhotomTask", "IlluminationCorrectionTask",
     "AstrometricParametersTask",
+    "SourceListTask", "AssociateListTask",
 ]
