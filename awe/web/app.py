@@ -115,7 +115,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     middleware = [Middleware(SessionMiddleware, secret_key=key, session_cookie="awe_session", max_age=max_age_s,
                              same_site="strict", https_only=https_only)]
     app = Starlette(routes=routes, middleware=middleware,
-                    exception_handlers={HTTPException: web.http_error, Exception: web.server_error})
+                    exception_handlers={HTTPException: web.http_error, forms.FormError: web.server_error,
+                                        QueryError: web.server_error, PermissionError: web.server_error,
+                                        Exception: web.server_error})
     app.state.web = web
     app.router.default = web.not_found  # type: ignore[assignment]
     app.add_middleware(_SecurityHeaders)
@@ -131,6 +133,10 @@ class _SecurityHeaders:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if b"%00" in scope.get("query_string", b"") or "\x00" in scope.get("path", ""):
+            response = Response("a NUL character in the request: refused", status_code=400, media_type="text/plain")
+            await response(scope, receive, send)
             return
 
         async def send_with_headers(message: Any) -> None:
