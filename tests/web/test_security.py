@@ -170,7 +170,7 @@ def test_injection_strings_in_every_query_field(web):
                 params = dict(base, **{field: text})
                 r = client.get(url, params=params)
                 assert r.status_code in (200, 400, 404), (url, field, text, r.status_code)
-                assert "<script>alert" not in r.text and "49" not in re.findall(r"\b49\b", r.text)[:0]
+                assert "<script>alert" not in r.text
                 assert not _leaks(web, r.text), (url, field, text)
                 assert "Traceback" not in r.text and "sqlalchemy" not in r.text.lower()
     # a value that is SQL is compared as a value: it matches nothing and changes nothing
