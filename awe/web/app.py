@@ -302,20 +302,21 @@ class _Web:
         if origin and origin != "null" and urllib.parse.urlsplit(origin).netloc != request.url.netloc:
             raise HTTPException(403, "cross-site login refused")
         name, password = str(form.get("username", "")), str(form.get("password", ""))
+        back = _local(str(form.get("next", "/")))
         address = request.client.host if request.client else "?"
         wait = self.limiter.blocked_for(name, address)
         if wait:
             return self.page(request, "login.html", 429, error=f"too many failed logins: try again in {wait:.0f} s",
-                             next="/")
+                             next=back)
         from starlette.concurrency import run_in_threadpool
         ok = await run_in_threadpool(check_password, self.database, self.settings.database_url, name, password)
         if not ok:
             self.limiter.failed(name, address)
-            return self.page(request, "login.html", 401, error="wrong user name or password", next="/")
+            return self.page(request, "login.html", 401, error="wrong user name or password", next=back)
         self.limiter.succeeded(name, address)
         request.session.clear()
         request.session.update(user=name, issued=int(time.time()), csrf=new_csrf_token(), project=None)
-        return RedirectResponse(_local(str(form.get("next", "/"))), 303)
+        return RedirectResponse(back, 303)
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
@@ -517,13 +518,14 @@ class _Web:
                            if isinstance(obj, rcls._parents[0].target)]
             has_image = bool(obj.filename and obj.checksum and obj.filename.endswith((".fits", ".fits.fz")))
             targets = [p for p in project_names(session.database, session.user_id) if p != obj.project]
+            lineage = _lineage_svg(session, obj)
         params = obj.process_params or {}
         return self.page(request, "object.html", obj=obj, cls=type(obj).__name__, attributes=attributes,
                          inputs=inputs, changes=changes, overlays=overlays, row_classes=row_classes,
                          has_image=has_image, has_inspect=has_image and hasattr(obj, "inspect"),
                          process_params=params, qc=obj.qc_report or [], targets=targets,
                          overlay=request.query_params.get("overlay", ""), current=session.project.name,
-                         project_of=obj.project)
+                         project_of=obj.project, lineage=lineage)
 
     def lineage(self, request: Request) -> Response:
         session = self.session(request)
