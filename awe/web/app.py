@@ -476,9 +476,18 @@ class _Web:
             page = _int(params, "page", 1, 1, 10**8)
             columns = [c for c in info["fields"] if c != "healpix"]
             key = ("r", rcls.__name__, tuple(sorted((k, v) for k, v in params.items()
-                                                    if k not in ("page", "sort", "desc", "per"))))
+                                                    if k not in ("page", "sort", "desc", "per", "after"))))
             total = self.counted(session, key, query.count)
-            table = query._table(columns, (page - 1) * per, per)
+            after = _cursor(params.get("after"), info["fields"].get(sort, ""))
+            if after is not None:  # keyset: the rows after the previous page's last one (deep pages stay fast)
+                query = (query & _after_condition(rcls, sort, desc, after, session)).using(session)
+                query.order_by(sort, descending=desc)
+                table = query._table(columns + (["row_id"] if "row_id" not in columns else []), None, per)
+            else:
+                table = query._table(columns + (["row_id"] if "row_id" not in columns else []), (page - 1) * per, per)
+            last = (table[sort][-1], table["row_id"][-1]) if len(table) else None
+            next_after = (f"{_plain(last[0])!r}:{int(last[1])}" if last is not None and _plain(last[0]) is not None
+                          and page * per < total else "")
             data = [[_plain(table[c][i]) for c in columns] for i in range(len(table))]
             units = {c: str(col.unit) if col.unit else "" for c, col in
                      ((c, rcls._columns[c]) for c in columns)}
@@ -489,7 +498,7 @@ class _Web:
                          total=total, page=page, per=per, pages=max(1, -(-total // per)), sort=sort, desc=desc,
                          python=python, params=params, info=info, operators=list(forms.OPERATORS),
                          max_filters=forms.MAX_FILTERS, link=_link_builder(request), current=session.project.name,
-                         parent_column=rcls._parents[0].column)
+                         parent_column=rcls._parents[0].column, next_after=next_after)
 
     def rows_download(self, request: Request) -> Response:
         session = self.session(request)
@@ -741,6 +750,46 @@ def _link_builder(request: Request) -> Callable[..., str]:
         params.update({k: str(v) for k, v in changes.items()})
         return request.url.path + "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v != ""})
     return link
+
+
+def _cursor(text: str | None, kind: str) -> tuple[Any, int] | None:
+    """The keyset cursor ``value:row_id`` of a "next" link (None: none given)."""
+    if not text:
+        return None
+    value, sep, rid = text.rpartition(":")
+    try:
+        if not sep or kind not in ("int", "float", "str"):
+            raise ValueError
+        row_id = int(rid)
+        parsed: Any = int(value) if kind == "int" else float(value) if kind == "float" else None
+        if kind == "str":
+            import ast
+            parsed = ast.literal_eval(value)
+            if not isinstance(parsed, str):
+                raise ValueError
+        if isinstance(parsed, float) and (parsed != parsed or parsed in (float("inf"), float("-inf"))):
+            raise ValueError
+    except (ValueError, SyntaxError):
+        raise HTTPException(400, "after: not a cursor of this page's links (value:row_id)") from None
+    return parsed, row_id
+
+
+def _after_condition(rcls: type[Rows], sort: str, desc: bool, after: tuple[Any, int], session: Session) -> Query:
+    """The rows after ``after`` (value, row_id) in the order (sort, row_id), written in the query language.
+
+    Rows without a value come last on PostgreSQL in ascending order (first on SQLite): after a row with a value
+    they follow, so they are added where the database sorts them after the values.
+    """
+    from awe.db.query import Attr
+    value, row_id = after
+    column = getattr(rcls, sort)
+    rid = Attr(rcls, (), None, column="row_id", label="row_id", type_=sa.BigInteger())
+    beyond = (column < value) if desc else (column > value)
+    cond = beyond | ((column == value) & (rid > row_id))
+    nulls_after = session.database.is_sqlite == desc  # SQLite: NULLs first ascending; PostgreSQL: last
+    if sort != "row_id" and nulls_after:
+        cond = cond | (column == None)  # noqa: E711  (the query language's IS NULL)
+    return cond
 
 
 def magnitude_column(rcls: type[Rows]) -> str | None:

@@ -66,6 +66,18 @@ def test_rows_cone_magnitude_and_sort(web):
                     & (ReferenceSource.mag <= 16.0)).order_by("mag").table()
     names = re.findall(r"<td>(S\d+)</td>", r.text)
     assert names == list(expected["name"]) and 0 < len(names) < 60
+    # the "next" link is a keyset cursor: the same rows as the page by offset, both ways of sorting
+    for desc in ("", "1"):
+        by_offset = alice.get("/rows/ReferenceSource", params={"parent": str(cat), "sort": "mag", "desc": desc,
+                                                               "per": "7", "page": "2"}).text
+        first = alice.get("/rows/ReferenceSource", params={"parent": str(cat), "sort": "mag", "desc": desc,
+                                                           "per": "7"}).text
+        nxt = html.unescape(re.search(r'href="([^"]+)" rel="next"', first).group(1))
+        assert "after=" in nxt
+        by_cursor = alice.get(nxt).text
+        rows_of = re.compile(r"<td>(S\d+)</td>")
+        assert rows_of.findall(by_cursor) == rows_of.findall(by_offset) and len(rows_of.findall(by_offset)) == 7
+    assert alice.get("/rows/ReferenceSource", params={"parent": str(cat), "after": "1 OR 1=1:3"}).status_code == 400
     vot = alice.get("/rows/ReferenceSource/download", params=dict(params, format="votable"))
     from astropy.io.votable import parse_single_table
     assert sorted(parse_single_table(io.BytesIO(vot.content)).to_table()["name"]) == sorted(expected["name"])
