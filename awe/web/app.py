@@ -479,15 +479,13 @@ class _Web:
                                                     if k not in ("page", "sort", "desc", "per", "after"))))
             total = self.counted(session, key, query.count)
             after = _cursor(params.get("after"), info["fields"].get(sort, ""))
+            fetched = columns + (["row_id"] if "row_id" not in columns else [])
             if after is not None:  # keyset: the rows after the previous page's last one (deep pages stay fast)
-                query = (query & _after_condition(rcls, sort, desc, after, session)).using(session)
-                query.order_by(sort, descending=desc)
-                table = query._table(columns + (["row_id"] if "row_id" not in columns else []), None, per)
+                table = _keyset_page(rcls, query, sort, desc, after, fetched, per, session)
             else:
-                table = query._table(columns + (["row_id"] if "row_id" not in columns else []), (page - 1) * per, per)
+                table = query._table(fetched, (page - 1) * per, per)
             last = (table[sort][-1], table["row_id"][-1]) if len(table) else None
-            next_after = (f"{_plain(last[0])!r}:{int(last[1])}" if last is not None and _plain(last[0]) is not None
-                          and page * per < total else "")
+            next_after = f"{_plain(last[0])!r}:{int(last[1])}" if last is not None and page * per < total else ""
             data = [[_plain(table[c][i]) for c in columns] for i in range(len(table))]
             units = {c: str(col.unit) if col.unit else "" for c, col in
                      ((c, rcls._columns[c]) for c in columns)}
@@ -752,7 +750,7 @@ def _link_builder(request: Request) -> Callable[..., str]:
     return link
 
 
-def _cursor(text: str | None, kind: str) -> tuple[Any, int] | None:
+def _cursor(text: str | None, kind: str) -> tuple[Any, int] | None:  # noqa: C901
     """The keyset cursor ``value:row_id`` of a "next" link (None: none given)."""
     if not text:
         return None
@@ -761,6 +759,8 @@ def _cursor(text: str | None, kind: str) -> tuple[Any, int] | None:
         if not sep or kind not in ("int", "float", "str"):
             raise ValueError
         row_id = int(rid)
+        if value == "None":
+            return None, row_id
         parsed: Any = int(value) if kind == "int" else float(value) if kind == "float" else None
         if kind == "str":
             import ast
@@ -774,22 +774,42 @@ def _cursor(text: str | None, kind: str) -> tuple[Any, int] | None:
     return parsed, row_id
 
 
-def _after_condition(rcls: type[Rows], sort: str, desc: bool, after: tuple[Any, int], session: Session) -> Query:
-    """The rows after ``after`` (value, row_id) in the order (sort, row_id), written in the query language.
+def _keyset_page(rcls: type[Rows], query: Query, sort: str, desc: bool, after: tuple[Any, int],
+                 columns: list[str], per: int, session: Session) -> Any:
+    """The ``per`` rows after ``after`` = (value, row_id) in the order (sort, row_id), in the query language.
 
-    Rows without a value come last on PostgreSQL in ascending order (first on SQLite): after a row with a value
-    they follow, so they are added where the database sorts them after the values.
+    Each condition is a range of the (parent, sort, row_id) index: the rest of the cursor's zone (rows with a
+    value, or without: SQLite sorts those first ascending, PostgreSQL last), then the zones after it.
     """
+    from astropy.table import vstack
+
     from awe.db.query import Attr
     value, row_id = after
     column = getattr(rcls, sort)
     rid = Attr(rcls, (), None, column="row_id", label="row_id", type_=sa.BigInteger())
-    beyond = (column < value) if desc else (column > value)
-    cond = beyond | ((column == value) & (rid > row_id))
-    nulls_after = session.database.is_sqlite == desc  # SQLite: NULLs first ascending; PostgreSQL: last
-    if sort != "row_id" and nulls_after:
-        cond = cond | (column == None)  # noqa: E711  (the query language's IS NULL)
-    return cond
+    if sort == "row_id":
+        zones = [((rid < row_id) if desc else (rid > row_id), None)]
+    else:
+        nulls_first = session.database.is_sqlite != desc
+        if value is None:
+            rest = (column == None) & (rid > row_id)  # noqa: E711  (the query language's IS NULL)
+            later = [] if not nulls_first else [column != None]  # noqa: E711
+        else:
+            beyond = (column <= value) & ((column < value) | (rid > row_id)) if desc else \
+                (column >= value) & ((column > value) | (rid > row_id))
+            rest, later = beyond, ([] if nulls_first else [column == None])  # noqa: E711
+        zones = [(rest, None)] + [(cond, None) for cond in later]
+    parts = []
+    wanted = per
+    for cond, _ in zones:
+        part_query = (query & cond).using(session)
+        part_query.order_by(sort, descending=desc)
+        part = part_query._table(columns, None, wanted)
+        parts.append(part)
+        wanted -= len(part)
+        if wanted <= 0:
+            break
+    return parts[0] if len(parts) == 1 else vstack(parts)
 
 
 def magnitude_column(rcls: type[Rows]) -> str | None:
