@@ -31,7 +31,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                                         QueryError: web.server_error, PermissionError: web.server_error,
                                         Exception: web.server_error})
     app.state.web = web
-    app.router.default = web.not_found  # type: ignore[assignment]
+    app.router.default = web.not_found
     app.add_middleware(_SecurityHeaders)
     return app
 
@@ -170,7 +170,7 @@ class _Refused(HTTPException):
     pass
 
 
-def _product_classes() -> dict[str, type]:
+def _product_classes() -> dict[str, Any]:
     """The concrete persistent product classes by name."""
     return {name: cls for name, cls in sorted(registry.items())
             if issubclass(cls, DBObject) and not cls._abstract and "project_id" in cls.__table__.c}
@@ -346,7 +346,7 @@ class _Web:
         session = self.session(request)
         table = DBObject.__table__
         with session.engine.connect() as conn:
-            counts = dict(conn.execute(sa.select(table.c.class_name, sa.func.count())
+            counts: dict[str, int] = dict(conn.execute(sa.select(table.c.class_name, sa.func.count())
                                        .where(table.c.project_id.in_(session.visible_project_ids()))
                                        .group_by(table.c.class_name)).all())
         products = [(name, counts.get(name, 0), (cls.__doc__ or "").strip().split("\n")[0])
@@ -804,7 +804,7 @@ def _keyset_page(rcls: type[Rows], query: Query, sort: str, desc: bool, after: t
     for cond, _ in zones:
         part_query = (query & cond).using(session)
         part_query.order_by(sort, descending=desc)
-        part = part_query._table(columns, None, wanted)
+        part = part_query._table(columns, None, wanted)  # type: ignore[attr-defined]  # a RowQuery
         parts.append(part)
         wanted -= len(part)
         if wanted <= 0:
@@ -853,7 +853,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _attributes(obj: DBObject) -> list[tuple[str, Any, str, bool]]:
+def _attributes(obj: DBObject) -> list[tuple[str, Any, str, int]]:
     """(name, shown value, doc, link object id or 0) of every declared attribute."""
     out = []
     for name, fld in type(obj)._fields.items():

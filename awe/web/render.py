@@ -134,7 +134,7 @@ def validity_svg(bars: Sequence[ValidityBar]) -> str:
 
     out.append(f'<text x="{left}" y="15" font-size="10">{t0:%Y-%m-%d %H:%M} UT</text>')
     out.append(f'<text x="{width - 20}" y="15" font-size="10" text-anchor="end">{t1:%Y-%m-%d %H:%M} UT</text>')
-    out.append(f'<text x="5" y="15" font-size="10">created (UT)</text>')
+    out.append('<text x="5" y="15" font-size="10">created (UT)</text>')
     eclipsed = eclipsed_parts(bars)
     for row, bar in enumerate(bars):
         y = top + row * row_h

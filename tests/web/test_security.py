@@ -159,7 +159,7 @@ def test_injection_strings_in_every_query_field(web):
         "/query/TeamProduct": {"a0": "filename", "o0": "==", "v0": "x", "sort": "object_id", "desc": "1", "per": "10",
                                "page": "1"},
         "/query/TeamProduct/download": {"a0": "filename", "o0": "like", "v0": "x", "format": "csv"},
-        "/rows/ReferenceSource": {"parent": "", "ra": "150", "dec": "2", "radius": "60", "mag_min": "10",
+        "/rows/ReferenceSource": {"parent": str(cat), "ra": "150", "dec": "2", "radius": "60", "mag_min": "10",
                                   "mag_max": "20", "a0": "name", "o0": "==", "v0": "S1", "sort": "mag",
                                   "page": "1"},
         "/rows/ReferenceSource/download": {"ra": "150", "dec": "2", "radius": "60", "format": "votable"},
