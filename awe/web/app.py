@@ -778,8 +778,8 @@ def _keyset_page(rcls: type[Rows], query: Query, sort: str, desc: bool, after: t
                  columns: list[str], per: int, session: Session) -> Any:
     """The ``per`` rows after ``after`` = (value, row_id) in the order (sort, row_id), in the query language.
 
-    Each condition is a range of the (parent, sort, row_id) index: the rest of the cursor's zone (rows with a
-    value, or without: SQLite sorts those first ascending, PostgreSQL last), then the zones after it.
+    Each condition is a range of the (parent, sort, row_id) index: the rest of the cursor's zone (the rows with a
+    value, or those without, which row queries sort last), then the zone after it.
     """
     from astropy.table import vstack
 
@@ -790,15 +790,13 @@ def _keyset_page(rcls: type[Rows], query: Query, sort: str, desc: bool, after: t
     if sort == "row_id":
         zones = [((rid < row_id) if desc else (rid > row_id), None)]
     else:
-        nulls_first = session.database.is_sqlite != desc
+        # rows without a value come last on every database (awe.db.rows' ORDER BY ... NULLS LAST)
         if value is None:
-            rest = (column == None) & (rid > row_id)  # noqa: E711  (the query language's IS NULL)
-            later = [] if not nulls_first else [column != None]  # noqa: E711
+            zones = [((column == None) & (rid > row_id), None)]  # noqa: E711  (the query language's IS NULL)
         else:
             beyond = (column <= value) & ((column < value) | (rid > row_id)) if desc else \
                 (column >= value) & ((column > value) | (rid > row_id))
-            rest, later = beyond, ([] if nulls_first else [column == None])  # noqa: E711
-        zones = [(rest, None)] + [(cond, None) for cond in later]
+            zones = [(beyond, None), (column == None, None)]  # noqa: E711
     parts = []
     wanted = per
     for cond, _ in zones:

@@ -64,7 +64,8 @@ def web(db, tmp_path):
     migrate(alice, team.alice_shared_image, "ALL")
     stars = tmp_path / "alice-stars.csv"
     stars.write_text("name,ra,dec,mag,mag_err\n" + "".join(
-        f"S{i},{150 + (i % 10) * 0.01:.4f},{2 + (i // 10) * 0.01:.4f},{14 + i * 0.05:.2f},0.02\n" for i in range(60)))
+        f"S{i},{150 + (i % 10) * 0.01:.4f},{2 + (i // 10) * 0.01:.4f},{14 + i * 0.05:.2f},{'' if i % 3 else '0.02'}\n"
+        for i in range(60)))  # mag_err: one value (ties) on every third star, none on the others
     from awe.model import load_refcat
     with alice.activate():
         team.alice_catalog = load_refcat(stars, "standard", name="alice-stars")

@@ -67,20 +67,20 @@ def test_rows_cone_magnitude_and_sort(web):
     names = re.findall(r"<td>(S\d+)</td>", r.text)
     assert names == list(expected["name"]) and 0 < len(names) < 60
     # the "next" link is a keyset cursor: the same rows as the page by offset, both ways of sorting
-    # (mag: distinct values; mag_err: all equal, the row id decides; pmra: none has one, NULLs only)
+    # (mag: distinct values; mag_err: equal values (the row id decides) and NULLs; pmra: NULLs only)
     rows_of = re.compile(r"<td>(S\d+)</td>")
     for sort in ("mag", "mag_err", "pmra"):
         for desc in ("", "1"):
             page = alice.get("/rows/ReferenceSource", params={"parent": str(cat), "sort": sort, "desc": desc,
                                                               "per": "7"}).text
-            for number in range(2, 5):
+            for number in range(2, 10):
                 by_offset = alice.get("/rows/ReferenceSource", params={"parent": str(cat), "sort": sort,
                                                                        "desc": desc, "per": "7", "page": number}).text
                 nxt = html.unescape(re.search(r'href="([^"]+)" rel="next"', page).group(1))
                 assert "after=" in nxt
                 page = alice.get(nxt).text
                 assert rows_of.findall(page) == rows_of.findall(by_offset), (sort, desc, number)
-                assert len(rows_of.findall(page)) == 7
+                assert len(rows_of.findall(page)) == min(7, 60 - 7 * (number - 1))
     assert alice.get("/rows/ReferenceSource", params={"parent": str(cat), "after": "1 OR 1=1:3"}).status_code == 400
     vot = alice.get("/rows/ReferenceSource/download", params=dict(params, format="votable"))
     from astropy.io.votable import parse_single_table
