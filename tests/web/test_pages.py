@@ -129,3 +129,36 @@ def test_eclipsed_parts():
     svg = validity_svg([old, new, bad, newest])
     assert svg.count('class="bar eclipsed"') == 1 and svg.count('class="bar invalid"') == 1
     assert svg.count('class="bar chosen"') == 2
+
+
+def test_awe_serve_starts_on_the_prompts_settings(tmp_path):
+    """`awe serve` in a child process: the embedded database of AWE_HOME, the login page on 127.0.0.1."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, AWE_HOME=str(tmp_path / "home"))
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        child = subprocess.Popen([sys.executable, "-m", "awe.cli", "serve", "--port", str(port)], env=env,
+                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert child.poll() is None, log.read_text()
+                time.sleep(0.1)
+        assert r.status_code == 200 and 'name="username"' in r.text
+        assert httpx.get(f"http://127.0.0.1:{port}/classes").status_code == 401
+        assert (tmp_path / "home" / "web-secret").stat().st_mode & 0o077 == 0  # the cookie key: owner only
+    finally:
+        child.terminate()
+        child.wait(10)
