@@ -1,6 +1,6 @@
 """The web application in a real browser: Playwright driving Debian's chromium (the test command installs it).
 
-One small night (one chip calibrated, one science exposure reduced, scale 0.125) served by uvicorn on 127.0.0.1:
+One small night (one chip calibrated, one science exposure reduced, the master bias made again, scale 0.125) served by uvicorn on 127.0.0.1:
 log in, browse the classes, query, open the newest reduced frame (preview with RA/Dec readout), walk its lineage
 to a raw bias, edit a validity range, publish (migrate) the frame to ALL. Screenshots of the main pages go to
 ``test-artefacts/web/`` (``AWE_TEST_ARTEFACTS`` moves the folder).
@@ -38,7 +38,7 @@ def served(tmp_path_factory):
     """uvicorn serving the web application on a calibrated chip and one reduced frame."""
     from awe.sim import simulate_night
     from tests import _factory
-    from awe.tasks import ReduceTask
+    from awe.tasks import BiasTask, ReduceTask
     from awe.tasks.ingest import ingest
     import uvicorn
     from awe.web import create_app
@@ -54,6 +54,7 @@ def served(tmp_path_factory):
         context.set_project(private_project_name("tester"))
         _factory.calibrate_chip("ccd50")
         ReduceTask(raw_filenames=[chip_file(SCIENCE[0], "ccd50")], commit=1).execute()
+        BiasTask(instrument="WFI", chip="ccd50", overscan=6, commit=1, redo=1).execute()  # eclipses the first
         app = create_app(settings, context.session.database, secret="browser-test-" + "s" * 40)
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -176,7 +177,8 @@ def test_a_user_session_in_the_browser(served, browser):
     page.wait_for_selector("#validity-history")
     assert new_end in page.inner_text("#validity-history")
     assert old_end != new_end and "tester" in page.inner_text("#validity-history")
-    assert page.locator("#validity-chart svg a.bar").count() >= 1
+    assert page.locator("#validity-chart svg a.bar").count() == 2
+    assert page.locator("#validity-chart svg a.bar.eclipsed").count() == 1  # the first bias, made again
     _shot(page, "validity")
 
     # publish: the confirmation lists what moves, then the frame is in ALL
