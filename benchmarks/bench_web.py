@@ -134,8 +134,11 @@ def prepare(label: str, tmp: Path, n_rows: int, postgres: object = None) -> dict
     commit([(sl, None)])
     t0 = time.perf_counter()
     BenchWebSource.insert(sl, make_sources(n_rows))
-    with context.engine.begin() as conn:
+    analyse = sa.create_engine(settings.database_url) if postgres is not None else context.engine
+    with analyse.begin() as conn:  # by the tables' owner (PostgreSQL skips the tables of others)
         conn.execute(sa.text("ANALYZE"))
+    if postgres is not None:
+        analyse.dispose()
     print(f"[{label}] {n_rows:,} rows inserted and analysed in {time.perf_counter() - t0:.1f} s", flush=True)
     env["BENCH_PARENT"] = str(sl.object_id)
     with context.engine.connect() as conn:  # the "next" link of page 9,999: the last row of rows 1..499,950
