@@ -1,8 +1,9 @@
 """The web application in a real browser: Playwright driving Debian's chromium (the test command installs it).
 
-One small night (one chip calibrated, one science exposure reduced, the master bias made again, scale 0.125) served by uvicorn on 127.0.0.1:
-log in, browse the classes, query, open the newest reduced frame (preview with RA/Dec readout), walk its lineage
-to a raw bias, edit a validity range, publish (migrate) the frame to ALL. Screenshots of the main pages go to
+One small night (one chip calibrated, one science exposure reduced, the master bias made again, scale 0.125)
+served by uvicorn on 127.0.0.1: log in, browse the classes, query, open the newest reduced frame (preview with
+RA/Dec readout, inspect figure), walk its lineage to a raw bias, edit a validity range, publish (migrate) the
+frame to ALL. Screenshots of the main pages go to
 ``test-artefacts/web/`` (``AWE_TEST_ARTEFACTS`` moves the folder).
 """
 
@@ -150,6 +151,8 @@ def test_a_user_session_in_the_browser(served, browser):
     assert abs((ra - want_ra) * np.cos(np.radians(dec))) * 3600 < 0.5 and abs(dec - want_dec) * 3600 < 0.5, (
         readout, want_ra, want_dec)
     assert page.locator("#lineage a.node").count() >= 10
+    figure = page.request.get(reduced_url + "/inspect.png")  # the frame's inspect figure, drawn on the server
+    assert figure.ok and figure.body()[:8] == b"\x89PNG\r\n\x1a\n" and len(figure.body()) > 10_000
     _shot(page, "object")
     page.click("text=WeightFrame")
     page.wait_for_selector("#preview[data-ready='1']")
