@@ -53,6 +53,16 @@ setup_postgres() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
 }
 
+setup_chromium() {
+    # the browser tests (tests/web/test_browser.py) drive Debian's chromium through Playwright's executable_path
+    if [ -x /usr/bin/chromium ]; then
+        return
+    fi
+    echo "installing chromium (the web application's browser tests)"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq chromium >/dev/null
+}
+
 case "${1:-}" in
     demo)
         setup_python
@@ -73,6 +83,7 @@ case "${1:-}" in
     test)
         setup_python
         setup_postgres
+        setup_chromium
         shift
         static_checks
         echo "== pytest"

@@ -408,5 +408,29 @@ def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple
         sys.exit(1)
 
 
+# ----------------------------------------------------------------- the web application
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (a TLS reverse proxy "
+              "in front for a team: README).")
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--secure-cookies", is_flag=True, help="Send the login cookie over HTTPS only (behind a TLS proxy).")
+@click.option("--proxy-headers", is_flag=True, help="Trust X-Forwarded-For/-Proto from the proxy on 127.0.0.1.")
+def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool) -> None:
+    """The web application (DB viewer, lineage, previews, validity editor, publishing) on the prompt's database.
+
+    On PostgreSQL the server logs in as AWE_USER/AWE_PASSWORD, which should be an authenticator role
+    (`awe db authenticator NAME`): each request then acts as the logged-in user (row-level security).
+    """
+    import uvicorn
+
+    from awe.config import load_settings
+    from awe.web import create_app
+    settings = load_settings()
+    app = create_app(settings, https_only=secure_cookies)
+    click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}); Ctrl-C stops it")
+    uvicorn.run(app, host=host, port=port, proxy_headers=proxy_headers, forwarded_allow_ips="127.0.0.1",
+                log_level="info")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

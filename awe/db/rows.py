@@ -1054,6 +1054,7 @@ class RowQuery(Query):
                 compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
                 params = compiled.params
                 if all(_plain_param(v) for v in params.values()):
+                    conn.begin()  # the "begin" event runs first (a session of Session.open_as: SET LOCAL ROLE)
                     with conn.connection.driver_connection.cursor(binary=True) as cursor:  # type: ignore
                         cursor.execute(str(compiled), params)
                         return cursor.fetchall()
