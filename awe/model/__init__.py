@@ -23,3 +23,6 @@ __all__ = [
     "PhotSrcCatalog", "PhotSrc", "PhotometricParameters",
     "AstrometricParameters", "AstrometricMatch", "best_wcs",
 ]
+from awe.model.regrid import RegridGrid, RegriddedFrame
+from awe.model.coadd import CoaddedRegriddedFrame
+__all__ += ["RegridGrid", "RegriddedFrame", "CoaddedRegriddedFrame"]

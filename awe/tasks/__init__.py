@@ -21,3 +21,6 @@ __all__ = [
     "PhotcatTask", "PhotomTask", "IlluminationCorrectionTask",
     "AstrometricParametersTask",
 ]
+from awe.tasks.regrid import RegridTask
+from awe.tasks.coadd import CoaddTask
+__all__ += ["RegridTask", "CoaddTask"]
