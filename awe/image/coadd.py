@@ -40,13 +40,17 @@ class CoaddInput:
     ny: int
     read: Reader
     name: str = ""
+    #: subtracted from the values (the input's sky level above the coadd's: frames of different sky levels
+    #: would make the coadd's sky jump where the set of contributing frames changes)
+    offset: float = 0.0
 
     @classmethod
     def from_arrays(cls, x0: int, y0: int, data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None = None,
-                    name: str = "") -> "CoaddInput":
+                    name: str = "", offset: float = 0.0) -> "CoaddInput":
         fl = np.zeros(np.shape(data), dtype=np.uint8) if flags is None else flags
         ny, nx = np.shape(data)
-        return cls(int(x0), int(y0), int(nx), int(ny), lambda r0, r1: (data[r0:r1], weight[r0:r1], fl[r0:r1]), name)
+        return cls(int(x0), int(y0), int(nx), int(ny), lambda r0, r1: (data[r0:r1], weight[r0:r1], fl[r0:r1]), name,
+                   float(offset))
 
 
 @dataclass
@@ -152,6 +156,8 @@ def _piece(inp: CoaddInput, g0: int, g1: int, bx0: int, nx: int
     v, w, f = inp.read(r0 - inp.y0, r1 - inp.y0)
     cols = slice(c0 - inp.x0, c1 - inp.x0)
     v = np.asarray(v[:, cols], dtype=np.float32)
+    if inp.offset:
+        v = v - np.float32(inp.offset)
     w = np.asarray(w[:, cols], dtype=np.float32)
     f = np.asarray(f[:, cols], dtype=np.uint8)
     bad = ~np.isfinite(v) | ~np.isfinite(w) | (w < 0)

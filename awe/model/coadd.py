@@ -1,7 +1,8 @@
 """The coadded mosaic of a field (spec section 7: CoaddTask, ``dpu.run('Coadd', ...)``).
 
 :class:`CoaddedRegriddedFrame`: every RegriddedFrame of a field and filter (all chips of all dithers)
-combined on their common grid (:class:`~awe.model.regrid.RegridGrid`) -- weighted mean (default),
+combined on their common grid (:class:`~awe.model.regrid.RegridGrid`), each input's sky level (``sky_level``)
+first brought to their median -- weighted mean (default),
 sigma-clipped weighted mean or median -- over the bounding box of the inputs (offset ``grid_x0,
 grid_y0`` on the grid). The file holds the values (primary HDU, header ``MAGZERO`` = ``zeropoint``), the
 weight map (``WEIGHT``: the sum of the inputs' weights, inverse variance of a pixel's share of an

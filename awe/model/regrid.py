@@ -117,8 +117,9 @@ class _GridImage:
 class RegriddedFrame(_GridImage, BaseFrame):
     """A reduced frame resampled onto its field's grid (the sub-image its chip covers), on the field's zero point.
 
-    ``psf_radius``, ``seeing`` are measured on the regridded frame (half-light radius and FWHM of its
-    stars, arcsec); ``flux_scale`` is the factor the reduced frame's ADU were multiplied by (from its chip's
+    ``psf_radius``, ``seeing`` (half-light radius and FWHM of its stars, arcsec) are measured on the input
+    pixels (the reduced frame's measurement: a pixel-integrated Moffat fit, exact there, whereas resampling an
+    undersampled frame broadens the profile seen on the output grid); ``flux_scale`` is the factor the reduced frame's ADU were multiplied by (from its chip's
     PhotometricParameters, the exposure time and the airmass); ``photometric`` False for a frame regridded
     unscaled (``ALLOW_UNCALIBRATED``).
     """

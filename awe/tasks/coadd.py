@@ -134,11 +134,14 @@ class CoaddTask(Task):
         opened = []
         inputs = []
         try:
-            for f in frames:
+            # the inputs' sky levels brought to their median (0 after background subtraction)
+            skies = [float(f.sky_level or 0.0) for f in frames]
+            reference = float(np.median(skies))
+            for f, sky in zip(frames, skies):
                 hdul = fits.open(f.local_path(), memmap=True)
                 opened.append(hdul)
                 inputs.append(CoaddInput(int(f.grid_x0), int(f.grid_y0), int(f.NAXIS1), int(f.NAXIS2),
-                                         _reader(hdul), f.filename))
+                                         _reader(hdul), f.filename, offset=sky - reference))
             x0, y0, nx, ny = bounding_box(inputs)
             obj.grid_x0, obj.grid_y0 = x0, y0
             obj.NAXIS1, obj.NAXIS2 = nx, ny
@@ -153,7 +156,7 @@ class CoaddTask(Task):
             header["OBJECT"] = first_text(frames[0].OBJECT)
             header["FILTER"] = first_text(frames[0].filter.name if frames[0].filter else "")
             header["MAGZERO"] = (float(obj.zeropoint) if obj.zeropoint is not None else -1.0,
-                                 "mag = -2.5 log10(sum of pixel values) + MAGZERO (-1: not calibrated)")
+                                 "mag = -2.5 log10(sum) + MAGZERO; -1: none")
             header["NCOMBINE"] = (len(frames), "regridded frames combined")
             header["COMBINET"] = (str(p.COMBINE_TYPE), "combine method")
             header["GRIDX0"] = (x0, "0-based column of the coadd on the field grid")
@@ -234,7 +237,8 @@ class CoaddTask(Task):
         covered = weight > 0
         scale = float(obj.pixel_scale)
         try:
-            seeing = measure_seeing(data, mask=~covered, pixel_scale=scale, detect_threshold=10.0, n_bootstrap=0)
+            seeing = measure_seeing(data, mask=~covered, pixel_scale=scale, detect_threshold=10.0, n_bootstrap=0,
+                                     min_stars=3)
             obj.seeing, obj.psf_radius = float(seeing.fwhm_arcsec), float(seeing.psf_radius)
             fwhm_pix = seeing.fwhm_pixels
         except TooFewStarsError as exc:

@@ -213,26 +213,33 @@ class RegridTask(Task):
         obj.flux_scale = float(flux_scale)
         obj.photometric = photometry is not None
         obj.background_subtracted = int(p.BACKGROUND_SUBTRACTION_TYPE)
-        obj.sky_level = 0.0 if p.BACKGROUND_SUBTRACTION_TYPE == 1 else float(sky.level) * flux_scale / result.area
         covered = result.weight > 0
-        obj.sky_rms = float(measure_background(result.data, mask=~covered, box=64).rms) if covered.any() else None
+        out_sky = measure_background(result.data, mask=~covered, box=64) if covered.any() else None
+        obj.sky_rms = float(out_sky.rms) if out_sky is not None else None
+        obj.sky_level = 0.0 if p.BACKGROUND_SUBTRACTION_TYPE == 1 or out_sky is None else float(out_sky.level)
         obj.n_flagged = int(np.count_nonzero(result.flags & FLAG_SATURATED))
-        try:
-            seeing = measure_seeing(result.data, mask=~covered, pixel_scale=float(sw.PIXEL_SCALE),
-                                    saturation=None, detect_threshold=10.0, n_bootstrap=0)
-            obj.psf_radius, obj.seeing = float(seeing.psf_radius), float(seeing.fwhm_arcsec)
-        except TooFewStarsError as exc:
-            self.log.warning("%s: seeing not measured on the regridded frame: %s", frame.filename, exc)
+        # the PSF as measured on the input pixels (the pixel-integrated profile fit is exact there; resampling an
+        # undersampled frame broadens the profile it would fit on the output grid): the reduced frame's
+        # measurement, else a new one on its pixels
+        if frame.psf_radius is not None and frame.seeing is not None:
+            obj.psf_radius, obj.seeing = float(frame.psf_radius), float(frame.seeing)
+        else:
+            try:
+                seeing = measure_seeing(data, mask=bad, pixel_scale=_input_scale(solution.wcs), detect_threshold=5.0,
+                                        n_bootstrap=0, min_stars=3)
+                obj.psf_radius, obj.seeing = float(seeing.psf_radius), float(seeing.fwhm_arcsec)
+            except TooFewStarsError as exc:
+                self.log.warning("%s: seeing not measured: %s", frame.filename, exc)
         if photometry is None:
             obj.quality_flags = QualityFlags.FEW_INPUTS
         cards = _wcs_cards(grid, result.x0, result.y0)
         cards.update({"OBJECT": frame.OBJECT or "", "FILTER": frame.filter.name if frame.filter else "",
                       "EXPTIME": (exptime, "of the reduced frame [s]"),
                       "MAGZERO": (zeropoint if math.isfinite(zeropoint) else -1.0,
-                                  "mag = -2.5 log10(sum of pixel values) + MAGZERO (-1: not calibrated)"),
+                                  "mag = -2.5 log10(sum) + MAGZERO; -1: none"),
                       "FLXSCALE": (float(flux_scale), "factor applied to the reduced frame's ADU"),
-                      "GRIDX0": (result.x0, "0-based column of this sub-image on the field grid"),
-                      "GRIDY0": (result.y0, "0-based row of this sub-image on the field grid"),
+                      "GRIDX0": (result.x0, "0-based column on the field grid"),
+                      "GRIDY0": (result.y0, "0-based row on the field grid"),
                       "KERNEL": (obj.kernel, "resampling kernel"),
                       "BACKSUB": (int(p.BACKGROUND_SUBTRACTION_TYPE), "background subtracted")})
         data_out = np.where(covered, result.data, np.float32(0.0)).astype(np.float32)
@@ -247,6 +254,12 @@ class RegridTask(Task):
             made.append((grid, None))
         made.append((obj, path))
         return made
+
+
+def _input_scale(wcs: Any) -> float:
+    """The pixel scale [arcsec] of a WCS (square root of the CD determinant)."""
+    from astropy.wcs.utils import proj_plane_pixel_area
+    return float(np.sqrt(proj_plane_pixel_area(wcs.celestial)) * 3600.0)
 
 
 def _imstat(data: np.ndarray, covered: np.ndarray) -> Any:
