@@ -6,7 +6,8 @@ tile of rows in order; never more than ``tile_pixels`` values per input plane of
 
 * ``WEIGHTED``: the weighted mean ``sum(w v) / sum(w)``, weight ``sum(w)``;
 * ``CLIPPED``: the same after rejecting, per pixel, the values farther than ``clip_sigma`` x (their own
-  noise ``1/sqrt(w)`` plus ``clip_fraction`` of the median) from the median of the values;
+  noise ``1/sqrt(w)`` plus ``clip_fraction`` of the median's signal above the sky) from the median of the
+  values (cosmic rays and tracks the reduction left unmasked);
 * ``MEDIAN``: the median of the values of weight > 0, weight ``2/pi sum(w)`` (the median's efficiency).
 
 Flags are OR-ed over every input that covers a pixel (weight 0 or not), so a pixel saturated in an input
@@ -82,8 +83,11 @@ def bounding_box(inputs: list[CoaddInput]) -> tuple[int, int, int, int]:
 
 def coadd(inputs: list[CoaddInput], sink: Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None],
           method: str = "WEIGHTED", box: tuple[int, int, int, int] | None = None, clip_sigma: float = 4.0,
-          clip_fraction: float = 0.1, tile_pixels: int = 4_000_000) -> CoaddStats:
+          clip_fraction: float = 0.1, tile_pixels: int = 4_000_000, sky: float = 0.0) -> CoaddStats:
     """Combine ``inputs`` over ``box`` (default: their bounding box), tile by tile of rows, into ``sink``.
+
+    ``sky`` is the sky level of the values (after the inputs' offsets): ``CLIPPED``'s ``clip_fraction`` is of
+    the median's signal above it.
 
     Returns the :class:`CoaddStats`.
     """
@@ -127,7 +131,7 @@ def coadd(inputs: list[CoaddInput], sink: Callable[[int, int, np.ndarray, np.nda
                 values[k][sl] = np.where(good, v, np.nan)
                 weights[k][sl] = np.where(good, w, 0.0)
                 flags[sl] |= f
-            data, weight, rejected = _robust(values, weights, method, clip_sigma, clip_fraction)
+            data, weight, rejected = _robust(values, weights, method, clip_sigma, clip_fraction, sky)
             stats.n_rejected += rejected
         stats.n_covered += int(np.count_nonzero(weight > 0))
         stats.n_flagged += int(np.count_nonzero(flags))
@@ -168,7 +172,7 @@ def _piece(inp: CoaddInput, g0: int, g1: int, bx0: int, nx: int
 
 
 def _robust(values: np.ndarray, weights: np.ndarray, method: str, clip_sigma: float,
-            clip_fraction: float) -> tuple[np.ndarray, np.ndarray, int]:
+            clip_fraction: float, sky: float = 0.0) -> tuple[np.ndarray, np.ndarray, int]:
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels (no data): weight 0
@@ -179,7 +183,7 @@ def _robust(values: np.ndarray, weights: np.ndarray, method: str, clip_sigma: fl
         return np.where(covered, med, 0.0).astype(np.float32), np.where(covered, weight, 0.0).astype(np.float32), 0
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma = np.where(weights > 0, 1.0 / np.sqrt(weights), np.inf)
-        tol = clip_sigma * (sigma + clip_fraction * np.abs(med)[None])
+        tol = clip_sigma * (sigma + clip_fraction * np.abs(med - sky)[None])
         keep = (weights > 0) & (np.abs(values - med[None]) <= tol)
         w = np.where(keep, weights, 0.0).astype(np.float64)
         den = w.sum(axis=0)

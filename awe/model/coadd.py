@@ -29,8 +29,8 @@ class CoaddParams(ParamGroup):
                          choices=("WEIGHTED", "CLIPPED", "MEDIAN"))
     CLIP_SIGMA = Param(4.0, "CLIPPED: rejection threshold (the value's own noise, from its weight, plus "
                             "CLIP_FRACTION of the median)", unit="sigma")
-    CLIP_FRACTION = Param(0.1, "CLIPPED: fraction of the median added to the noise before rejecting (keeps star "
-                               "cores whose resampled peak differs between dithers)")
+    CLIP_FRACTION = Param(0.1, "CLIPPED: fraction of the median's signal above the sky added to the noise before "
+                               "rejecting (keeps star cores whose resampled peak differs between dithers)")
     TILE_PIXELS = Param(4_000_000, "values held in memory per tile of the stack (the coadd streams in tiles of "
                                    "rows)", affects_output=False)
     DEPTH_APERTURE = Param(2.0, "the limiting magnitude's aperture diameter, in units of the seeing FWHM")

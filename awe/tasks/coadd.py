@@ -185,7 +185,7 @@ class CoaddTask(Task):
                             sample.append(good[:: max(1, good.size // 2000)])
                     stats = coadd(inputs, sink, method=str(p.COMBINE_TYPE), box=(x0, y0, nx, ny),
                                   clip_sigma=float(p.CLIP_SIGMA), clip_fraction=float(p.CLIP_FRACTION),
-                                  tile_pixels=int(p.TILE_PIXELS))
+                                  tile_pixels=int(p.TILE_PIXELS), sky=reference)
                 stream.close()
                 _append_stream(tmp, wtmp, "WEIGHT", -32, ">f4", nx, ny)
                 _append_stream(tmp, ftmp, "FLAGS", 8, np.uint8, nx, ny)
