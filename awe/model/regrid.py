@@ -119,9 +119,9 @@ class RegriddedFrame(_GridImage, BaseFrame):
 
     ``psf_radius``, ``seeing`` (half-light radius and FWHM of its stars, arcsec) are measured on the input
     pixels (the reduced frame's measurement: a pixel-integrated Moffat fit, exact there, whereas resampling an
-    undersampled frame broadens the profile seen on the output grid); ``flux_scale`` is the factor the reduced frame's ADU were multiplied by (from its chip's
-    PhotometricParameters, the exposure time and the airmass); ``photometric`` False for a frame regridded
-    unscaled (``ALLOW_UNCALIBRATED``).
+    undersampled frame broadens the profile seen on the output grid); ``flux_scale`` is the factor the reduced
+    frame's ADU were multiplied by (from its chip's PhotometricParameters, the exposure time and the airmass);
+    ``photometric`` False for a frame regridded unscaled (``ALLOW_UNCALIBRATED``).
     """
 
     __tablename__ = "regridded_frames"

@@ -204,8 +204,9 @@ class RegridTask(Task):
         # the weight map is relative (flat-field response): a pixel of weight w has variance rms^2 / w
         wgood = wmap[wmap > 0]
         norm = float(np.median(wgood)) if wgood.size else 1.0
-        result = regrid(data, wmap / np.float32(norm), solution.wcs, grid.tangent_grid(), kernel=str(sw.RESAMPLING_TYPE),
-                        flags=flags, flux_scale=flux_scale, variance=rms * rms, step=int(sw.MAPPING_STEP))
+        result = regrid(data, wmap / np.float32(norm), solution.wcs, grid.tangent_grid(),
+                        kernel=str(sw.RESAMPLING_TYPE), flags=flags, flux_scale=flux_scale, variance=rms * rms,
+                        step=int(sw.MAPPING_STEP))
         obj.grid_x0, obj.grid_y0 = result.x0, result.y0
         obj.pixel_scale = float(sw.PIXEL_SCALE)
         obj.kernel = str(sw.RESAMPLING_TYPE).upper()

@@ -272,7 +272,8 @@ def test_chip_gap_filled(coadd_night, coadd, maps):
         if f.reduced.raw.filename.startswith(f"WFI.{date}"):
             pair[f.chip.name] = f
     left, right = pair["ccd50"], pair["ccd51"]
-    rows = slice(max(left.grid_y0, right.grid_y0) + 20, min(left.grid_y0 + left.NAXIS2, right.grid_y0 + right.NAXIS2) - 20)
+    rows = slice(max(left.grid_y0, right.grid_y0) + 20,
+                 min(left.grid_y0 + left.NAXIS2, right.grid_y0 + right.NAXIS2) - 20)
     wl = np.zeros((rows.stop - rows.start, coadd.NAXIS1), dtype=bool)
     for f in (left, right):
         w = f.weight_map()[rows.start - f.grid_y0:rows.stop - f.grid_y0] > 0
