@@ -44,7 +44,7 @@ from astropy.io import fits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_gastrom import CHIPS, SCIENCE, reduce_frames, simulate  # noqa: E402
+from bench_gastrom import CHIPS, reduce_frames, simulate  # noqa: E402
 
 ZEROPOINT = 30.0
 
@@ -266,7 +266,8 @@ def timed(side: str, work: Path) -> dict[str, Any]:
     out = work / f"{side}.fits"
     code = (f"import sys, json; sys.argv=['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import bench_coadd as b; from pathlib import Path; "
-            f"plan=json.loads(Path({str(work / 'plan.json')!r}).read_text()); b.SIDES[{side!r}](plan, Path({str(out)!r}))")
+            f"plan=json.loads(Path({str(work / 'plan.json')!r}).read_text()); "
+            f"b.SIDES[{side!r}](plan, Path({str(out)!r}))")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)

@@ -70,7 +70,10 @@ def build(root: Path, chips, standards, science, chip_file) -> None:
 def coadd_night_root(master: Path, tmp_factory, schema_key: str, chips, standards, science, chip_file) -> Path:
     """The folder of the built coadd night (cached under AWE_TEST_NIGHT_CACHE when set); never modified."""
     cache = os.environ.get("AWE_TEST_NIGHT_CACHE")
-    recipe = f"{RECIPE} astro={master.name} schema={schema_key}"
+    import awe.tasks
+    versions = Path(awe.tasks.__file__).parent / "algorithm_versions.toml"  # every algorithm module's hash
+    code = hashlib.sha1(versions.read_bytes()).hexdigest()[:12]
+    recipe = f"{RECIPE} astro={master.name} schema={schema_key} code={code}"
     if cache:
         root = Path(cache) / ("coadd-" + hashlib.sha1(recipe.encode()).hexdigest()[:12])
         if (root / "READY").is_file() and (root / "READY").read_text() == recipe:
