@@ -7,8 +7,8 @@ side gets the same astrometry -- per chip a TAN WCS fitted to the simulator's tr
 SIP; the TAN fit's own error, the same for all, is printed) -- and the same photometric scale (header
 ``FLXSCALE``: the true zero point, extinction and exposure time brought to zero point 30). All resample with
 LANCZOS3 (reproject: bilinear ``reproject_interp``, it has no Lanczos) onto the same tangent-plane grid at
-the input pixel scale and combine by the weighted mean, single-threaded, each in its own process (wall time
-and peak memory of that process):
+the input pixel scale and combine by the weighted mean, single-threaded, each in its own process (wall and CPU time,
+peak memory of that process and of the program it runs):
 
 * **awe**: :func:`awe.image.regrid.regrid` per chip (numba kernel, coarse mapping every 16 pixels), the
   regridded chips written to FITS (as RegridTask does), :func:`awe.image.coadd.coadd` streamed from them
@@ -186,7 +186,11 @@ def run_swarp(plan: dict[str, Any], out: Path) -> None:
     args = [swarp_executable() or "swarp", *[i["data"] for i in plan["items"]]]
     for key, value in conf.items():
         args += [f"-{key}", value]
-    subprocess.run(args, check=True, cwd=out.parent)
+    proc = subprocess.Popen(args, cwd=out.parent)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"SWarp failed (status {status})")
+    _SUB_PEAK_MB.append(usage.ru_maxrss / 1024.0)
 
 
 def run_reproject(plan: dict[str, Any], out: Path) -> None:
@@ -207,6 +211,20 @@ def run_reproject(plan: dict[str, Any], out: Path) -> None:
                                                                                                     overwrite=True)
     fits.PrimaryHDU(footprint.astype(np.float32), header=grid.wcs().to_header()).writeto(
         str(out).replace(".fits", ".weight.fits"), overwrite=True)
+
+
+#: peak memory of the programs a side ran (SWarp), MB
+_SUB_PEAK_MB: list[float] = []
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory (VmHWM of its own address space, not the parent's it was forked
+    from) and that of the programs it ran, MB."""
+    hwm = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = float(line.split()[1]) / 1024.0
+    return max([hwm, *_SUB_PEAK_MB])
 
 
 SIDES = {"awe": run_awe, "swarp": run_swarp, "reproject": run_reproject}
@@ -267,7 +285,8 @@ def timed(side: str, work: Path) -> dict[str, Any]:
     code = (f"import sys, json; sys.argv=['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"import bench_coadd as b; from pathlib import Path; "
             f"plan=json.loads(Path({str(work / 'plan.json')!r}).read_text()); "
-            f"b.SIDES[{side!r}](plan, Path({str(out)!r}))")
+            f"b.SIDES[{side!r}](plan, Path({str(out)!r})); "
+            f"Path({str(out) + '.peak'!r}).write_text(str(b.peak_mb()))")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
@@ -275,8 +294,8 @@ def timed(side: str, work: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t
     if status != 0:
         raise RuntimeError(f"{side} failed (status {status})")
-    return {"wall_s": wall, "peak_mb": usage.ru_maxrss / 1024.0, "cpu_s": usage.ru_utime + usage.ru_stime,
-            "path": str(out)}
+    return {"wall_s": wall, "peak_mb": float(Path(str(out) + ".peak").read_text()),
+            "cpu_s": usage.ru_utime + usage.ru_stime, "path": str(out)}
 
 
 def main(argv: list[str] | None = None) -> int:

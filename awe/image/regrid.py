@@ -150,20 +150,16 @@ class _Mapping:
         ky = min(3, len(ys) - 1)
         self.sx = RectBivariateSpline(ys, xs, px, kx=ky, ky=kx)
         self.sy = RectBivariateSpline(ys, xs, py, kx=ky, ky=kx)
+        # the Jacobian d(input)/d(output) at the nodes (spline derivatives; the first argument is y), its
+        # determinant interpolated linearly in between: it varies on the scale of the optical distortion
+        det = np.abs(self.sx(ys, xs, dy=1) * self.sy(ys, xs, dx=1) - self.sx(ys, xs, dx=1) * self.sy(ys, xs, dy=1))
+        self.sa = RectBivariateSpline(ys, xs, det, kx=1, ky=1)
 
     def rows(self, r0: int, r1: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Input x, y and the input pixels per output pixel for output rows ``r0:r1`` (sub-image coordinates)."""
         ys = np.arange(r0, r1, dtype=float)
         xs = np.arange(nx, dtype=float)
-        px = self.sx(ys, xs)
-        py = self.sy(ys, xs)
-        # Jacobian d(input)/d(output): spline derivatives (dx along rows = axis 0 = y)
-        dxdx = self.sx(ys, xs, dy=1)
-        dxdy = self.sx(ys, xs, dx=1)
-        dydx = self.sy(ys, xs, dy=1)
-        dydy = self.sy(ys, xs, dx=1)
-        area = np.abs(dxdx * dydy - dxdy * dydx)
-        return px, py, area
+        return self.sx(ys, xs), self.sy(ys, xs), self.sa(ys, xs)
 
 
 def pixel_map(wcs: Any, grid: TangentGrid, x0: int, y0: int, nx: int, ny: int,
@@ -184,7 +180,7 @@ try:
 except ImportError:  # pragma: no cover
     _resample_numba = _resample_python
 else:
-    @njit(cache=True, nogil=True)
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "arcp", "reassoc", "nsz"})
     def _resample_numba(data, good, weight, flags, px, py, a, out, outw, outf):  # type: ignore[no-untyped-def]
         ny_in, nx_in = data.shape
         ny, nx = px.shape
@@ -229,25 +225,31 @@ else:
                 fx0 = x - ix0
                 fy0 = y - iy0
                 n = 2 * a
-                for k in range(n):
-                    dx = fx0 - (k - a + 1)
-                    dy = fy0 - (k - a + 1)
-                    if a == 1:
-                        wx[k] = 1.0 - abs(dx)
-                        wy[k] = 1.0 - abs(dy)
-                    else:
+                if a == 1:
+                    wx[0] = 1.0 - fx0
+                    wx[1] = fx0
+                    wy[0] = 1.0 - fy0
+                    wy[1] = fy0
+                else:
+                    # sin(pi (f - k)) = (-1)^k sin(pi f): one sine per axis for the first factor
+                    sx = np.sin(pi * fx0)
+                    sy = np.sin(pi * fy0)
+                    for k in range(n):
+                        sign = 1.0 if (k - a + 1) % 2 == 0 else -1.0
+                        dx = fx0 - (k - a + 1)
+                        dy = fy0 - (k - a + 1)
                         if abs(dx) < 1e-9:
                             wx[k] = 1.0
                         elif abs(dx) >= a:
                             wx[k] = 0.0
                         else:
-                            wx[k] = a * np.sin(pi * dx) * np.sin(pi * dx / a) / (pi * pi * dx * dx)
+                            wx[k] = a * sign * sx * np.sin(pi * dx / a) / (pi * pi * dx * dx)
                         if abs(dy) < 1e-9:
                             wy[k] = 1.0
                         elif abs(dy) >= a:
                             wy[k] = 0.0
                         else:
-                            wy[k] = a * np.sin(pi * dy) * np.sin(pi * dy / a) / (pi * pi * dy * dy)
+                            wy[k] = a * sign * sy * np.sin(pi * dy / a) / (pi * pi * dy * dy)
                 total = 0.0
                 norm = 0.0
                 normall = 0.0
@@ -278,7 +280,13 @@ def resample(data: np.ndarray, weight: np.ndarray, px: np.ndarray, py: np.ndarra
     taps are good), not yet scaled (see :func:`regrid`); ``flags`` = the OR of the flag bits of the input
     pixels around each output pixel (uint8). Pixels of weight 0 (or non-finite data) never contribute.
     """
-    a = _kernel_halfwidth(kernel)
+    prepared = _prepare(data, weight, flags)
+    return _resample_prepared(prepared, px, py, area, _kernel_halfwidth(kernel))
+
+
+def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The input as the kernel takes it: values and weights 0 on bad pixels, the good mask, the flags."""
     data = np.asarray(data, dtype=np.float32)
     weight = np.asarray(weight, dtype=np.float32)
     if data.shape != weight.shape:
@@ -287,6 +295,14 @@ def resample(data: np.ndarray, weight: np.ndarray, px: np.ndarray, py: np.ndarra
     wclean = np.where(good, weight, np.float32(0.0)).astype(np.float32)
     dclean = np.where(good, data, np.float32(0.0)).astype(np.float32)
     fl = np.zeros(data.shape, dtype=np.uint8) if flags is None else np.ascontiguousarray(flags, dtype=np.uint8)
+    if fl.shape != data.shape:
+        raise ValueError(f"the flags {fl.shape} and data {data.shape} of the frame differ in shape")
+    return dclean, good, wclean, fl
+
+
+def _resample_prepared(prepared: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], px: np.ndarray,
+                       py: np.ndarray, area: np.ndarray, a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dclean, good, wclean, fl = prepared
     px = np.ascontiguousarray(px, dtype=np.float64)
     py = np.ascontiguousarray(py, dtype=np.float64)
     out = np.empty(px.shape, dtype=np.float32)
@@ -331,7 +347,8 @@ def regrid(data: np.ndarray, weight: np.ndarray, wcs: Any, grid: TangentGrid, ke
         raise ValueError(f"regrid: flux_scale must be positive and finite, not {flux_scale!r}")
     if not (variance > 0 and math.isfinite(variance)):
         raise ValueError(f"regrid: variance must be positive and finite, not {variance!r}")
-    _kernel_halfwidth(kernel)
+    a = _kernel_halfwidth(kernel)
+    prepared = _prepare(data, weight, flags)
     x0, y0, nx, ny = box if box is not None else footprint(wcs, np.shape(data), grid)
     mapping = _Mapping(wcs, grid, x0, y0, nx, ny, step)
     out = np.zeros((ny, nx), dtype=np.float32)
@@ -341,7 +358,7 @@ def regrid(data: np.ndarray, weight: np.ndarray, wcs: Any, grid: TangentGrid, ke
     for r0 in range(0, ny, block_rows):
         r1 = min(ny, r0 + block_rows)
         px, py, area = mapping.rows(r0, r1, nx)
-        v, w, f = resample(data, weight, px, py, area, kernel=kernel, flags=flags)
+        v, w, f = _resample_prepared(prepared, px, py, area, a)
         areas.append(float(np.median(area)))
         out[r0:r1] = v * np.float32(flux_scale)
         with np.errstate(divide="ignore", invalid="ignore"):
