@@ -407,3 +407,18 @@ def test_coadd_of_two_fields_refused(coadd_night):
     with pytest.raises(TaskError, match="field"):
         CoaddTask(filenames=names, commit=1).execute()
     assert db_state(coadd_night.root / "storage") == before
+
+
+def test_regrid_without_photometry(coadd_night):
+    """No PhotometricParameters: an error naming PhotomTask, nothing committed; ALLOW_UNCALIBRATED: unscaled."""
+    from awe.model import PhotometricParameters
+    red = next(iter(ReducedScienceFrame.select(object=FIELD, chip="ccd50")))
+    for p in PhotometricParameters.chip.name == "ccd50":
+        p.update(is_valid=0)
+    before = db_state(coadd_night.root / "storage")
+    with pytest.raises(TaskError, match="PhotomTask"):
+        RegridTask(red_filenames=[red.filename], pars=regrid_pars(), commit=1).execute()
+    assert db_state(coadd_night.root / "storage") == before
+    (r,) = RegridTask(red_filenames=[red.filename], pars=regrid_pars(ALLOW_UNCALIBRATED=True), commit=0).execute()
+    assert r.photometric is False and r.zeropoint is None and r.flux_scale == 1.0
+    assert r.quality_flags != 0 and r.photometry is None
