@@ -147,11 +147,12 @@ def run_awe(plan: dict[str, Any], out: Path) -> None:
         path = out.parent / f"awe-regrid{k:02d}.fits"
         fits.HDUList([fits.PrimaryHDU(r.data), fits.ImageHDU(r.weight, name="WEIGHT"),
                       fits.ImageHDU(r.flags, name="FLAGS")]).writeto(path, overwrite=True)
-        hdul = fits.open(path, memmap=True)
+        hdul = fits.open(path, memmap=False)  # rows read through .section (as CoaddTask does): nothing mapped
         opened.append(hdul)
-        d, w, f = hdul[0].data, hdul["WEIGHT"].data, hdul["FLAGS"].data
+        d, w, f = hdul[0].section, hdul["WEIGHT"].section, hdul["FLAGS"].section
         inputs.append(CoaddInput(r.x0, r.y0, r.data.shape[1], r.data.shape[0],
-                                 lambda a, b, d=d, w=w, f=f: (d[a:b], w[a:b], f[a:b])))
+                                 lambda a, b, d=d, w=w, f=f: (np.asarray(d[a:b]), np.asarray(w[a:b]),
+                                                              np.asarray(f[a:b]))))
     header = grid.wcs().to_header()
     header["MAGZERO"] = ZEROPOINT
     hdr = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", grid.nx), ("NAXIS2", grid.ny),

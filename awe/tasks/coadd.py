@@ -138,7 +138,7 @@ class CoaddTask(Task):
             skies = [float(f.sky_level or 0.0) for f in frames]
             reference = float(np.median(skies))
             for f, sky in zip(frames, skies):
-                hdul = fits.open(f.local_path(), memmap=True)
+                hdul = fits.open(f.local_path(), memmap=False)  # rows read through .section: nothing mapped
                 opened.append(hdul)
                 inputs.append(CoaddInput(int(f.grid_x0), int(f.grid_y0), int(f.NAXIS1), int(f.NAXIS2),
                                          _reader(hdul), f.filename, offset=sky - reference))
@@ -216,10 +216,10 @@ class CoaddTask(Task):
 
         from awe.image.background import TooFewStarsError, measure_seeing
         from awe.image.coadd import aperture_noise, limiting_magnitude
-        with fits.open(path, memmap=True) as hdul:
-            ny, nx = hdul[0].data.shape
+        with fits.open(path, memmap=False) as hdul:  # read through .section: only what is asked for
+            ny, nx = int(hdul[0].header["NAXIS2"]), int(hdul[0].header["NAXIS1"])
             # the region with the most coverage: around the weight-weighted centre of a coarse weight map
-            w = hdul["WEIGHT"].data
+            w = hdul["WEIGHT"].section
             step = max(1, max(nx, ny) // 256)
             coarse = np.asarray(w[::step, ::step], dtype=np.float64)
             total = coarse.sum()
@@ -232,7 +232,7 @@ class CoaddTask(Task):
             half = _MEASURE_BOX // 2
             ys = slice(max(0, min(cy - half, ny - _MEASURE_BOX)), min(ny, max(cy - half, 0) + _MEASURE_BOX))
             xs = slice(max(0, min(cx - half, nx - _MEASURE_BOX)), min(nx, max(cx - half, 0) + _MEASURE_BOX))
-            data = np.array(hdul[0].data[ys, xs], dtype=np.float32)
+            data = np.array(hdul[0].section[ys, xs], dtype=np.float32)
             weight = np.array(w[ys, xs], dtype=np.float32)
         covered = weight > 0
         scale = float(obj.pixel_scale)
@@ -281,7 +281,8 @@ def _source_mask(shape: tuple[int, ...], sources: Any) -> np.ndarray:
 
 
 def _reader(hdul: Any) -> Any:
-    data, weight, flags = hdul[0].data, hdul["WEIGHT"].data, hdul["FLAGS"].data
+    """Rows ``r0:r1`` of the values, weight and flags, read from the file (``section``: only those rows)."""
+    data, weight, flags = hdul[0].section, hdul["WEIGHT"].section, hdul["FLAGS"].section
 
     def read(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return np.asarray(data[r0:r1]), np.asarray(weight[r0:r1]), np.asarray(flags[r0:r1])
