@@ -442,7 +442,8 @@ class Combiner:
         nused = np.empty((ny, nx), dtype=_count_dtype(nframes))
         stdev = np.empty((ny, nx), dtype=np.float32) if self.return_stdev else None
         workers = min(threads(), max(1, -(-ny // max(1, self.rows_per_block(nframes, nx)))))
-        rows = min(ny, max(1, self.rows_per_block(nframes, nx) // workers))
+        # the memory budget is shared by the blocks in flight; rows asked for are kept
+        rows = min(ny, self.block_rows or max(1, self.rows_per_block(nframes, nx) // workers))
         buffers = [np.empty((nframes, rows, nx), dtype=np.float32) for _ in range(workers)]
         maskbuf = np.empty((rows, nx), dtype=bool) if masks is not None else None
         n_rejected = 0
