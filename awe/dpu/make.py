@@ -30,7 +30,8 @@ and says so.
 
 :func:`invalidate` marks a product invalid (``is_valid=0``) and lists what is
 derived from it; :func:`stale_products` lists the current products made from an
-invalid one; ``make(..., stale=True)`` (``awe make --stale``) re-makes them.
+invalid one; ``make(..., stale=True)`` (``awe make --stale``: :func:`remake_stale`) marks those invalid too
+and makes the chain again, so nothing made from a bad input is selected any more.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-__all__ = ["make", "MakePlan", "PlannedUnit", "chain", "invalidate", "stale_products", "MakeError"]
+__all__ = ["make", "MakePlan", "PlannedUnit", "chain", "invalidate", "stale_products", "mark_stale", "remake_stale",
+           "MakeError"]
 
 log = logging.getLogger(__name__)
 
@@ -312,16 +314,17 @@ def _input_change(role: str, old: list[Any], new: list[Any], obj: Any) -> str:
 
 
 def _previous(task: Any, obj: Any) -> Any:
-    """The current product of ``obj``'s class that ``obj`` would replace: same chip, sharing its main input
-    (the task's first declared input with values), the newest such."""
+    """The current product of ``obj``'s class that ``obj`` would replace: same chip and filter, sharing its
+    main input (a raw input first, else the first declared input), else (a calibration made from other
+    calibrations) the newest whose validity overlaps ``obj``'s."""
     cls = type(obj)
-    roles = [decl.role for decl in task.inputs if decl.role in cls._inputs] or list(cls._inputs)
-    anchor = None
+    kinds = {decl.role: decl.kind for decl in task.inputs}
+    roles = sorted((r for r in cls._inputs if r in kinds), key=lambda r: kinds[r] != "raw")
+    anchors = []
     for role in roles:
         values = list(cls._inputs[role].values(obj))
         if values:
-            anchor = (role, {_ident(v) for v in values})
-            break
+            anchors.append((role, {_ident(v) for v in values}))
     query = cls.superseded_by == None  # noqa: E711
     chip = getattr(obj, "chip", None)
     if chip is not None and "chip" in cls._fields:
@@ -329,17 +332,18 @@ def _previous(task: Any, obj: Any) -> Any:
     filt = getattr(obj, "filter", None)
     if filt is not None and "filter" in cls._fields:
         query &= cls.filter.name == filt.name
-    best = None
-    for cand in query.order_by("-creation_date"):
-        if type(cand) is not cls:
-            continue
-        if anchor is not None:
-            role, idents = anchor
-            if not idents & {_ident(v) for v in cand.inputs().get(role, [])}:
-                continue
-        best = cand
-        break
-    return best
+    candidates = [c for c in query.order_by("-creation_date") if type(c) is cls]
+    for role, idents in anchors[:1] if anchors and kinds.get(anchors[0][0]) == "raw" else anchors:
+        for cand in candidates:
+            if idents & {_ident(v) for v in cand.inputs().get(role, [])}:
+                return cand
+    start, end = getattr(obj, "timestamp_start", None), getattr(obj, "timestamp_end", None)
+    if start is not None and end is not None:
+        for cand in candidates:
+            if cand.timestamp_start is not None and cand.timestamp_end is not None and \
+                    cand.timestamp_start <= end and start <= cand.timestamp_end:
+                return cand
+    return None
 
 
 # ---------------------------------------------------------------- planning and running
@@ -394,8 +398,8 @@ def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None,
     missing or stale product of its chain; ``plan=True`` only shows what would run and why.
 
     ``pars`` (a Pars or ``pars.get()`` of the target's task) applies to the steps it has parameters
-    for. ``stale=True`` first re-makes the current products derived from an invalid one
-    (:func:`stale_products`). Returns the :class:`MakePlan` (printed unless ``quiet``).
+    for. ``stale=True`` first marks the current products derived from an invalid one invalid
+    (:func:`mark_stale`), so the chain makes them again (or goes back to valid ones). Returns the :class:`MakePlan` (printed unless ``quiet``).
     """
     from awe.db.session import current_session
     from awe.dpu.runner import DPU, recipe_name
@@ -415,7 +419,7 @@ def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None,
     result = MakePlan(cls.__name__, dict(selection), [recipe_name(t) for t in tasks])
     with session.activate():
         if stale:
-            _remake_stale(runner, session, quiet)
+            mark_stale(session, quiet)
         raws = _science_raws(tasks, selection)
         made_chips: dict[str, set] = {}
         for task_cls in tasks:
@@ -494,10 +498,28 @@ def stale_products(session: Any = None) -> list[tuple[Any, Any]]:
     return out
 
 
-def _remake_stale(runner: Any, session: Any, quiet: bool) -> None:
-    """Re-make the products derived from invalid ones: for each, ``make`` of its class for its chip and object."""
+def mark_stale(session: Any = None, quiet: bool = False) -> list[tuple[Any, Any]]:
+    """Mark every current product made from an invalid one invalid too (``is_valid=0``, in the audit trail),
+    so that no selection picks it any more; the (product, invalid input) pairs."""
+    found = stale_products(session)
+    for product, bad in found:
+        product.update(is_valid=0)
+        if not quiet:
+            print(f"stale: {type(product).__name__} {product.filename} (made from the invalid {bad.filename}): "
+                  "marked invalid")
+    return found
+
+
+def remake_stale(runner: Any = None, session: Any = None, quiet: bool = False) -> list["MakePlan"]:
+    """``awe make --stale``: mark the products derived from invalid ones invalid, then make each of their
+    classes again for its chip, filter and object (what the chain selects now)."""
+    from awe.db.session import current_session
+    session = session or current_session()
+    plans = []
     done: set[tuple[str, Any, Any, Any]] = set()
-    for product, bad in stale_products(session):
+    with session.activate():
+        found = mark_stale(session, quiet)
+    for product, _ in found:
         chip = getattr(product, "chip", None)
         filt = getattr(product, "filter", None)
         key = (type(product).__name__, chip.name if chip else None, filt.name if filt else None,
@@ -508,9 +530,10 @@ def _remake_stale(runner: Any, session: Any, quiet: bool) -> None:
         selection = {k: v for k, v in zip(("chip", "filter", "object"), key[1:]) if v is not None}
         if "object" in selection and not _has_object_step(type(product)):
             selection.pop("object")
-        if not quiet:
-            print(f"stale: {type(product).__name__} {product.filename} (made from the invalid {bad.filename})")
-        make(type(product), dpu=runner, session=session, quiet=quiet, **selection)
+        if _has_object_step(type(product)) and "object" not in selection:
+            continue
+        plans.append(make(type(product), dpu=runner, session=session, quiet=quiet, **selection))
+    return plans
 
 
 def _has_object_step(cls: type) -> bool:
