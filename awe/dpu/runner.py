@@ -231,7 +231,11 @@ class DPU:
             return
         from awe.tasks import registry
         follower = registry.task_class(name)
-        keywords = {k: v for k, v in run.keywords.items() if k in ("commit", "inspect", "pars")}
+        keywords = {k: v for k, v in run.keywords.items() if k in ("commit", "inspect")}
+        pars = run.keywords.get("pars")
+        if pars is not None:  # the follower's products' parameters only
+            values = pars.get() if hasattr(pars, "get") and not isinstance(pars, dict) else dict(pars)
+            keywords["pars"] = {k: v for k, v in values.items() if k in {c.__name__ for c in follower.products}}
         if raws:
             keywords["raw_filenames"] = raws
         else:
