@@ -84,13 +84,16 @@ def worker_session(spec: JobSpec) -> Any:
             settings = Settings(**{k: v for k, v in values.items() if v is not None})
             settings = settings.with_(user=unit.user, project=None)
             if settings.is_embedded:
-                session = Session.open_as(Database(settings.database_url, auto_upgrade=False), unit.user, settings)
+                database = Database(settings.database_url, auto_upgrade=False)
+                session = Session.open_as(database, unit.user, settings)
+                session._opened.append(database)
             elif spec.password is not None:
                 session = Session.open(settings.with_(password=spec.password))
             elif os.environ.get("AWE_DPU_AUTHENTICATOR"):
                 database = connect_as(settings.database_url, os.environ["AWE_DPU_AUTHENTICATOR"],
                                       os.environ.get("AWE_DPU_AUTHENTICATOR_PASSWORD"))
                 session = Session.open_as(database, unit.user, settings)
+                session._opened.append(database)
             elif os.environ.get("AWE_PASSWORD"):
                 session = Session.open(settings.with_(password=os.environ["AWE_PASSWORD"]))
             else:
