@@ -408,5 +408,12 @@ def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple
         sys.exit(1)
 
 
+# ----------------------------------------------------------------- the DPU and target processing
+from awe.dpu.cli import dpu_group, make_command  # noqa: E402
+
+main.add_command(dpu_group)
+main.add_command(make_command)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,4 +1,5 @@
-"""A real Dask scheduler and workers on 127.0.0.1, as separate processes (``dask scheduler``, ``dask worker``)."""
+"""A real Dask scheduler and workers on 127.0.0.1, as separate processes (``dask scheduler``, ``dask worker``,
+``awe dpu worker``)."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ class Cluster:
         self.scheduler = self._start([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--no-dashboard"], env, "scheduler")
         self._wait_port()
-        self.workers = [self._start([DASK, "worker", self.address, "--nthreads", "1", "--nworkers", "1",
-                                     "--no-dashboard", "--name", f"w{i}"], env, f"worker{i}")
-                        for i in range(workers)]
+        # the first worker is a plain `dask worker`, the others `awe dpu worker` (the same, with awe)
+        commands = [[DASK, "worker"]] + [[sys.executable, "-m", "awe.cli", "dpu", "worker"]] * (workers - 1)
+        self.workers = [self._start(cmd + [self.address, "--nthreads", "1", "--no-dashboard", "--name", f"w{i}"],
+                                    env, f"worker{i}") for i, cmd in enumerate(commands[:workers])]
 
     def _start(self, cmd: list[str], env: dict, name: str) -> subprocess.Popen:
         out = open(self.log_dir / f"{name}.log", "wb") if self.log_dir else subprocess.DEVNULL
