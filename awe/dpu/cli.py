@@ -42,7 +42,7 @@ def _value(text: str) -> Any:
 @click.option("--scheduler", default=None, metavar="tcp://HOST:8786",
               help="Run the jobs on this Dask scheduler (its workers: `awe dpu worker ADDRESS` or `dask worker`).")
 @click.option("--executor", type=click.Choice(["in-process", "pool", "dask"]), default="in-process",
-              show_default=True, help="Without --scheduler: in this process, a local process pool, a Dask LocalCluster.")
+              show_default=True, help="Without --scheduler: in this process, a local process pool, a LocalCluster.")
 @click.option("--workers", type=int, default=None, help="Processes of the pool or LocalCluster (default 2).")
 @click.pass_context
 def dpu_group(ctx: click.Context, scheduler: str | None, executor: str, workers: int | None) -> None:

@@ -38,7 +38,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from awe.tasks.base import Task
 
 __all__ = ["make", "MakePlan", "PlannedUnit", "chain", "invalidate", "stale_products", "mark_stale", "remake_stale",
            "MakeError"]
@@ -107,16 +110,16 @@ class MakePlan:
         return self.format()
 
 
-def chain(cls: type) -> list[type]:
+def chain(cls: type) -> "list[type[Task]]":
     """The tasks that make ``cls`` and its inputs, in dependency order (``cls``'s task last)."""
     from awe.tasks import registry
     target = registry.task_for(cls)
     if target is None:
         raise MakeError(f"no task makes {getattr(cls, '__name__', cls)}: target processing needs a registered task "
                         f"whose products include it (awe.tasks.registry)")
-    needed: set[type] = set()
+    needed: "set[type[Task]]" = set()
 
-    def require(task: type) -> None:  # the tasks of the required (not optional) inputs, recursively
+    def require(task: "type[Task]") -> None:  # the tasks of the required (not optional) inputs, recursively
         if task in needed:
             return
         needed.add(task)
@@ -126,10 +129,10 @@ def chain(cls: type) -> list[type]:
                 require(maker)
 
     require(target)
-    order: list[type] = []
-    visiting: set[type] = set()
+    order: "list[type[Task]]" = []
+    visiting: "set[type[Task]]" = set()
 
-    def visit(task: type) -> None:  # dependency order; an optional input orders the tasks already needed
+    def visit(task: "type[Task]") -> None:  # dependency order; an optional input orders the tasks already needed
         if task in order or task in visiting:
             return
         visiting.add(task)
@@ -148,7 +151,7 @@ def chain(cls: type) -> list[type]:
 
 
 # ---------------------------------------------------------------- selections of the steps
-def _science_raws(tasks: list[type], selection: dict[str, Any]) -> list[Any]:
+def _science_raws(tasks: "list[type[Task]]", selection: dict[str, Any]) -> list[Any]:
     """The raw frames the target is made from: the raw input of the chain's tasks that select by object."""
     for task in tasks:
         if "object" not in task.selection:
@@ -160,11 +163,10 @@ def _science_raws(tasks: list[type], selection: dict[str, Any]) -> list[Any]:
     return []
 
 
-def _step_selections(task: type, selection: dict[str, Any], raws: list[Any]) -> list[dict[str, Any]]:
+def _step_selections(task: "type[Task]", selection: dict[str, Any], raws: list[Any]) -> list[dict[str, Any]]:
     """The selections to plan ``task`` with: the target's, or per chip/night/filter for a calibration."""
     if "object" in task.selection or not raws:
-        sel = {k: v for k, v in selection.items() if k in task.selection and v is not None}
-        return [sel]
+        return [{k: v for k, v in selection.items() if k in task.selection and v is not None}]
     from awe.db.query import night_of
     keys: set[tuple[str, str, str, str | None]] = set()
     for raw in raws:
@@ -204,7 +206,7 @@ class _Missing(Exception):
         self.obj = obj
 
 
-def _probe(task_cls: type, unit: Any, session: Any) -> tuple[str, str, tuple[str, ...]]:
+def _probe(task_cls: "type[Task]", unit: Any, session: Any) -> tuple[str, str, tuple[str, ...]]:
     """('current' | 'make', reason, chips) for one unit, by running its make() up to its look-up of an
     identical product (nothing is computed for a unit that is up to date; nothing is written or committed)."""
     task = task_cls._unit_task(unit, session)
@@ -220,7 +222,7 @@ def _probe(task_cls: type, unit: Any, session: Any) -> tuple[str, str, tuple[str
         found.append(got)
         return got
 
-    task.existing = existing  # type: ignore[method-assign]
+    setattr(task, "existing", existing)
     quiet = logging.getLogger("awe.tasks")
     level = quiet.level
     quiet.setLevel(logging.WARNING)
@@ -347,8 +349,9 @@ def _previous(task: Any, obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------- planning and running
-def _plan_step(task_cls: type, selection: dict[str, Any], raws: list[Any], session: Any, made_chips: dict[str, set],
-               upstream: dict[type, list[type]], plan: MakePlan, extra: dict[str, Any]) -> list[Any]:
+def _plan_step(task_cls: "type[Task]", selection: dict[str, Any], raws: list[Any], session: Any,
+               made_chips: dict[str, set], upstream: "dict[type[Task], list[type[Task]]]", plan: MakePlan,
+               extra: dict[str, Any]) -> list[Any]:
     """Plan and probe one step; append its verdicts to ``plan``; the units to make."""
     from awe.dpu.runner import recipe_name
     from awe.tasks.base import TaskError
@@ -399,7 +402,8 @@ def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None,
 
     ``pars`` (a Pars or ``pars.get()`` of the target's task) applies to the steps it has parameters
     for. ``stale=True`` first marks the current products derived from an invalid one invalid
-    (:func:`mark_stale`), so the chain makes them again (or goes back to valid ones). Returns the :class:`MakePlan` (printed unless ``quiet``).
+    (:func:`mark_stale`), so the chain makes them again (or goes back to valid ones). Returns the
+    :class:`MakePlan` (printed unless ``quiet``).
     """
     from awe.db.session import current_session
     from awe.dpu.runner import DPU, recipe_name

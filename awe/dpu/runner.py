@@ -28,11 +28,14 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from awe.dpu import jobs as _jobs
 from awe.dpu.executors import DPUError, Executor, InProcess, SchedulerGone, WorkerLost, executor as _executor
 from awe.dpu.worker import JobSpec, settings_for_job
+
+if TYPE_CHECKING:  # pragma: no cover
+    from awe.tasks.base import Task
 
 __all__ = ["DPU", "RECIPES", "recipes", "recipe_task", "describe_recipes", "dpu", "Run"]
 
@@ -48,14 +51,14 @@ RECIPES: dict[str, str] = {
 }
 
 
-def recipes() -> dict[str, type]:
+def recipes() -> "dict[str, type[Task]]":
     """The recipes whose task is registered: name -> task class, in the course's order."""
     from awe.tasks import registry
     registered = {t.__name__: t for t in registry.tasks()}
     return {name: registered[task] for name, task in RECIPES.items() if task in registered}
 
 
-def recipe_task(recipe: str) -> type:
+def recipe_task(recipe: str) -> "type[Task]":
     """The task class of a recipe (or of a task name: ``'BiasTask'``)."""
     found = recipes()
     if recipe in found:
@@ -66,7 +69,7 @@ def recipe_task(recipe: str) -> type:
     raise DPUError(f"no DPU recipe {recipe!r}; the recipes are {sorted(found)}\n{describe_recipes()}")
 
 
-def recipe_name(task: type) -> str:
+def recipe_name(task: "type[Task]") -> str:
     for name, cls in recipes().items():
         if cls is task:
             return name
@@ -90,7 +93,7 @@ class Run:
 
     run_id: str
     recipe: str
-    task: type
+    task: "type[Task]"
     keywords: dict[str, Any]
     job_ids: list[int]
     handles: dict[int, Any] = field(default_factory=dict)
@@ -160,7 +163,8 @@ class DPU:
             return []
         return self.submit(recipe, task_cls, units, keywords)
 
-    def submit(self, recipe: str, task_cls: type, units: list[Any], keywords: dict[str, Any] | None = None) -> list[int]:
+    def submit(self, recipe: str, task_cls: "type[Task]", units: list[Any],
+               keywords: dict[str, Any] | None = None) -> list[int]:
         """Record one job per planned unit and hand them to the executor; the job ids."""
         session = self.session
         engine = self.executor
@@ -284,7 +288,7 @@ class DPU:
         show = self.progress if self.progress is not None else (not quiet and sys.stderr.isatty())
         if not show:
             return None
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
         return tqdm(total=0, desc="DPU jobs", unit="job", file=sys.stderr)
 
     def _states(self, ids: list[int]) -> dict[str, int]:

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from awe import context
 from awe.dpu import DPU, SchedulerGone
 from awe.dpu.executors import Dask, ProcessPool
 from awe.model import HotPixelMap, ReducedScienceFrame

@@ -1,3 +1,4 @@
+# ruff: noqa: E702, E501  (the spec's lines as written: several statements per line)
 """Every dpu.run call of spec section 7, as written (Python 3; the missing comma of its Astrometry line
 corrected), in-process on the ingested night (all eight chips). Where the spec runs a step with commit=0 before
 a step that needs its product, the prerequisite is committed too."""
