@@ -120,3 +120,18 @@ def test_scheduler_gone(night, tmp_path, monkeypatch):
         engine.client.close(timeout=5)
     finally:
         cluster.stop()
+
+
+def test_cancel_job(night, monkeypatch):
+    monkeypatch.setenv("AWE_TEST_SLEEP", "3")
+    dpu = DPU(ProcessPool(1))
+    try:
+        units = SleepTask(chip="ccd50", instrument="WFI").plan() + SleepTask(chip="ccd51", instrument="WFI").plan()
+        first, second = dpu.submit("Sleep", SleepTask, units)
+        assert dpu.cancel_job(second) is True
+        jobs = dpu.wait_for_jobs()
+    finally:
+        dpu.close()
+    assert [j.state for j in jobs] == ["done", "cancelled"]
+    assert jobs[1].attempts == 0 and jobs[1].error == "cancelled by the user"
+    assert dpu.cancel_job(first) is False  # ended already
