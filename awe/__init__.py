@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 
 _EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe._context", "context"),
           "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None),
-          "dpu": ("awe.dpu.runner", "dpu"), "make": ("awe.dpu.make", "make")}
+          "dpu": ("awe.dpu", None), "make": ("awe.dpu.make", "make")}
 
 #: Names of the course that awe does not implement yet: name -> (sections of the spec, what it is).
 PLANNED: dict[str, tuple[str, str]] = {

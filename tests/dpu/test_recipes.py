@@ -10,7 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from awe import context
-from awe.dpu import dpu
+from awe import dpu
 from awe.model import (AstrometricParameters, BiasFrame, GAstrometric, GAstromSourceList, HotPixelMap,
                        MasterFlatFrame, ReducedScienceFrame)
 from awe.pars import Pars
@@ -23,7 +23,7 @@ def _objects() -> int:
 
 
 def _states(ids):
-    return [j.state for j in dpu.jobs(ids)]
+    return [j.state for j in dpu.default.jobs(ids)]
 
 
 def test_section_7(dpu_night, capsys):
@@ -84,7 +84,7 @@ def test_section_7(dpu_night, capsys):
     dpu.wait_for_jobs()
     assert _states(ids) == ["done"] * 8 and len(list(ReducedScienceFrame.all())) == 8
     # the mosaic satellite pass ran after the units (one exposure of eight chips: one job)
-    assert any(r.recipe == "Reduce:FollowSatellitesTask" for r in dpu.runs)
+    assert any(r.recipe == "Reduce:FollowSatellitesTask" for r in dpu.default.runs)
 
     # calculate astrometric solution (each CCD independently)
     ids = dpu.run('Astrometry', i='WFI', raw_filenames=
@@ -112,5 +112,5 @@ def test_section_7(dpu_night, capsys):
     assert len(ids) == 1 and _states(ids) == ["done"]  # one field: one job
     assert len(list(GAstrometric.all())) == 0
     assert sum(1 for r in dpu.get_job_result(ids[0]) if r["class"] == "GAstrometric") == 16
-    assert all(j.state == "done" for j in dpu.jobs())
+    assert all(j.state == "done" for j in dpu.default.jobs())
     assert dpu.status() == {"done": len(dpu.get_jobids())}
