@@ -175,13 +175,26 @@ class DPU:
         self.runs.append(run)
         log.info("dpu.run(%r): %d job(s) %s on %s", recipe, len(ids), ids, engine.name)
         settings, password = settings_for_job(session.settings, engine.local)
-        for job_id, unit in zip(ids, units):
-            spec = JobSpec(job_id, unit, settings, password)
-            try:
-                run.handles[job_id] = engine.submit(spec)
-            except SchedulerGone as exc:
-                self._lost(run, [job_id] + [i for i in ids if i not in run.handles], str(exc))
-                raise
+        # in-process the jobs run here, one after the other: the live display is drawn meanwhile
+        bar = self._bar(False) if isinstance(engine, InProcess) and len(ids) > 1 else None
+        if bar is not None:
+            bar.total = len(ids)
+            bar.set_description(f"DPU {recipe}")
+        try:
+            for job_id, unit in zip(ids, units):
+                spec = JobSpec(job_id, unit, settings, password)
+                try:
+                    run.handles[job_id] = handle = engine.submit(spec)
+                except SchedulerGone as exc:
+                    self._lost(run, [job_id] + [i for i in ids if i not in run.handles], str(exc))
+                    raise
+                if bar is not None:
+                    bar.update(1)
+                    if handle.get("state") == "failed":
+                        bar.set_postfix_str(f"failed: job {job_id}")
+        finally:
+            if bar is not None:
+                bar.close()
         if isinstance(engine, InProcess):  # ended already: collect them, run the followed_by stage
             self._collect(run, block=True)
         return ids
