@@ -68,9 +68,9 @@ def test_jobs_of_two_users(biases):
         alice.dispose()
 
 
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)  # authenticators are PostgreSQL roles
 def test_postgres_worker_through_an_authenticator(biases, monkeypatch):
-    if context.engine.dialect.name != "postgresql":
-        pytest.skip("authenticators are PostgreSQL roles")
+    assert context.engine.dialect.name == "postgresql"
     from awe.db.rls import create_authenticator
     with context.engine.begin() as conn:
         create_authenticator(conn, "awe_dpu_worker", "pw-worker")
