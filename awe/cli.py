@@ -130,15 +130,14 @@ def sim(outdir: Path, scale: float, seed: int) -> None:
     click.echo(f"simulated night written to {path}")
 
 
-_UNITS = {"simulate": "chip", "ingest": "file", "calibrate": "task", "standards": "task", "photometry": "task",
-          "reduce": "task", "astrometry": "task"}
+_UNITS = {"simulate": "chip", "ingest": "file"}  # the DPU's steps count jobs
 
 
 def _progress(label: str):
     """A progress bar for one step: the ``(done, total, name)`` callback the library reports to."""
     from tqdm import tqdm
     bar: dict = {}
-    unit = _UNITS.get(label, "")
+    unit = _UNITS.get(label, "job")
 
     def report(done: int, total: int, name: str = "") -> None:
         if "bar" not in bar:
@@ -384,25 +383,30 @@ def db_authenticator(name: str, password: str) -> None:
               help="Where the simulated raw night goes.")
 @click.option("--scale", default=0.125, show_default=True, help="Chip size factor (1 = full size).")
 @click.option("--seed", default=1, show_default=True)
-@click.option("--chip", "chips", multiple=True, help="Chip to reduce (repeatable; default: all 8, e.g. --chip ccd50).")
+@click.option("--chip", "chips", multiple=True, help="One chip to reduce (e.g. --chip ccd50; default: all 8).")
+@click.option("--executor", default=None, help="The DPU's engine: in-process (default), 'pool', 'dask' (a local "
+              "cluster) or a scheduler address tcp://HOST:8786.")
 @click.option("--prompt-command", default=None, hidden=True,
               help="The command that opens the prompt on this data (run.sh gives its own).")
 @click.pass_context
-def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple[str, ...],
+def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple[str, ...], executor: str | None,
          prompt_command: str | None) -> None:
-    """The course reduction (spec sections 5-6) on a simulated WFI night, on the embedded database.
+    """The course (spec sections 5-10) on a simulated WFI night, on the embedded database: the coadd of 3C273 and
+    its source list by target processing.
 
     Ends with the command that opens the awe> prompt on the demo's data.
     """
     from awe.demo import prepare_prompt, run_course
     session = _connect()
-    report = run_course(outdir, scale=scale, seed=seed, chips=list(chips) or None, progress=_progress)
+    report = run_course(outdir, scale=scale, seed=seed, chips=list(chips) or None, progress=_progress,
+                        executor=executor)
     click.echo(report.summary())
     log_file = (ctx.obj or {}).get("log_file")
     if log_file is not None:
         click.echo(f"Every step in detail: {log_file}")
     command = prepare_prompt(session.settings, prompt_command)
-    click.echo("Open the awe> prompt on this data (sections 5 and 6 of the course work there as written):")
+    click.echo("Open the awe> prompt on this data (the course works there as written; `awe serve` shows it in a "
+               "browser):")
     click.echo(f"    {command}")
     if report.failed:
         sys.exit(1)

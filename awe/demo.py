@@ -1,21 +1,21 @@
-"""The course reduction of spec sections 5 and 6, end to end, on a simulated WFI night.
+"""The course of spec sections 5 to 10, end to end, on a simulated WFI night.
 
 ``awe demo`` runs it: simulate the night (once), ingest it into ``ALL`` with the
-reference catalogues, then, in the user's private project, make the
-calibrations, reduce the nine standard-field exposures, solve their astrometry
-and the night's photometry (standard-star catalogues, the illumination
-correction, zero points and extinction), reduce the six 3C273 exposures (the
-illumination correction applied) and solve their astrometry chip by chip and
-globally, with the tasks the course runs at the prompt. The steps report their
-progress through a :data:`ProgressFactory` (the CLI draws bars), every detail
-goes to the log, and :class:`CourseReport` sums the night up per chip.
+reference catalogues, then, in the user's private project, make the coadd of
+3C273 by target processing (:func:`awe.dpu.make.make`): the chain is worked out
+from the task contracts — calibrations, every science exposure of the night
+reduced, astrometry per frame and global, the standard stars and the night's
+zero points, regridding, coaddition — and run step by step through the DPU,
+each step's units (chips, frames) in parallel; then the coadd's source list.
+The steps report their progress through a :data:`ProgressFactory` (the CLI
+draws bars), every detail goes to the log, and :class:`CourseReport` sums the
+night up, with the accuracy against the simulator's truth.
 :func:`prepare_prompt` then makes ``awe`` in the working folder open the
 demo's database and says which command opens the prompt on it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shlex
@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 __all__ = ["run_course", "CourseReport", "ChipSummary", "Progress", "ProgressFactory", "prepare_prompt"]
 
@@ -36,11 +36,10 @@ FILTER = "#844"
 
 #: Progress of one step: called as ``progress(done, total, name)`` (the protocol of ingest and the simulator).
 Progress = Callable[[int, int, str], None]
-#: Gives the :data:`Progress` callback of a named step (``"simulate"``, ``"ingest"``, ``"calibrate"``,
-#: ``"standards"``, ``"photometry"``, ``"reduce"``, ``"astrometry"``).
+#: Gives the :data:`Progress` callback of a named step (``"simulate"``, ``"ingest"``, then the DPU recipes of
+#: the coadd's chain: ``"Bias"`` ... ``"Coadd"``).
 ProgressFactory = Callable[[str], Progress]
 
-_CALIBRATIONS = ("BiasTask", "HotPixelsTask", "DomeFlatTask", "ColdPixelsTask", "TwilightFlatTask", "MasterFlatTask")
 
 
 @dataclass
@@ -82,9 +81,21 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+#: what each step of the coadd's chain makes (the DPU recipes, in the order target processing runs them)
+_STEPS = {
+    "Bias": "master bias", "HotPixels": "hot-pixel map", "DomeFlat": "dome flat", "ColdPixels": "cold-pixel map",
+    "TwilightFlat": "twilight flat", "MasterFlat": "master flat",
+    "Reduce": "every science exposure of the night reduced (9 standard fields, 6 of 3C273)",
+    "Astrometry": "a solution per 3C273 frame", "GAstromSL": "source lists for the global solution",
+    "GAstrom": "global astrometry", "Photcat": "standard stars measured", "Photom": "zero points and extinction",
+    "Regrid": "3C273 frames onto the field's grid", "Coadd": "the coadd", "SourceList": "the coadd's source list",
+}
+
+
 @dataclass
 class CourseReport:
-    """What ``awe demo`` did: the steps with their times and one :class:`ChipSummary` per chip."""
+    """What ``awe demo`` did: the steps with their times, one :class:`ChipSummary` per chip, the coadd and its
+    source list, and (:meth:`compare_with_truth`) their accuracy against the simulator's truth."""
 
     outdir: Path
     scale: float
@@ -94,52 +105,123 @@ class CourseReport:
     ingest_summary: str = ""
     ingest_failed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    steps: list[str] = field(default_factory=list)  # the steps that ran, in order
     chips: list[ChipSummary] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)  # the tasks over all chips that could not run
+    failures: list[str] = field(default_factory=list)  # the jobs or tasks that could not run
+    products: int = 0
+    flagged: int = 0                          # products of no chip (the mosaic's) with quality flags
     extinction: str = "-"                    # the night's extinction as PhotomTask found it
     global_astrometry: str = "-"             # GAstromTask's internal and external rms
+    coadd: Any = None
+    source_list: Any = None
+    accuracy: list[str] = field(default_factory=list)  # against the simulator's truth
 
     def summary(self) -> str:
-        """A dozen lines: the steps, then one row of quality figures per chip."""
+        """A screenful: the steps, the coadd, the accuracy against the truth, then one row per chip."""
         t = self.timings
         sim = "simulated" if self.simulated else "already simulated, reused"
-        products = sum(c.products for c in self.chips)
-        flagged = sum(c.flagged for c in self.chips)
+        flagged = self.flagged + sum(c.flagged for c in self.chips)
         lines = [
             f"The course night (WFI {NIGHT}, scale {self.scale:g}, seed {self.seed}) in {self.outdir}:",
-            f"  simulate  {t.get('simulate', 0):6.1f} s  {sim}",
-            f"  ingest    {t.get('ingest', 0):6.1f} s  {self.ingest_summary} into ALL, with the reference catalogues",
-            f"  calibrate {t.get('calibrate', 0):6.1f} s  {', '.join(_CALIBRATIONS)} per chip",
-            f"  standards {t.get('standards', 0):6.1f} s  ReduceTask, AstrometricParametersTask: the 9 standard fields",
-            f"  photometry{t.get('photometry', 0):6.1f} s  PhotcatTask, IlluminationCorrectionTask, PhotomTask: "
-            f"extinction {self.extinction}",
-            f"  reduce    {t.get('reduce', 0):6.1f} s  ReduceTask: the six 3C273 exposures",
-            f"  astrometry{t.get('astrometry', 0):6.1f} s  AstrometricParametersTask, GAstromSourceListTask, "
-            f"GAstromTask: {self.global_astrometry}",
-            f"{products} products committed to project {self.project}" + (
-                f", {flagged} of them with quality flags (see the log)" if flagged else ", none flagged"),
-            "bias rn: read noise of the master bias [ADU]; gain d/t: dome/twilight flat [e-/ADU]; seeing std: "
-            "standard field (stars used); astrom: worst per-axis rms of the 3C273 frames' solutions [\"]; "
-            "zp: zero point [mag]",
-            _HEADER,
+            f"  {'simulate':12s}{t.get('simulate', 0):6.1f} s  {sim}",
+            f"  {'ingest':12s}{t.get('ingest', 0):6.1f} s  {self.ingest_summary} into ALL, with the reference "
+            "catalogues",
+            "  then make(CoaddedRegriddedFrame, object='3C273', filter='#844'): target processing through the DPU",
         ]
+        lines += [f"  {name:12s}{t.get(name, 0):6.1f} s  {_STEPS.get(name, '')}" for name in self.steps]
+        lines.append(f"{self.products} products committed to project {self.project}" + (
+            f", {flagged} of them with quality flags (see the log)" if flagged else ", none flagged")
+            + f"; photometry: extinction {self.extinction}; GAstrom: {self.global_astrometry}")
+        if self.coadd is not None:
+            c = self.coadd
+            lines.append(f"coadd {c.filename}: {c.n_inputs} frames, zero point {_fmt(c.zeropoint, '.2f')}, seeing "
+                         f"{_fmt(c.seeing, '.2f')}\", depth {_fmt(c.limiting_magnitude, '.2f')} mag (5 sigma)"
+                         + (f", {self.source_list.n_sources} sources (SLID {self.source_list.SLID})"
+                            if self.source_list is not None else ""))
+        lines += [f"against the truth: {line}" for line in self.accuracy]
+        lines += ["bias rn: read noise of the master bias [ADU]; gain d/t: dome/twilight flat [e-/ADU]; seeing std: "
+                  "standard field (stars used); astrom: worst per-axis rms of the 3C273 frames' solutions [\"]; "
+                  "zp: zero point [mag]", _HEADER]
         lines += [c.row() for c in self.chips]
-        lines += [f"{c.chip} {failure}" for c in self.chips for failure in c.failures]
-        lines += [f"mosaic {failure}" for failure in self.failures]
+        lines += [f"failed: {failure}" for failure in self.failures]
         return "\n".join(lines)
+
+    def compare_with_truth(self) -> None:
+        """The accuracy against the simulator's truth (``outdir``): zero points, the coadd's astrometry,
+        photometry and completeness. The pipeline never saw the truth: this is only the report."""
+        from awe.sim import Truth
+        truth = Truth(self.outdir)
+        offsets = {str(r["chip"]): float(r["zp_offset"]) for r in truth.chips()}
+        errors = [c.zeropoint - (truth.zero_point + offsets[c.chip]) for c in self.chips if c.zeropoint is not None]
+        if errors:
+            self.accuracy.append(f"zero points {_signed(errors)} mag (PhotomTask against the true ones; "
+                                 f"{len(errors)} chip(s))")
+        if self.source_list is None:
+            return
+        import numpy as np
+        from astropy.coordinates import SkyCoord
+        import astropy.units as u
+        table = self.source_list.table()
+        stars = truth.stars(kind="star")
+        found = SkyCoord(np.asarray(table["RA"], float) * u.deg, np.asarray(table["DEC"], float) * u.deg)
+        true = SkyCoord(np.asarray(stars["ra"], float) * u.deg, np.asarray(stars["dec"], float) * u.deg)
+        index, sep, _ = found.match_to_catalog_sky(true)
+        mag = np.asarray(stars["mag_R"], float)[index]
+        bright = (sep.arcsec < 1.0) & (mag < float(self.coadd.limiting_magnitude or 99) - 3.0) \
+            & (np.asarray(table["FLAGS"]) == 0)
+        if bright.sum() >= 3:
+            d_ra, d_dec = found[bright].spherical_offsets_to(true[index[bright]])
+            rms = float(np.sqrt(np.mean(np.concatenate([d_ra.arcsec, d_dec.arcsec]) ** 2)))
+            dmag = np.asarray(table["MAG_AUTO"], float)[bright] - mag[bright]
+            self.accuracy.append(f"coadd astrometry {rms:.3f}\" rms per axis, photometry MAG_AUTO - true R "
+                                 f"{float(np.median(dmag)):+.3f} mag (median of {int(bright.sum())} unflagged stars "
+                                 f"at S/N > 100)")
+        # completeness: true stars inside the source list's footprint, found within 1"
+        inside = _inside(true, found)
+        if inside.sum() >= 20:
+            back, sep_back, _ = true[inside].match_to_catalog_sky(found)
+            got = sep_back.arcsec < 1.0
+            m = np.asarray(stars["mag_R"], float)[inside]
+            edges = np.arange(np.floor(m.min()), np.ceil(m.max()) + 0.5, 0.5)
+            m50 = None
+            for lo in edges:
+                sel = (m >= lo) & (m < lo + 0.5)
+                if sel.sum() >= 5 and lo > m.min() + 2 and got[sel].mean() < 0.5:
+                    m50 = lo
+                    break
+            self.accuracy.append(f"coadd depth: 50 % of the true stars found at R = {_fmt(m50, '.1f')} "
+                                 f"(coadd's 5-sigma limit {_fmt(self.coadd.limiting_magnitude, '.2f')})")
 
     @property
     def failed(self) -> bool:
-        """Whether a file could not be ingested or a task could not run."""
+        """Whether a file could not be ingested or a step could not run."""
         return bool(self.ingest_failed or self.failures or any(c.failures for c in self.chips))
 
     def __str__(self) -> str:
         return self.summary()
 
 
+def _signed(values: list[float]) -> str:
+    worst = max(values, key=abs)
+    return f"within {abs(worst):.3f}" if len(values) > 1 else f"{worst:+.3f}"
+
+
+def _inside(true: Any, found: Any) -> Any:
+    """Which true positions lie within the detections' footprint (their RA/Dec box, shrunk by 30")."""
+    import numpy as np
+    margin = 30 / 3600.0
+    dec = found.dec.deg
+    ra = found.ra.wrap_at("180d").deg if np.ptp(found.ra.deg) > 180 else found.ra.deg
+    tra = true.ra.wrap_at("180d").deg if np.ptp(found.ra.deg) > 180 else true.ra.deg
+    cosd = np.cos(np.radians(np.median(dec)))
+    return ((tra > ra.min() + margin / cosd) & (tra < ra.max() - margin / cosd)
+            & (true.dec.deg > dec.min() + margin) & (true.dec.deg < dec.max() - margin))
+
+
 def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: list[str] | None = None,
-               progress: ProgressFactory | None = None) -> CourseReport:
-    """Simulate (if needed), ingest, calibrate, reduce and solve the course night.
+               progress: ProgressFactory | None = None, executor: str | None = None) -> CourseReport:
+    """Simulate (if needed) and ingest the course night, then make the coadd of 3C273 and its source list by
+    target processing.
 
     Parameters
     ----------
@@ -148,9 +230,11 @@ def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: l
     scale, seed : float, int
         Chip size factor and random seed of the simulated night.
     chips : list of str, optional
-        Chips to calibrate and reduce (default: all eight).
+        One chip, or all eight (the default).
     progress : callable, optional
         ``progress(step)`` returns the ``(done, total, name)`` callback of that step.
+    executor : str, optional
+        The DPU's engine: None (in-process), 'pool', 'dask' or a scheduler address.
 
     Returns
     -------
@@ -159,14 +243,12 @@ def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: l
     Raises
     ------
     ValueError
-        If a chip is not one of WFI's.
+        If a chip is not one of WFI's, or the chips are neither one nor all eight.
     """
     from awe import context
     from awe.instruments import get_instrument
     from awe.model.refcat import ReferenceCatalog, load_refcat
     from awe.sim import simulate_night
-    from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask, ReduceTask,
-                           TwilightFlatTask)
     from awe.tasks.ingest import ingest
 
     wfi = get_instrument("WFI")
@@ -207,185 +289,108 @@ def run_course(outdir: str | Path, scale: float = 0.125, seed: int = 1, chips: l
 
     summaries = {chip: ChipSummary(chip) for chip in chips}
     report.chips = list(summaries.values())
-    calibrate = step("calibrate")
-    t0 = time.perf_counter()
-    total = len(chips) * len(_CALIBRATIONS)
-    done = 0
-    for chip in chips:
-        common = dict(instrument="WFI", chip=chip)
-        tasks = [
-            BiasTask(overscan=6, commit=1, **common),
-            HotPixelsTask(date=NIGHT, commit=1, **common),
-            DomeFlatTask(date=NIGHT, filter=FILTER, commit=1, **common),
-            ColdPixelsTask(date=NIGHT, filter=FILTER, commit=1, **common),
-            TwilightFlatTask(date=NIGHT, filter=FILTER, commit=1, **common),
-            MasterFlatTask(date=NIGHT, filter=FILTER, commit=1, **common),
-        ]
-        for task in tasks:
-            if calibrate:
-                calibrate(done, total, f"{chip} {type(task).__name__}")
-            _run(task, summaries[chip])
-            done += 1
-    if calibrate:
-        calibrate(total, total, "")
-    report.timings["calibrate"] = time.perf_counter() - t0
-
-    # the standard fields: reduce, astrometry, then the night's photometry (spec section 6's order)
-    timer = _Timer(report.timings)
-    with timer("standards"):
-        standards = _standard_fields(step("standards"), chips, summaries)
-    with timer("photometry"):
-        _photometry(step("photometry"), summaries, report, standards)
-    # the 3C273 exposures (the illumination correction applied): reduce, astrometry per chip and global
-    reduce = step("reduce")
-    with timer("reduce"):
-        for done, chip in enumerate(chips):
-            _tick(reduce, done, len(chips), f"{chip} 3C273")
-            _run(ReduceTask(instrument="WFI", chip=chip, object="3C*", commit=1), summaries[chip])
-        if len(chips) > 1:  # the mosaic pass: tracks found on one chip followed onto the others
-            _follow_satellites(summaries)
-        _tick(reduce, len(chips), len(chips), "")
-    with timer("astrometry"):
-        _science_astrometry(step("astrometry"), chips, summaries, report)
+    _target_processing(report, summaries, chips, names, step, executor)
+    report.compare_with_truth()
     log.info("course reduction done:\n%s", report.summary())
     return report
 
 
-class _Timer:
-    """Adds the wall time of ``with timer(step):`` blocks to ``timings[step]``."""
+def _target_processing(report: CourseReport, summaries: dict[str, ChipSummary], chips: list[str],
+                       names: list[str], step: Any, executor: str | None) -> None:
+    """The coadd of 3C273 by target processing (every step of its chain, per chip in parallel through the
+    DPU), then its source list; the products' quality figures into the report."""
+    from awe import context
+    from awe.dpu.make import MakeError, make
+    from awe.dpu.runner import DPU
+    from awe.model import CoaddedRegriddedFrame
+    from awe.tasks import SourceListTask, TaskError
 
-    def __init__(self, timings: dict[str, float]) -> None:
-        self.timings = timings
+    from awe.instruments import get_instrument
+    selection: dict[str, Any] = dict(instrument="WFI", object="3C273", filter=FILTER)
+    # the course keeps WFI's own pixel scale (spec section 6: PIXEL_SCALE = 0.238); a shrunk night's pixels
+    # are larger by 1/scale
+    pars: dict[str, Any] = {"RegriddedFrame": {"swarpconf": {
+        "PIXEL_SCALE": round(get_instrument("WFI").pixel_scale / report.scale, 4)}}}
+    if len(chips) == 1:
+        selection["chip"] = chips[0]
+        # one chip's standards alone fix its zero point to ~0.03 mag (the eight chips' joint fit: ~0.01)
+        pars["PhotometricParameters"] = {"process_params": {"MAXIMUM_ZEROPOINT_ERROR": 0.05}}
+    elif sorted(chips) != sorted(names):
+        raise ValueError(f"the demo makes the coadd of one chip (--chip ccd50) or of all eight, not of {chips}")
+    runner = DPU(executor, session=context.session, progress=False)
+    started: dict[str, float] = {}
 
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+    def progress(name: str) -> Progress:
+        started[name] = time.perf_counter()
+        bar = step(name)
 
+        def tick(done: int, total: int, states: str) -> None:
+            if bar:
+                bar(done, total, states)
+            if done >= total:
+                report.timings[name] = time.perf_counter() - started[name]
+        return tick
 
-def _tick(progress: Progress | None, done: int, total: int, name: str) -> None:
-    if progress:
-        progress(done, total, name)
-
-
-def _raw_names(chip: str, pattern: str) -> list[str]:
-    """The raw chip files of a chip whose OBJECT matches ``pattern`` that were reduced (by DATE-OBS)."""
-    from awe.model import ReducedScienceFrame, RawScienceFrame
-    raws = RawScienceFrame.select(instrument="WFI", chip=chip, object=pattern)
-    reduced = {red.raw.filename for red in ReducedScienceFrame.chip.name == chip}
-    return [raw.filename for raw in sorted(raws, key=lambda r: r.DATE_OBS) if raw.filename in reduced]
-
-
-def _photometry(progress: Progress | None, summaries: dict[str, ChipSummary], report: CourseReport,
-                standards: dict[str, list[str]]) -> None:
-    """Standard-star catalogues, the illumination correction and the zero points of the reduced standards."""
-    from awe.tasks import IlluminationCorrectionTask, PhotcatTask, PhotomTask
-    frames = [(chip, name) for chip, names in standards.items() for name in names]
-    total = len(frames) + 2
-    measured = []  # the frames with a standard-star catalogue (a frame whose standards are all lost has none)
-    for done, (chip, name) in enumerate(frames):
-        _tick(progress, done, total, name)
-        if _run(PhotcatTask(instrument="WFI", raw_filenames=[name], commit=1), summaries[chip]):
-            measured.append(name)
-    _tick(progress, total - 2, total, "IlluminationCorrectionTask")
-    _run_mosaic(IlluminationCorrectionTask(instrument="WFI", raw_filenames=measured, commit=1), summaries, report)
-    _tick(progress, total - 1, total, "PhotomTask")
-    params = _run_mosaic(PhotomTask(instrument="WFI", raw_filenames=measured, commit=1), summaries, report)
-    for p in params:
-        report.extinction = (f"{p.extinction:.3f} +- {p.extinction_error:.3f} mag/airmass "
-                             f"({p.extinction_source}, {p.n_stars} stars on {p.chip.name})")
-    _tick(progress, total, total, "")
-
-
-def _standard_fields(progress: Progress | None, chips: list[str],
-                     summaries: dict[str, ChipSummary]) -> dict[str, list[str]]:
-    """Reduce the standard-field exposures of each chip and solve their astrometry; returns each chip's raw files."""
-    from awe.tasks import AstrometricParametersTask, ReduceTask
-    total, done = 2 * len(chips), 0
-    solved: dict[str, list[str]] = {}
-    for chip in chips:
-        _tick(progress, done, total, f"{chip} ReduceTask")
-        _run(ReduceTask(instrument="WFI", chip=chip, object="SA*", commit=1), summaries[chip], standard=True)
-        _tick(progress, done + 1, total, f"{chip} AstrometricParametersTask")
-        solved[chip] = _raw_names(chip, "SA*")
-        for name in solved[chip]:  # frame by frame: a frame without a solution does not stop the others
-            _run(AstrometricParametersTask(raw_filenames=[name], commit=1), summaries[chip])
-        done += 2
-    _tick(progress, total, total, "")
-    return solved
-
-
-def _science_astrometry(progress: Progress | None, chips: list[str], summaries: dict[str, ChipSummary],
-                        report: CourseReport) -> None:
-    """The 3C273 frames: a solution per frame, the source lists, then one global solution of every dither."""
-    from awe.tasks import AstrometricParametersTask, GAstromSourceListTask, GAstromTask
-    total = 2 * len(chips) + 1
-    for i, chip in enumerate(chips):
-        _tick(progress, 2 * i, total, f"{chip} AstrometricParametersTask")
-        for name in _raw_names(chip, "3C*"):
-            _run(AstrometricParametersTask(raw_filenames=[name], commit=1), summaries[chip], science=True)
-        _tick(progress, 2 * i + 1, total, f"{chip} GAstromSourceListTask")
-        _run(GAstromSourceListTask(instrument="WFI", chip=chip, object="3C*", commit=1), summaries[chip])
-    _tick(progress, total - 1, total, "GAstromTask")
-    solutions = _run_mosaic(GAstromTask(instrument="WFI", object="3C*", filter=FILTER, commit=1), summaries, report)
-    if solutions:
-        first = solutions[0]
-        report.global_astrometry = (f"{len(solutions)} frames, rms {first.rms_internal:.3f}\" between exposures, "
-                                    f"{first.rms_external:.3f}\" against the reference")
-    _tick(progress, total, total, "")
-
-
-def _run_mosaic(task: Any, summaries: dict[str, ChipSummary], report: CourseReport) -> list[Any]:
-    """Execute a task over all chips; each product is recorded with its chip, a failure with the report."""
-    from awe.tasks import TaskError
+    coadd = None
     try:
-        products = list(task.execute() or ())
-    except TaskError as exc:
-        message = " ".join(str(exc).split())
-        log.warning("%s could not run: %s", type(task).__name__, message)
-        report.failures.append(f"{type(task).__name__}: {type(exc).__name__}: {message}")
-        return []
-    for product in products:
-        summary = summaries.get(product.chip.name)
-        if summary is not None:
-            _record(summary, [product])
-    return products
-
-
-def _follow_satellites(summaries: dict[str, ChipSummary]) -> None:
-    """Follow the satellite tracks of the 3C273 exposures across the chips; new maps go to their chips' summary."""
-    from awe.tasks import FollowSatellitesTask, TaskError
-    try:
-        products = FollowSatellitesTask(instrument="WFI", object="3C*", commit=1).execute()
-    except TaskError as exc:
-        log.warning("FollowSatellitesTask could not run: %s", " ".join(str(exc).split()))
+        plan = make(CoaddedRegriddedFrame, dpu=runner, pars=pars, quiet=True, progress=progress,
+                    **selection)
+        report.steps = [s for s in plan.steps if s in report.timings]
+        jobs = plan.jobs
+    except MakeError as exc:  # the failed jobs are listed below; what the others made stands
+        jobs = exc.plan.jobs if exc.plan is not None else runner.jobs()
+        report.steps = list(started)
+        if exc.plan is None:
+            report.failures.append(f"make CoaddedRegriddedFrame: {' '.join(str(exc).split())}")
+        else:
+            report.failures += [f"{u.step} {u.label}: {u.reason}" for u in exc.plan.cannot]
+    finally:
+        runner.close()
+    _record_jobs(jobs, summaries, report)
+    coadd = (CoaddedRegriddedFrame.OBJECT == "3C273").max("creation_date")
+    if coadd is None:
         return
-    for product in products:
-        summary = summaries.get(product.chip.name)
-        if summary is None:
-            continue
-        log.info("%s", _describe(summary.chip, product))
-        summary.products += 1
-        if type(product).__name__ == "SatelliteMap":  # a chip's new map: only the followed tracks are new
-            summary.tracks += product.n_followed_tracks or 0
-
-
-def _run(task: Any, summary: ChipSummary, standard: bool = False, science: bool = False) -> list[Any]:
-    """Execute one task and return its products; a task that cannot run (e.g. a refused calibration) is noted
-    and the demo goes on (no products)."""
-    from awe.tasks import TaskError
+    report.coadd = coadd
+    t0 = time.perf_counter()
     try:
-        products = list(task.execute() or ())
+        lists = SourceListTask(filenames=[coadd.filename], commit=1).execute()
+        report.source_list = lists[0] if lists else None
     except TaskError as exc:
-        message = " ".join(str(exc).split())
-        log.warning("%s %s could not run: %s", summary.chip, type(task).__name__, message)
-        summary.failures.append(f"{type(task).__name__}: {type(exc).__name__}: {message}")
-        return []
-    _record(summary, products, standard=standard, science=science)
-    return products
+        report.failures.append(f"SourceListTask: {' '.join(str(exc).split())}")
+    report.timings["SourceList"] = time.perf_counter() - t0
+    report.steps.append("SourceList")
+
+
+def _record_jobs(jobs: list[Any], summaries: dict[str, ChipSummary], report: CourseReport) -> None:
+    """Each job's products into its chip's summary (or the mosaic's), each failed job with its error."""
+    from awe.db.schema import DBObject
+    from awe.model import RawStandardFrame
+    names = [r["filename"] for j in jobs for r in (j.result or []) if r.get("filename")]
+    products = {o.filename: o for o in DBObject.filename.in_(names)} if names else {}
+    report.products = len(names)
+    for job in jobs:
+        if job.state != "done":
+            report.failures.append(f"{job.recipe} {job.label}: {' '.join(str(job.error).split())}")
+            continue
+        for entry in job.result or []:
+            product = products.get(entry.get("filename"))
+            if product is None:
+                continue
+            chip = getattr(product, "chip", None)
+            summary = summaries.get(chip.name) if chip is not None else None
+            kind = type(product).__name__
+            if kind == "PhotometricParameters":
+                report.extinction = (f"{product.extinction:.3f} +- {product.extinction_error:.3f} mag/airmass "
+                                     f"({product.extinction_source}, {product.n_stars} stars on {chip.name})")
+            if kind == "GAstrometric":
+                report.global_astrometry = (f"rms {product.rms_internal:.3f}\" between exposures, "
+                                            f"{product.rms_external:.3f}\" against the reference")
+            if summary is None:
+                report.flagged += 1 if getattr(product, "quality_flags", 0) else 0
+                continue
+            raw = getattr(product, "raw", None) if kind == "ReducedScienceFrame" else None
+            _record(summary, [product], standard=isinstance(raw, RawStandardFrame),
+                    science=kind == "AstrometricParameters")
 
 
 def _record(summary: ChipSummary, products: Any, standard: bool = False, science: bool = False) -> None:

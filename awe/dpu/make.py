@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover
     from awe.tasks.base import Task
@@ -53,13 +53,16 @@ TARGET_KEYWORDS = ("instrument", "object", "filter", "chip", "date")
 
 
 class MakeError(RuntimeError):
-    """Target processing cannot make what was asked (no task makes the class, a step failed)."""
+    """Target processing cannot make what was asked (no task makes the class, a step failed); ``plan`` is the
+    :class:`MakePlan` with the jobs that ran, when it got that far."""
+
+    plan: "MakePlan | None" = None
 
 
 @dataclass
 class PlannedUnit:
-    """One unit of one step: ``action`` is 'make', 'current' or 'waits' (its inputs are made by an earlier
-    step first), with the reason."""
+    """One unit of one step: ``action`` is 'make', 'current', 'waits' (its inputs are made by an earlier
+    step first) or 'cannot' (it cannot be made from what there is), with the reason."""
 
     step: str
     label: str
@@ -86,6 +89,11 @@ class MakePlan:
     @property
     def to_make(self) -> list[PlannedUnit]:
         return [u for u in self.units if u.action in ("make", "waits")]
+
+    @property
+    def cannot(self) -> list[PlannedUnit]:
+        """The units that cannot be made from what there is (their probe's error is the reason)."""
+        return [u for u in self.units if u.action == "cannot"]
 
     @property
     def nothing_to_do(self) -> bool:
@@ -150,6 +158,32 @@ def chain(cls: type) -> "list[type[Task]]":
     return order
 
 
+def calibration_steps(tasks: "list[type[Task]]") -> "set[type[Task]]":
+    """The steps of a chain that make a calibration (an input of kind ``calibration``) and the steps those need.
+
+    They are planned per chip, night and filter of the target's raw frames, never with the target's
+    ``object``: a calibration of the night may come from other fields (the zero points from the standard
+    fields, whose reduced frames the same ReduceTask step then makes too)."""
+    from awe.tasks import registry
+    found: "set[type[Task]]" = set()
+
+    def mark(task: "type[Task]") -> None:
+        if task in found:
+            return
+        found.add(task)
+        for decl in task.inputs:
+            maker = registry.task_for(decl.cls) if decl.kind != "raw" and not decl.optional else None
+            if maker is not None and maker is not task and maker in tasks:
+                mark(maker)
+
+    for task in tasks:
+        for decl in task.inputs:
+            maker = registry.task_for(decl.cls) if decl.kind == "calibration" and not decl.optional else None
+            if maker is not None and maker is not task and maker in tasks:
+                mark(maker)
+    return found
+
+
 # ---------------------------------------------------------------- selections of the steps
 def _science_raws(tasks: "list[type[Task]]", selection: dict[str, Any]) -> list[Any]:
     """The raw frames the target is made from: the raw input of the chain's tasks that select by object."""
@@ -163,9 +197,11 @@ def _science_raws(tasks: "list[type[Task]]", selection: dict[str, Any]) -> list[
     return []
 
 
-def _step_selections(task: "type[Task]", selection: dict[str, Any], raws: list[Any]) -> list[dict[str, Any]]:
-    """The selections to plan ``task`` with: the target's, or per chip/night/filter for a calibration."""
-    if "object" in task.selection or not raws:
+def _step_selections(task: "type[Task]", selection: dict[str, Any], raws: list[Any],
+                     calibration: bool = False) -> list[dict[str, Any]]:
+    """The selections to plan ``task`` with: the target's, or per chip/night/filter for a calibration step
+    (:func:`calibration_steps`; a task that selects no ``object`` is one)."""
+    if not raws or ("object" in task.selection and not calibration):
         return [{k: v for k, v in selection.items() if k in task.selection and v is not None}]
     from awe.db.query import night_of
     keys: set[tuple[str, str, str, str | None]] = set()
@@ -351,20 +387,21 @@ def _previous(task: Any, obj: Any) -> Any:
 # ---------------------------------------------------------------- planning and running
 def _plan_step(task_cls: "type[Task]", selection: dict[str, Any], raws: list[Any], session: Any,
                made_chips: dict[str, set], upstream: "dict[type[Task], list[type[Task]]]", plan: MakePlan,
-               extra: dict[str, Any]) -> list[Any]:
+               extra: dict[str, Any], calibration: bool = False) -> list[Any]:
     """Plan and probe one step; append its verdicts to ``plan``; the units to make."""
     from awe.dpu.runner import recipe_name
     from awe.tasks.base import TaskError
     step = recipe_name(task_cls)
     waits_for = [recipe_name(t) for t in upstream.get(task_cls, []) if made_chips.get(recipe_name(t))]
     todo = []
-    for sel in _step_selections(task_cls, selection, raws):
+    for sel in _step_selections(task_cls, selection, raws, calibration):
         try:
             units = task_cls(session=session, **extra, **sel).plan()
         except (TaskError, LookupError) as exc:
             if waits_for:
                 plan.units.append(PlannedUnit(step, f"{task_cls.__name__}({_fmt(sel)})", "waits",
                                               f"its inputs are made first by {', '.join(waits_for)}", None))
+                made_chips.setdefault(step, set()).add(str(sel.get("chip") or "*"))  # later steps wait for it
                 continue
             raise MakeError(f"{step}: cannot plan {task_cls.__name__}({_fmt(sel)}): {exc}") from exc
         for unit in units:
@@ -384,7 +421,10 @@ def _plan_step(task_cls: "type[Task]", selection: dict[str, Any], raws: list[Any
                                                   unit, chips))
                     todo.append(unit)
                     continue
-                raise MakeError(f"{step}: {unit.label}: {exc}") from exc
+                # this unit cannot be made from what there is (e.g. no standard star on the frame): said, and
+                # its siblings go on
+                plan.units.append(PlannedUnit(step, unit.label, "cannot", " ".join(str(exc).split()), unit, chips))
+                continue
             plan.units.append(PlannedUnit(step, unit.label, action, reason, unit, chips))
             if action == "make":
                 todo.append(unit)
@@ -396,14 +436,16 @@ def _fmt(sel: dict[str, Any]) -> str:
 
 
 def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None, session: Any = None,
-         pars: Any = None, commit: int = 1, quiet: bool = False, **selection: Any) -> MakePlan:
+         pars: Any = None, commit: int = 1, quiet: bool = False,
+         progress: "Callable[[str], Callable[[int, int, str], None]] | None" = None, **selection: Any) -> MakePlan:
     """Make ``cls`` for the selection (``object=``, ``filter=``, ``chip=``, ``instrument=``, ``date=``) and every
     missing or stale product of its chain; ``plan=True`` only shows what would run and why.
 
     ``pars`` (a Pars or ``pars.get()`` of the target's task) applies to the steps it has parameters
     for. ``stale=True`` first marks the current products derived from an invalid one invalid
     (:func:`mark_stale`), so the chain makes them again (or goes back to valid ones). Returns the
-    :class:`MakePlan` (printed unless ``quiet``).
+    :class:`MakePlan` (printed unless ``quiet``). ``progress(step)`` gives the ``(done, total, name)``
+    callback of a step that runs (a progress display: ``awe demo`` draws bars).
     """
     from awe.db.session import current_session
     from awe.dpu.runner import DPU, recipe_name
@@ -417,6 +459,7 @@ def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None,
     if "instrument" not in selection:
         selection["instrument"] = _only_instrument(session)
     tasks = chain(cls)
+    calibrations = calibration_steps(tasks)
     upstream = {t: [u for u in tasks if u is not t and any(
         d.kind != "raw" and issubclass(d.cls, tuple(u.products)) for d in t.inputs)]
         for t in tasks}
@@ -436,27 +479,40 @@ def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None,
             # planning only: a unit whose inputs an earlier step makes again waits for it; running: the earlier
             # steps have run, so every unit is probed against what exists now
             todo = _plan_step(task_cls, selection, raws, session, made_chips if plan else {}, upstream, result,
-                              extra)
+                              extra, task_cls in calibrations)
             step = recipe_name(task_cls)
             if todo:
                 chips: set[str] = set()
                 for unit in todo:
                     unit_chips = _unit_chips(unit)
                     chips |= set(unit_chips) if unit_chips else {"*"}
-                made_chips[step] = chips
+                made_chips[step] = made_chips.get(step, set()) | chips
             if plan or not todo:
                 continue
             log.info("make %s: %s, %d unit(s)", cls.__name__, step, len(todo))
+            before = len([i for r in runner.runs for i in r.job_ids])
+            tick = progress(step) if progress is not None else None
+            if tick is not None:
+                tick(0, len(todo), "submitted")
             ids = runner.submit(step, task_cls, todo, extra)
-            runner.wait_for_jobs(quiet=quiet)
+            runner.wait_for_jobs(quiet=quiet, report=None if tick is None else (
+                lambda done, total, states: tick(done - before, total - before, "")))
             jobs = runner.jobs([i for r in runner.runs for i in r.job_ids if i >= min(ids)])
             result.jobs += jobs
             failed = [j for j in jobs if j.state != "done"]
-            if failed:
-                raise MakeError(f"make {cls.__name__}: step {step} failed in {len(failed)} job(s): "
-                                + "; ".join(f"job {j.id} {j.label}: {j.error}" for j in failed)
-                                + " (dpu.get_logs() shows their logs; nothing after this step was run)")
+            if failed:  # the siblings' products stand; the next steps run on what was made
+                log.warning("make %s: step %s failed in %d of %d job(s): %s", cls.__name__, step, len(failed),
+                            len(jobs), "; ".join(f"job {j.id} {j.label}: {j.error}" for j in failed))
         result.ran = not plan and not result.nothing_to_do
+        failed = [j for j in result.jobs if j.state != "done"]
+        if failed or result.cannot:
+            error = MakeError(f"make {cls.__name__}: {len(failed)} job(s) failed, {len(result.cannot)} unit(s) "
+                              "could not be made: "
+                              + "; ".join([f"job {j.id} {j.recipe} {j.label}: {j.error}" for j in failed]
+                                          + [f"{u.step} {u.label}: {u.reason}" for u in result.cannot])
+                              + " (dpu.get_logs() shows the jobs' logs; the other products are kept)")
+            error.plan = result
+            raise error
     if not quiet:
         print(result.format())
     return result

@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from awe.dpu import jobs as _jobs
 from awe.dpu.executors import DPUError, Executor, InProcess, SchedulerGone, WorkerLost, executor as _executor
@@ -262,9 +262,12 @@ class DPU:
             log.info("%s: its units ended; running %s (%d job(s))", run.recipe, name, len(units))
             self.submit(f"{run.recipe}:{name}", follower, units, keywords)
 
-    def wait_for_jobs(self, timeout: float | None = None, quiet: bool = False) -> list[_jobs.Job]:
+    def wait_for_jobs(self, timeout: float | None = None, quiet: bool = False,
+                      report: "Callable[[int, int, str], None] | None" = None) -> list[_jobs.Job]:
         """Block until every job submitted here has ended (retrying those whose worker died, then each run's
-        ``followed_by`` stage); shows the progress and reports the failures. The jobs of the runs."""
+        ``followed_by`` stage); shows the progress and reports the failures. The jobs of the runs.
+
+        ``report(ended, total, states)`` is called as jobs end (a progress display of the caller's)."""
         start = time.monotonic()
         bar = self._bar(quiet)
         try:
@@ -279,6 +282,9 @@ class DPU:
                     bar.n = sum(states.get(s, 0) for s in _jobs.ENDED)
                     bar.set_postfix_str(", ".join(f"{s} {states.get(s, 0)}" for s in _jobs.STATES[1:4]))
                     bar.refresh()
+                if report is not None:
+                    report(sum(states.get(s, 0) for s in _jobs.ENDED), len(ids),
+                           ", ".join(f"{s} {states.get(s, 0)}" for s in _jobs.STATES[1:4]))
                 if not any(r.handles or not r.followed for r in self.runs):
                     break
                 if timeout is not None and time.monotonic() - start > timeout:

@@ -106,7 +106,9 @@ class GAstromSourceListTask(Task):
     """
 
     products = (GAstromSourceList,)
-    inputs = (Input(ReducedScienceFrame, "reduced", kind="product"), Input(WeightFrame, "weight", kind="product"))
+    inputs = (Input(ReducedScienceFrame, "reduced", kind="product"), Input(WeightFrame, "weight", kind="product"),
+              # the start: the per-chip solution when there is one (start_wcs), else the header WCS
+              Input(AstrometricParameters, "start", kind="product", optional=True))
     unit = "per_frame"
     version = "1"
     algorithm_modules = ("awe.image.extract", "awe.tasks.gastrom")

@@ -46,6 +46,7 @@ from awe.db.query import night_of, observing_night
 from awe.db.schema import DBObject
 from awe.image import photometry as phot
 from awe.instruments import get_instrument
+from awe.model.astrometry import AstrometricParameters
 from awe.model.frames import QualityFlags, RawStandardFrame
 from awe.model.photometry import (PHOT_FLAG_BAD_PIXELS, PHOT_FLAG_EDGE, PHOT_FLAG_MASKED, PHOT_FLAG_NEIGHBOUR,
                                   PHOT_FLAG_SATURATED, PHOT_FLAGS_UNUSABLE, PhotometricParameters, PhotSrcCatalog)
@@ -140,7 +141,8 @@ class PhotcatTask(Task):
 
     products = (PhotSrcCatalog,)
     inputs = (Input(ReducedScienceFrame, "reduced", kind="product"),
-              Input(ReferenceCatalog, "standards", kind="product"))
+              Input(ReferenceCatalog, "standards", kind="product"),
+              Input(AstrometricParameters, "astrometry", kind="product"))  # the frame's best solution places them
     unit = "per_frame"
     version = "2"  # 2: positions from the astrometric solution (an input); a standard with a masked core kept, flagged
     algorithm_modules = ("awe.image.extract", "awe.image.photometry", "awe.tasks.photometry")

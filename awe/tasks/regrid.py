@@ -29,6 +29,7 @@ from awe.db.lineage import provenance_hash
 from awe.db.schema import DBObject
 from awe.model.astrometry import AstrometricParameters
 from awe.model.frames import QualityFlags, RawScienceFrame
+from awe.model.gastrom import GAstrometric
 from awe.model.photometry import PhotometricParameters
 from awe.model.regrid import FLAG_SATURATED, RegridGrid, RegriddedFrame
 from awe.model.science import ReducedScienceFrame, WeightFrame
@@ -88,7 +89,10 @@ class RegridTask(Task):
     products = (RegriddedFrame,)
     inputs = (Input(ReducedScienceFrame, "reduced", kind="product"), Input(WeightFrame, "weight", kind="product"),
               Input(PhotometricParameters, "photometry", kind="calibration", filter=True),
-              Input(RegridGrid, "grid", kind="product"))
+              Input(RegridGrid, "grid", kind="product"),
+              # the solution resampled through: the global one (GAstromTask), the per-chip one where there is none
+              Input(GAstrometric, "astrometry", kind="product"),
+              Input(AstrometricParameters, "astrometry", kind="product"))
     unit = "per_frame"
     version = "1"
     algorithm_modules = ("awe.image.regrid", "awe.tasks.regrid")
