@@ -1,9 +1,10 @@
 """The web application in a real browser: Playwright driving Debian's chromium (the test command installs it).
 
-One small night (one chip calibrated, one science exposure reduced, the master bias made again, scale 0.125)
-served by uvicorn on 127.0.0.1: log in, browse the classes, query, open the newest reduced frame (preview with
-RA/Dec readout, inspect figure), walk its lineage to a raw bias, edit a validity range, publish (migrate) the
-frame to ALL; open its source list's table and one source's stamps back to the raw biases and flats. Screenshots of the main pages go to
+One small night (one chip calibrated, one science exposure reduced with its source list, the master bias made again,
+scale 0.125) served by uvicorn on 127.0.0.1: log in, browse the classes, query, open the newest reduced frame
+(preview with RA/Dec readout, inspect figure), walk its lineage to a raw bias, open the source list's table and one
+source's stamps back to the raw biases and flats, edit a validity range, publish (migrate) the frame to ALL.
+Screenshots of the main pages go to
 ``test-artefacts/web/`` (``AWE_TEST_ARTEFACTS`` moves the folder).
 """
 
@@ -181,7 +182,8 @@ def test_a_user_session_in_the_browser(served, browser):
     page.click("a.rows-link:text-is('Source rows of this object')")
     page.wait_for_url(re.compile(r".*/rows/Source\?parent=\d+$"))
     assert "order_by('MAG_AUTO')" in page.inner_text("#python-query")
-    headers = [h.split(" [")[0].strip(" ▲▼") for h in page.locator("#results tr >> nth=0").locator("th").all_inner_texts()]
+    header_cells = page.locator("#results tr >> nth=0").locator("th").all_inner_texts()
+    headers = [h.split(" [")[0].strip(" ▲▼") for h in header_cells]
     mags = [float(t) for t in page.locator("#results tr td:nth-child(%d)" % (headers.index("MAG_AUTO") + 1))
             .all_inner_texts() if t]
     assert len(mags) >= 10 and mags == sorted(mags)

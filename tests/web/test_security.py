@@ -105,6 +105,10 @@ def test_another_users_private_objects_are_unreachable(web):
     r = bob.get(f"/object/{t.alice_shared_image.object_id}/preview.png?overlay={t.alice_image.object_id}")
     assert r.status_code == 404 and not _leaks(web, r.text)
     assert bob.get(f"/object/{t.alice_shared_image.object_id}/preview.png").status_code == 200
+    # stamps: by id, or by coordinates on her image (the PNGs are in the page: no other URL to guess)
+    for oid in (t.alice_private.object_id, t.alice_image.object_id):
+        r = bob.get(f"/object/{oid}/stamps?ra=150.0&dec=2.0&size=20")
+        assert r.status_code == 404 and not _leaks(web, r.text), oid
     # a private object's page looks exactly like a page of an object that does not exist
     def scrubbed(text: str, oid: str) -> str:
         return re.sub(r'name="csrf" value="[^"]*"', "", text).replace(oid, "N")

@@ -5,7 +5,6 @@ Revises: 0006
 Create Date: 2026-12-02 18:27:26.822421
 """
 from alembic import op
-import sqlalchemy as sa
 
 
 revision = '0007'
