@@ -209,12 +209,19 @@ class NightResult:
     raw_bytes: int
 
 
-def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1) -> NightResult:
-    """Simulate the night into ``root``, put it through awe and through the floor; the measures of each step."""
+def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1,
+              raw: Path | None = None) -> NightResult:
+    """Simulate the night into ``root`` (or take the one in ``raw``), put it through awe and through the floor."""
     chips = list(chips or [c.name for c in WFI.chips])
     awe, floor = {}, {}
     with measure(awe, "simulate"):
-        raw_dir = simulate_night(root / "raw", scale=scale, seed=seed)
+        if raw is None:
+            raw_dir = simulate_night(root / "raw", scale=scale, seed=seed)
+        else:
+            raw_dir = Path(raw)
+            if not any(raw_dir.glob("WFI.*.fits")):
+                raise SystemExit(f"--raw {raw_dir}: no WFI.*.fits files there; simulate a night into it first "
+                                 "(awe.sim.simulate_night)")
     raw_files = sorted(raw_dir.glob("WFI.*.fits"))
     kinds = {p: _kind(p) for p in raw_files}
     biases = [p for p in raw_files if kinds[p] == "BIAS"]
@@ -321,12 +328,14 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
     parser.add_argument("--chips", nargs="+", default=[c.name for c in WFI.chips], help="chips to calibrate and "
                         "reduce (default: all eight)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--raw", type=Path, default=None, help="a night simulated before (its raw folder, at "
+                        "--scale): not simulated again")
     args = parser.parse_args(argv)
     if workdir is not None:
-        result = run_night(Path(workdir), args.scale, args.chips, args.seed)
+        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw)
     else:
         with tempfile.TemporaryDirectory(prefix="awe-bench-night-") as tmp:
-            result = run_night(Path(tmp), args.scale, args.chips, args.seed)
+            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw)
     print_table(result, args.scale, args.chips)
     return result
 

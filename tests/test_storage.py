@@ -145,6 +145,20 @@ def test_store_under_another_name(storage, tmp_path):
     assert not storage.exists("product.fits")
 
 
+def test_store_bytes_writes_once_and_checks(storage, tmp_path):
+    data = payload(6)
+    assert storage.store_bytes(data, RAW, checksum=sha(data)) == sha(data)
+    assert storage.retrieve(RAW, tmp_path / "out", checksum=sha(data)).read_bytes() == data
+    assert storage.store_bytes(memoryview(data), RAW) == sha(data)  # the same content again: a no-op
+    with pytest.raises(StorageError, match="refusing to overwrite"):
+        storage.store_bytes(payload(7), RAW)
+    # the bytes written must hash to the checksum given: nothing is stored otherwise
+    with pytest.raises(StorageError, match="nothing stored"):
+        storage.store_bytes(payload(8), SCI, checksum=sha(data))
+    assert not storage.exists(SCI)
+    assert all_keys(storage) == [relative_key(RAW)]
+
+
 def test_identical_restore_is_a_noop(storage, tmp_path, monkeypatch):
     data = payload(3)
     first = storage.store(write(tmp_path / "a", RAW, data))

@@ -252,6 +252,31 @@ class _MoffatStamp:
         o, n = self.oversample, self.size
         return flux * prof.reshape(n, o, n, o).mean(axis=(1, 3)) + sky
 
+    def jacobian(self, x0: float, y0: float, flux: float, fwhm: float, beta: float,
+                 free_beta: bool) -> np.ndarray:
+        """Derivatives of :meth:`__call__` by (x0, y0, flux, fwhm, sky[, beta]): shape ``(size**2, 5 or 6)``."""
+        alpha = moffat_alpha(fwhm, beta)
+        dx, dy = self.gx - x0, self.gy - y0
+        r2 = dx * dx + dy * dy
+        u = 1.0 + r2 / (alpha * alpha)
+        c = (beta - 1.0) / (np.pi * alpha * alpha)
+        prof = c * u ** (-beta)
+        core = 2.0 * beta * prof / u / (alpha * alpha)    # -d prof / d r2 times 2
+        d_alpha = -2.0 * prof / alpha + core * r2 / alpha
+        columns = [core * dx, core * dy, prof, d_alpha * (alpha / fwhm)]
+        if free_beta:
+            t = 2.0 ** (1.0 / beta)
+            alpha_by_beta = alpha * t * np.log(2.0) / (2.0 * beta * beta * (t - 1.0))
+            columns.append(prof / (beta - 1.0) - prof * np.log(u) + d_alpha * alpha_by_beta)
+        o, n = self.oversample, self.size
+        binned = [col.reshape(n, o, n, o).mean(axis=(1, 3)).ravel() for col in columns]
+        jac = np.empty((n * n, 6 if free_beta else 5))
+        jac[:, 0], jac[:, 1] = flux * binned[0], flux * binned[1]
+        jac[:, 2], jac[:, 3], jac[:, 4] = binned[2], flux * binned[3], 1.0
+        if free_beta:
+            jac[:, 5] = flux * binned[4]
+        return jac
+
 
 def _fit_star(stamp: np.ndarray, weight: np.ndarray, model: _MoffatStamp, flux0: float,
               fwhm0: float, beta: float | None) -> tuple[float, float, bool]:
@@ -267,8 +292,14 @@ def _fit_star(stamp: np.ndarray, weight: np.ndarray, model: _MoffatStamp, flux0:
         b = p[5] if free_beta else beta
         return ((model(p[0], p[1], p[2], p[3], b, p[4]) - stamp) * weight).ravel()
 
+    w = weight.ravel()[:, None]
+
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        b = p[5] if free_beta else beta
+        return model.jacobian(p[0], p[1], p[2], p[3], b, free_beta) * w
+
     try:
-        fit = least_squares(residual, p0, bounds=(lo, hi), x_scale="jac", max_nfev=200)
+        fit = least_squares(residual, p0, jac=jacobian, bounds=(lo, hi), x_scale="jac", max_nfev=200)
     except (ValueError, np.linalg.LinAlgError):
         return np.nan, np.nan, False
     p = fit.x

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Sequence
@@ -43,7 +45,7 @@ from scipy.special import ndtri
 
 from awe.image.stats import MAD_TO_SIGMA
 
-__all__ = ["CombineResult", "Combiner", "combine", "METHODS", "SIGMA_ESTIMATORS", "pooled_norm"]
+__all__ = ["CombineResult", "Combiner", "combine", "METHODS", "SIGMA_ESTIMATORS", "pooled_norm", "threads"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,20 @@ _QUANTILE = 0.15865525393145707
 #: Largest stack depth whose normalisation is computed by Monte Carlo (above: Blom's approximation).
 _MC_MAX_DEPTH = 64
 _MC_SAMPLES = 20000
+
+def threads() -> int:
+    """Threads a combination uses: ``AWE_THREADS`` from the environment, else 2 (at most the cores there are).
+
+    Set ``AWE_THREADS=1`` when several tasks share a machine's cores (the DPU's workers, parallel sessions).
+    """
+    value = os.environ.get("AWE_THREADS", "").strip()
+    if value:
+        try:
+            return max(1, int(value))
+        except ValueError:
+            raise ValueError(f"AWE_THREADS={value!r} is not a number of threads: set it to 1, 2, ...") from None
+    return max(1, min(2, os.cpu_count() or 1))
+
 
 Frame = Any  # ndarray, np.memmap, array-like with shape/__getitem__, or callable(rows) -> block
 
@@ -425,14 +441,46 @@ class Combiner:
             raise ValueError(f"out has shape {out.shape}, the frames {(ny, nx)}")
         nused = np.empty((ny, nx), dtype=_count_dtype(nframes))
         stdev = np.empty((ny, nx), dtype=np.float32) if self.return_stdev else None
-        rows = min(ny, self.rows_per_block(nframes, nx))
-        buffer = np.empty((nframes, rows, nx), dtype=np.float32)
+        workers = min(threads(), max(1, -(-ny // max(1, self.rows_per_block(nframes, nx)))))
+        # the memory budget is shared by the blocks in flight; rows asked for are kept
+        rows = min(ny, self.block_rows or max(1, self.rows_per_block(nframes, nx) // workers))
+        buffers = [np.empty((nframes, rows, nx), dtype=np.float32) for _ in range(workers)]
         maskbuf = np.empty((rows, nx), dtype=bool) if masks is not None else None
         n_rejected = 0
-        log.debug("combining %d frames of %dx%d with %r in blocks of %d rows", nframes, ny, nx, self, rows)
-        for r0 in range(0, ny, rows):
+        log.debug("combining %d frames of %dx%d with %r in blocks of %d rows, %d thread(s)", nframes, ny, nx, self,
+                  rows, workers)
+
+        def finish(r0: int, r1: int, stack: np.ndarray) -> int:
+            data, used, sd, rejected = self.combine_stack(stack)
+            out[r0:r1] = data
+            nused[r0:r1] = used
+            if stdev is not None:
+                stdev[r0:r1] = sd
+            return rejected
+
+        # blocks are read here, one after the other, and combined by the pool (numpy releases the GIL)
+        pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 else None
+        pending: list[Future] = []
+        try:
+            n_rejected = self._blocks(frames, masks, scale, offset, ny, rows, buffers, maskbuf, pool, pending, finish)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        log.info("combined %d frames (%s): %d values clipped", nframes, self.method, n_rejected)
+        return CombineResult(data=out, nused=nused, stdev=stdev, n_rejected=n_rejected)
+
+    @staticmethod
+    def _blocks(frames: list, masks: list | None, scale: np.ndarray, offset: np.ndarray, ny: int, rows: int,
+                buffers: list[np.ndarray], maskbuf: np.ndarray | None, pool: ThreadPoolExecutor | None,
+                pending: list[Future], finish: Any) -> int:
+        """Read the blocks of rows one after the other; combine each here or in the pool; the values clipped."""
+        workers = len(buffers)
+        n_rejected = 0
+        for b, r0 in enumerate(range(0, ny, rows)):
             r1 = min(ny, r0 + rows)
-            stack = buffer[:, : r1 - r0]
+            if pool is not None and len(pending) >= workers:
+                n_rejected += pending.pop(0).result()  # frees the oldest buffer
+            stack = buffers[b % workers][:, : r1 - r0]
             for k, frame in enumerate(frames):
                 layer = stack[k]
                 _read_block(frame, r0, r1, layer, f"frame {k}")
@@ -444,14 +492,11 @@ class Combiner:
                     bad = maskbuf[: r1 - r0]
                     _read_block(masks[k], r0, r1, bad, f"mask {k}")
                     layer[bad] = np.nan
-            data, used, sd, rejected = self.combine_stack(stack)
-            out[r0:r1] = data
-            nused[r0:r1] = used
-            if stdev is not None:
-                stdev[r0:r1] = sd
-            n_rejected += rejected
-        log.info("combined %d frames (%s): %d values clipped", nframes, self.method, n_rejected)
-        return CombineResult(data=out, nused=nused, stdev=stdev, n_rejected=n_rejected)
+            if pool is None:
+                n_rejected += finish(r0, r1, stack)
+            else:
+                pending.append(pool.submit(finish, r0, r1, stack))
+        return n_rejected + sum(f.result() for f in pending)
 
 
 def combine(frames: Sequence[Frame], method: str = "clipped_mean", sigma: float | tuple[float, float] = 3.0,

@@ -1,7 +1,11 @@
 """Cosmic-ray masking of a science frame: L.A.Cosmic plus a PSF check.
 
-:func:`find_cosmics` runs L.A.Cosmic (van Dokkum 2001) as implemented by
-``astroscrappy.detect_cosmics`` and then vets every connected group of
+:func:`find_cosmics` runs L.A.Cosmic (van Dokkum 2001) -- by default on its
+candidate pixels only (:func:`_candidate_lacosmic`: the Laplacian everywhere,
+astroscrappy's medians and growth steps only where the Laplacian can pass
+the threshold; ~10x less CPU, 95 % of astroscrappy's pixels on a full-size
+chip and the same figures against the simulator's cosmic-ray truth), or on
+every pixel with ``astroscrappy.detect_cosmics`` -- and then vets every connected group of
 flagged pixels against the frame's PSF (:func:`psf_consistent`): a group
 that a pixel-integrated Moffat star explains as well as "sharp spike" is
 released, and a star with a cosmic ray on it keeps only the cosmic ray.
@@ -42,6 +46,7 @@ import logging
 from dataclasses import dataclass
 
 import astroscrappy
+import bottleneck as bn
 import numpy as np
 from scipy import ndimage as ndi
 from scipy.stats import chi2 as chi2_dist
@@ -533,7 +538,7 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
                  psf_beta: float | None = None, niter: int = 2,
                  protect_stars: bool = True, significance: float = 1e-3,
-                 model_error: float | None = None) -> np.ndarray:
+                 model_error: float | None = None, detector: str = "candidates") -> np.ndarray:
     """Mask the cosmic-ray hits of a single exposure.
 
     Parameters
@@ -587,6 +592,10 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         spares more stars and releases more cosmic rays on star wings.
         ``None``: 5 % for PSFs of 1.5 pixels FWHM and wider, rising to 7.5 %
         at 0.5 pixel.
+    detector : {'candidates', 'astroscrappy'}
+        Who runs L.A.Cosmic: :func:`_candidate_lacosmic` (its tests on the
+        ~0.5 % of the pixels that can pass them: ~1 s of CPU for a full-size
+        WFI chip) or astroscrappy on the whole frame (~10 s).
 
     Returns
     -------
@@ -608,8 +617,14 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         psf_beta = 3.0
     if objlim is None:
         objlim = default_objlim(psf_fwhm)
-    crmask = _lacosmic(data, bad, gain=gain, read_noise=read_noise, sat_level=sat_level, sigclip=sigclip,
-                       sigfrac=sigfrac, objlim=objlim, niter=niter)
+    if detector == "candidates":
+        crmask = _candidate_lacosmic(data, bad, gain=gain, read_noise=read_noise, sigclip=sigclip, sigfrac=sigfrac,
+                                     objlim=objlim, niter=niter)
+    elif detector == "astroscrappy":
+        crmask = _lacosmic(data, bad, gain=gain, read_noise=read_noise, sat_level=sat_level, sigclip=sigclip,
+                           sigfrac=sigfrac, objlim=objlim, niter=niter)
+    else:
+        raise ValueError(f"unknown cosmic-ray detector {detector!r}: use 'candidates' or 'astroscrappy'")
     # Saturated pixels are the weight map's business, not cosmic rays: release
     # every group touching one (undersampled saturated stars escape
     # astroscrappy's own saturation test, which needs a wide saturated core).
@@ -633,3 +648,205 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
     log.info("cosmic rays: %d pixels (%.4f %%), PSF FWHM %.2f px, objlim %.1f", int(crmask.sum()),
              100.0 * crmask.mean(), psf_fwhm, objlim)
     return crmask
+
+
+# ============================================================================ candidate-first L.A.Cosmic
+_HALF = 3          # the 7 x 7 windows of the noise model and of the Laplacian's local median
+_MARGIN = 7        # pixels mirrored beyond each edge (the 13 x 13 windows of the noise model stay inside)
+_NEAR_3 = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
+_NEAR_5 = np.array([(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)])
+_NEAR_13 = np.array([(dy, dx) for dy in range(-6, 7) for dx in range(-6, 7)])
+
+
+def _lplus(e: np.ndarray) -> np.ndarray:
+    """L.A.Cosmic's positive Laplacian of ``e`` on its own grid (float32, 0 on the outer pixels).
+
+    The Laplacian of the image subsampled 2 x 2, negative values set to 0
+    and averaged back over each 2 x 2 block: per pixel the mean over its
+    four corners of ``max(0, 2 v - vertical neighbour - horizontal neighbour)``.
+    """
+    out = np.zeros_like(e)
+    v2 = 2.0 * e[1:-1, 1:-1]
+    inner = out[1:-1, 1:-1]
+    for vertical in (e[:-2, 1:-1], e[2:, 1:-1]):
+        t = v2 - vertical
+        for horizontal in (e[1:-1, :-2], e[1:-1, 2:]):
+            d = t - horizontal
+            np.maximum(d, 0.0, out=d)
+            inner += d
+    inner *= 0.25
+    return out
+
+
+def _lplus_at(e: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """:func:`_lplus` at the pixels ``(ys, xs)`` only (none on the outer pixels)."""
+    v2 = 2.0 * e[ys, xs]
+    total = np.zeros(len(ys), dtype=np.float32)
+    for vertical in (e[ys - 1, xs], e[ys + 1, xs]):
+        for horizontal in (e[ys, xs - 1], e[ys, xs + 1]):
+            total += np.maximum(v2 - vertical - horizontal, 0.0)
+    return 0.25 * total
+
+
+def _windows(image: np.ndarray, ys: np.ndarray, xs: np.ndarray, half: int) -> np.ndarray:
+    """The ``(2 half + 1)``-pixel square windows of ``image`` around ``(ys, xs)``: shape ``(n, size, size)``."""
+    size = 2 * half + 1
+    view = np.lib.stride_tricks.sliding_window_view(image, (size, size))
+    return view[ys - half, xs - half]
+
+
+def _sepmed(windows: np.ndarray) -> np.ndarray:
+    """Separable median of square windows ``(n, k, k)``: the median of the row medians (as astroscrappy's)."""
+    return bn.median(bn.median(windows, axis=2), axis=1)
+
+
+def _scores(e: np.ndarray, lap: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+            read_noise2: float) -> tuple[np.ndarray, np.ndarray]:
+    """L.A.Cosmic's Laplacian signal-to-noise ``s'`` and its fine-structure contrast ``s' / f`` at ``(ys, xs)``.
+
+    As astroscrappy computes them (``sepmed=True``): the noise model from
+    the separable 7 x 7 median of the image at every pixel of the 7 x 7
+    window, ``s = L+ / (2 noise)`` there and ``s'`` the centre's ``s`` less
+    the window's median; the fine structure ``f``, the separable 5 x 5
+    median less the separable 9 x 9 median of it, over the noise.
+    """
+    patch = _windows(e, ys, xs, 2 * _HALF)
+    size = 2 * _HALF + 1
+    rows = bn.move_median(patch, size, axis=2)[:, :, size - 1:]
+    level = bn.move_median(rows, size, axis=1)[:, size - 1:, :]          # (n, 7, 7)
+    noise = np.sqrt(np.maximum(level + read_noise2, 1e-5))
+    s = _windows(lap, ys, xs, _HALF) / (2.0 * noise)
+    c = _HALF
+    sp = s[:, c, c] - _sepmed(s)
+    # fine structure: the separable 5 x 5 median less the separable 9 x 9 median of that
+    med5 = bn.move_median(bn.move_median(patch, 5, axis=2)[:, :, 4:], 5, axis=1)[:, 4:, :]   # (n, 9, 9)
+    fine = np.maximum((med5[:, 4, 4] - _sepmed(med5)) / noise[:, c, c], 0.01)
+    return sp.astype(np.float32), (sp / fine).astype(np.float32)
+
+
+def _around(ys: np.ndarray, xs: np.ndarray, offsets: np.ndarray, shape: tuple[int, int],
+            border: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct pixels at ``offsets`` from ``(ys, xs)`` at least ``border`` pixels inside ``shape``."""
+    ny, nx = shape
+    yy = (ys[:, None] + offsets[None, :, 0]).ravel()
+    xx = (xs[:, None] + offsets[None, :, 1]).ravel()
+    inside = (yy >= border) & (yy < ny - border) & (xx >= border) & (xx < nx - border)
+    marks = np.zeros(shape, dtype=bool)
+    marks[yy[inside], xx[inside]] = True
+    return np.nonzero(marks)
+
+
+class _Scores:
+    """:func:`_scores` of the pixels asked for, each computed once per iteration (``reset`` after a cleaning)."""
+
+    def __init__(self, e: np.ndarray, lap: np.ndarray, read_noise2: float) -> None:
+        self.e, self.lap, self.read_noise2 = e, lap, read_noise2
+        self.sp = np.full(e.shape, np.nan, dtype=np.float32)
+        self.contrast = np.full(e.shape, np.nan, dtype=np.float32)
+
+    def reset(self, ys: np.ndarray, xs: np.ndarray) -> None:
+        self.sp[ys, xs] = np.nan
+
+    def __call__(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        todo = np.isnan(self.sp[ys, xs])
+        if todo.any():
+            ty, tx = ys[todo], xs[todo]
+            self.sp[ty, tx], self.contrast[ty, tx] = _scores(self.e, self.lap, ty, tx, self.read_noise2)
+        return self.sp[ys, xs], self.contrast[ys, xs]
+
+
+def _grow(scores: _Scores, primary: tuple[np.ndarray, np.ndarray], sigclip: float,
+          sigcliplow: float, bound: np.ndarray) -> np.ndarray:
+    """L.A.Cosmic's two growth steps from the primary detections; flat indices of the flagged pixels.
+
+    ``bound``: ``L+`` a pixel needs to reach ``s' > 1`` (a lower bound); neighbours below the step's
+    threshold times it are not scored.
+    """
+    ys, xs = primary
+    shape = scores.e.shape
+    for limit in (sigclip, sigcliplow):
+        if len(ys) == 0:
+            break
+        ny, nx = _around(ys, xs, _NEAR_3, shape, _MARGIN - 1)
+        able = scores.lap[ny, nx] > np.float32(limit) * bound[ny, nx]
+        able[np.isin(ny * shape[1] + nx, ys * shape[1] + xs)] = True  # the pixels grown from stay
+        ny, nx = ny[able], nx[able]
+        sp, _ = scores(ny, nx)
+        keep = sp > limit
+        ys, xs = ny[keep], nx[keep]
+    return ys.astype(np.int64) * shape[1] + xs
+
+
+def _clean(e: np.ndarray, flagged: np.ndarray, fallback: float) -> None:
+    """Replace the flagged pixels (bool image) of ``e`` by the mean of the unflagged ones in their 5 x 5 box."""
+    ys, xs = np.nonzero(flagged)
+    if len(ys) == 0:
+        return
+    values = _windows(e, ys, xs, 2).reshape(len(ys), 25)
+    usable = ~_windows(flagged, ys, xs, 2).reshape(len(ys), 25)
+    count = usable.sum(axis=1)
+    total = np.where(usable, values, 0.0).sum(axis=1)
+    e[ys, xs] = np.where(count > 0, total / np.maximum(count, 1), fallback)
+
+
+def _candidate_lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noise: float, sigclip: float,
+                        sigfrac: float, objlim: float, niter: int) -> np.ndarray:
+    """L.A.Cosmic evaluated on its candidate pixels only (COSMIC_DETECTOR ``'candidates'``).
+
+    The positive Laplacian ``L+`` is computed everywhere (a few array
+    operations); a pixel can only pass L.A.Cosmic's test ``L+ / (2 noise) -
+    median > sigclip`` if ``L+ > 2 sigclip noise``, with the noise of the
+    faintest level around it (the 8 x 8 block minimum over the 3 x 3 blocks
+    around its own). Only those candidates (0.5 % of a full-size WFI chip,
+    stars and noise peaks included) get the 7 x 7 medians of the noise model
+    and the fine structure, then the growth steps; each further iteration
+    cleans what was flagged (mean of the unflagged pixels in the 5 x 5 box)
+    and looks again within 2 pixels of it. Bad pixels are filled from their
+    good neighbours first and never flagged. Returns the mask.
+    """
+    sigcliplow = sigfrac * sigclip
+    read_noise2 = float(read_noise) ** 2
+    e = np.pad(_fill_bad(data, bad), _MARGIN, mode="reflect").astype(np.float32) * np.float32(gain)
+    shape = e.shape
+    lap = _lplus(e)
+    # the faintest 8 x 8 block median within 8 to 16 pixels: about the lowest 7 x 7 median (the noise
+    # model's level) there can be
+    block = 8
+    by, bx = -(-shape[0] // block), -(-shape[1] // block)
+    tiles = np.pad(e, ((0, by * block - shape[0]), (0, bx * block - shape[1])), mode="edge")
+    low = bn.median(tiles.reshape(by, block, bx, block).transpose(0, 2, 1, 3).reshape(by, bx, block * block), axis=2)
+    low = ndi.minimum_filter(low, size=3, mode="nearest")
+    noise_low = np.sqrt(np.maximum(low + read_noise2, 1e-5)).astype(np.float32)
+    bound = np.repeat(np.repeat(noise_low, block, axis=0), block, axis=1)[:shape[0], :shape[1]]
+    bound *= np.float32(2.0)
+    limit = bound * np.float32(sigclip)
+    inner = np.zeros(shape, dtype=bool)
+    inner[_MARGIN - 1:-_MARGIN + 1, _MARGIN - 1:-_MARGIN + 1] = True
+    ys, xs = np.nonzero((lap > limit) & inner)
+    log.debug("cosmic-ray candidates: %d of %d pixels", len(ys), lap.size)
+    flagged = np.zeros(shape, dtype=bool)
+    fallback = float(np.median(e[::7, ::7]))
+    scores = _Scores(e, lap, read_noise2)
+    for iteration in range(niter):
+        sp, contrast = scores(ys, xs)
+        primary = (sp > sigclip) & (contrast > objlim)
+        found = _grow(scores, (ys[primary], xs[primary]), sigclip, sigcliplow, bound)
+        new = found[~flagged.ravel()[found]]
+        log.debug("cosmic-ray candidates, iteration %d: %d pixels tested, %d new flagged", iteration + 1, len(ys),
+                  len(new))
+        if len(new) == 0:
+            break
+        flagged.ravel()[new] = True
+        if iteration + 1 == niter:
+            break
+        _clean(e, flagged, fallback)
+        # the Laplacian changes within one pixel of what was cleaned; look again within 2 pixels
+        fy, fx = np.divmod(new, shape[1])
+        ry, rx = _around(fy, fx, _NEAR_3, shape, 1)
+        lap[ry, rx] = _lplus_at(e, ry, rx)
+        ys, xs = _around(fy, fx, _NEAR_5, shape, _MARGIN - 1)
+        # the scores of everything within 6 pixels of a cleaned pixel change
+        scores.reset(*_around(fy, fx, _NEAR_13, shape, _MARGIN - 1))
+        keep = (lap[ys, xs] > limit[ys, xs]) & ~flagged[ys, xs]
+        ys, xs = ys[keep], xs[keep]
+    return flagged[_MARGIN:-_MARGIN, _MARGIN:-_MARGIN] & ~bad

@@ -25,3 +25,6 @@ __all__ = [
     "AstrometricParameters", "AstrometricMatch", "best_wcs",
     "SourceList", "Source", "AssociateList", "Association",
 ]
+from awe.model.regrid import RegridGrid, RegriddedFrame
+from awe.model.coadd import CoaddedRegriddedFrame
+__all__ += ["RegridGrid", "RegriddedFrame", "CoaddedRegriddedFrame"]

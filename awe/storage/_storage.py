@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import logging
 import re
 import shutil
@@ -111,23 +112,48 @@ class DataStorage:
         self._require_writable("store", filename)
         if not local_path.is_file():
             raise FileNotFoundError(errno.ENOENT, f"cannot store {filename}: no such local file", str(local_path))
+        return self._store(filename, lambda: open(local_path, "rb"), lambda: (sha256_file(local_path),
+                                                                               local_path.stat().st_size))
+
+    def store_bytes(self, data: bytes | memoryview, filename: str, checksum: str | None = None) -> str:
+        """Store a file's content held in memory, atomically: the one write of it (hashed while written).
+
+        Like :meth:`store`; ``checksum`` (the SHA-256 the caller computed, e.g. to look the file up first)
+        is checked against the bytes written, and a mismatch stores nothing.
+        """
+        filename = validate_filename(filename)
+        self._require_writable("store", filename)
+        checksum = _check_digest(checksum, filename)
+        view = memoryview(data).cast("B")
+
+        def digest() -> tuple[str, int]:
+            return checksum or hashlib.sha256(view).hexdigest(), view.nbytes
+        return self._store(filename, lambda: io.BytesIO(view), digest, expected=checksum)
+
+    def _store(self, filename: str, opener: Callable[[], BinaryIO], digest: Callable[[], tuple[str, int]],
+               expected: str | None = None) -> str:
+        """Write what ``opener`` opens under ``filename`` through a temporary key (its hash must be ``expected``
+        when given); ``digest()``: the content's hash and size, to compare with a file stored under the name."""
         key = relative_key(filename)
         with self._translate(filename, "store", missing=False):
             if self._backend.exists(key):
-                return self._same_as_stored(filename, key, sha256_file(local_path), local_path.stat().st_size)
+                return self._same_as_stored(filename, key, *digest())
             temp = temp_key(key, uuid4().hex)
             published = False
             try:
-                with open(local_path, "rb") as src:
-                    digest, nbytes = self._backend.write_temp(temp, src)
+                with opener() as src:
+                    written, nbytes = self._backend.write_temp(temp, src)
+                if expected is not None and expected != written:
+                    raise StorageError(f"{filename}: the bytes written hash to {written}, not {expected}; "
+                                       "nothing stored")
                 published = self._backend.publish(temp, key)
             finally:
                 if not published:
                     self._discard(temp)
             if not published:  # someone stored the name meanwhile
-                return self._same_as_stored(filename, key, digest, nbytes)
-        log.info("stored %s (%d bytes, sha256 %s) in %s", filename, nbytes, digest, self.url)
-        return digest
+                return self._same_as_stored(filename, key, written, nbytes)
+        log.info("stored %s (%d bytes, sha256 %s) in %s", filename, nbytes, written, self.url)
+        return written
 
     def _same_as_stored(self, filename: str, key: str, digest: str, nbytes: int) -> str:
         """``digest`` if the stored file has this content (storing again is a no-op), else raise."""

@@ -23,3 +23,6 @@ __all__ = [
     "AstrometricParametersTask",
     "SourceListTask", "AssociateListTask",
 ]
+from awe.tasks.regrid import RegridTask
+from awe.tasks.coadd import CoaddTask
+__all__ += ["RegridTask", "CoaddTask"]

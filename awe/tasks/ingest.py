@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import hashlib
 import io
 import logging
 import math
@@ -45,7 +46,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 import numpy as np
 import sqlalchemy as sa
@@ -349,14 +350,21 @@ class RawChip:
     scaling: tuple[float, float]
     identified_by: str = BY_DETECTOR_ID
 
-    def write(self, path: Path) -> None:
-        """Write the chip as a single-HDU FITS file, with the stored bytes unchanged."""
+    def write(self, path: Path | BinaryIO) -> None:
+        """Write the chip as a single-HDU FITS file (a path or a binary file object), with the stored bytes
+        unchanged."""
         hdu = fits.PrimaryHDU(self.stored, header=self.header)
         if self.scaling != (1, 0):
             hdu.header["BSCALE"], hdu.header["BZERO"] = self.scaling
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fits.verify.VerifyWarning)  # over-long comments of raw cards: truncated
             hdu.writeto(path)
+
+    def to_bytes(self) -> bytes:
+        """The single-HDU FITS file of :meth:`write`, in memory."""
+        buffer = io.BytesIO()
+        self.write(buffer)
+        return buffer.getvalue()
 
 
 def _physical(stored: np.ndarray, bscale: float, bzero: float) -> np.ndarray:
@@ -882,9 +890,9 @@ def _filter_row(exposure: _Exposure, filter_rows: dict[str, Any]) -> Any:
 
 
 def _build_frames(path: Path, params: ParamGroup, entities: _Entities,
-                  tmpdir: Path) -> tuple[_Exposure, list[tuple[RawFrame, Path]], str]:
-    """Read, classify, split and check one raw file; the frames, their per-chip files in ``tmpdir`` and how the
-    chips were identified."""
+                  tmpdir: Path) -> tuple[_Exposure, list[tuple[RawFrame, bytes]], str]:
+    """Read, classify, split and check one raw file; the frames, their per-chip FITS files (in memory: each is
+    written once, into the storage) and how the chips were identified."""
     raw_name = _uncompressed_name(path)
     with read_raw(path) as hdul:
         exposure = _exposure(hdul[0].header, raw_name)
@@ -894,7 +902,7 @@ def _build_frames(path: Path, params: ParamGroup, entities: _Entities,
         filt = _filter_row(exposure, filter_rows)
         saturation = params.SATURATION_LEVEL or spec.saturation
         stamp = exposure.when.isoformat(timespec="milliseconds")
-        items: list[tuple[RawFrame, Path]] = []
+        items: list[tuple[RawFrame, bytes]] = []
         assumed: list[str] = []
         for chip in chips:
             whole, lit = chip_stats(chip.data, chip.geometry.data)
@@ -908,15 +916,14 @@ def _build_frames(path: Path, params: ParamGroup, entities: _Entities,
                 filter=filt, extension=chip.extension, NAXIS1=int(chip.data.shape[1]), NAXIS2=int(chip.data.shape[0]),
                 gain=gain, imstat=whole, quality_flags=flags,
                 process_params={"ingest_params": params.as_dict()}, **exposure.attributes)
-            local = tmpdir / frame.filename
-            chip.write(local)
-            items.append((frame, local))
+            items.append((frame, chip.to_bytes()))
     if assumed:
         exposure.warnings.append("; ".join(assumed) + " (quality flag GAIN_ASSUMED: select() skips these chips)")
     return exposure, items, chips[0].identified_by
 
 
-def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawFrame, Path]], list[str], list[str]]:
+def _not_yet_stored(items: list[tuple[RawFrame, bytes]]
+                    ) -> tuple[list[tuple[RawFrame, bytes]], list[str], list[str], dict[str, str]]:
     """The chips not ingested yet, notes on those that are, and the chips made visible or re-stored here.
 
     The duplicate check looks at every project (:func:`awe.db.privileged.file_status`) but names only those the
@@ -932,9 +939,8 @@ def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawF
     """
     from awe.db import privileged
     from awe.db.session import current_session
-    from awe.storage import sha256_file
     session = current_session()
-    digests = {f.filename: sha256_file(local) for f, local in items}
+    digests = {f.filename: hashlib.sha256(content).hexdigest() for f, content in items}
     found = privileged.file_status(session, list(digests), list(digests.values()))
     for frame, _ in items:
         status = found.get(frame.filename)
@@ -952,15 +958,16 @@ def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawF
             found[name] = privileged.FileStatus(name, True, digests[name], project.id, project.name)
     restored: list[str] = []
     storage = session.storage
-    for frame, local in items:
+    for frame, content in items:
         status = found.get(frame.filename)
         if status is not None and status.visible and not storage.exists(frame.filename):
             log.warning("%s: the database has it (project %s) but its stored file is gone: storing it again",
                         frame.filename, status.project_name)
-            if storage.store(local, frame.filename) != status.checksum:  # pragma: no cover - checked above
+            stored = storage.store_bytes(content, frame.filename, digests[frame.filename])
+            if stored != status.checksum:  # pragma: no cover - checked above
                 raise IngestError(f"{frame.filename}: re-stored content differs from the recorded checksum")
             restored.append(frame.filename)
-    fresh = [(f, local) for f, local in items if f.filename not in found]
+    fresh = [(f, content) for f, content in items if f.filename not in found]
     notes = [_holders(found.values())] if found else []
     if restored:
         notes.append(f"{len(restored)} chip file(s) were missing from the storage and are stored again")
@@ -977,7 +984,7 @@ def _not_yet_stored(items: list[tuple[RawFrame, Path]]) -> tuple[list[tuple[RawF
         notes.append(f"they are in {', '.join(sorted(own_private))}, not in {project.name}: publish them with "
                      f"`context.set_project('{sorted(own_private)[0]}')` and "
                      f"`for f in RawFrame.raw_file == '{items[0][0].raw_file}': context.migrate(f, '{project.name}')`")
-    return fresh, notes, restored + published
+    return fresh, notes, restored + published, digests
 
 
 def _forget_stored(session: Any, names: list[str]) -> None:
@@ -999,7 +1006,7 @@ def _ingest_file(path: Path, params: IngestParams, entities: _Entities, tmpdir: 
     from awe.db.session import current_session
 
     exposure, items, identified_by = _build_frames(path, params, entities, tmpdir)
-    fresh, notes, repaired = _not_yet_stored(items)
+    fresh, notes, repaired, digests = _not_yet_stored(items)
     where = "; ".join(notes)
     if not fresh:
         if repaired:
@@ -1007,7 +1014,9 @@ def _ingest_file(path: Path, params: IngestParams, entities: _Entities, tmpdir: 
         return FileResult(path, "skipped", f"already ingested ({len(items)} chips in {where}); nothing added")
     session = current_session()
     try:
-        commit(fresh)
+        for frame, content in fresh:  # the one write of each chip: into the storage, hashed as written
+            frame.__dict__["checksum"] = session.storage.store_bytes(content, frame.filename, digests[frame.filename])
+        commit([(frame, None) for frame, _ in fresh])
     except BaseException as exc:
         _forget_stored(session, [f.filename for f, _ in fresh])
         if isinstance(exc, sa.exc.IntegrityError):

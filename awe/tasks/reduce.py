@@ -262,7 +262,7 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
     cosmics = find_cosmics(image, gain=setup.gain, read_noise=setup.read_noise, sat_level=level,
                            sigclip=params.COSMIC_SIGCLIP, sigfrac=params.COSMIC_SIGFRAC,
                            objlim=params.COSMIC_OBJLIM or None, mask=bad, niter=params.COSMIC_NITER,
-                           psf_fwhm=psf_fwhm, psf_beta=psf_beta)
+                           psf_fwhm=psf_fwhm, psf_beta=psf_beta, detector=params.COSMIC_DETECTOR)
     if params.COSMIC_GROW > 0 and cosmics.any():
         cosmics = ndi.binary_dilation(cosmics, structure=np.ones((3, 3), bool), iterations=params.COSMIC_GROW)
         cosmics &= ~bad
@@ -340,7 +340,7 @@ class ReduceTask(Task):
               Input(ColdPixelMap, "cold_pixels", filter=True),
               Input(IlluminationCorrection, "illumination", filter=True, optional=True))
     unit = "per_frame"
-    version = "2"  # 2: COSMIC_NITER 2 (was 4)
+    version = "3"  # 2: COSMIC_NITER 2 (was 4); 3: COSMIC_DETECTOR 'candidates' (was astroscrappy)
     algorithm_modules = ("awe.image.overscan", "awe.image.background", "awe.image.cosmics", "awe.image.satellites",
                          "awe.image.weights", "awe.image.stats", "awe.tasks.base", "awe.tasks.reduce")
     #: the task a distributed executor runs after this one's units (the in-process gather() does its pass)
