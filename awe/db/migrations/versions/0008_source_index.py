@@ -1,14 +1,14 @@
 """source index
 
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-02 18:27:26.822421
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-02 18:36:48.082419
 """
 from alembic import op
 
 
-revision = '0007'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
