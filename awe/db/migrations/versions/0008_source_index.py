@@ -5,6 +5,7 @@ Revises: 0007
 Create Date: 2026-12-02 18:36:48.082419
 """
 from alembic import op
+import sqlalchemy as sa  # noqa: F401  (the revisions import alembic and sqlalchemy only)
 
 
 revision = '0008'
