@@ -57,6 +57,7 @@ MAX_DOWNLOAD_ROWS = 200_000
 MAX_STAMP_ARCSEC = 300.0
 DEFAULT_STAMP_ARCSEC = 20.0
 PER_PAGE = 50
+MAX_JOBS = 500
 _figure_lock = threading.Lock()
 
 
@@ -113,6 +114,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         Route("/object/{oid:int}/publish", web.publish, methods=["GET", "POST"]),
         Route("/file/{name:path}", web.by_filename),
         Route("/validity", web.validity),
+        Route("/jobs", web.jobs),
+        Route("/jobs/table", web.jobs_table),
+        Route("/jobs/{jid:int}", web.job_page),
+        Route("/jobs/{jid:int}/cancel", web.job_cancel, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [Middleware(SessionMiddleware, secret_key=key, session_cookie="awe_session", max_age=max_age_s,
@@ -760,7 +765,78 @@ class _Web:
                                                                        str(request.url.query)))
 
 
+    # ------------------------------------------------------------------------------------ job monitor
+    def _jobs(self, request: Request) -> dict[str, Any]:
+        """The user's DPU jobs (newest first, at most ``MAX_JOBS``), filtered by recipe and state."""
+        from awe.dpu.jobs import STATES, dpu_jobs
+        from awe.db.schema import projects
+        session = self.session(request)
+        params = request.query_params
+        recipe, state = params.get("recipe", ""), params.get("state", "")
+        if state and state not in STATES:
+            raise HTTPException(400, f"state: one of {', '.join(STATES)}")
+        c = dpu_jobs.c
+        mine = c.user_name == session.user  # and on PostgreSQL row-level security: the user's rows only
+        with session.engine.connect() as conn:
+            recipes = sorted(conn.execute(sa.select(c.recipe).distinct().where(mine)).scalars())
+            if recipe and recipe not in recipes:
+                recipe = ""
+            stmt = (sa.select(c.id, c.user_name, c.recipe, c.label, c.state, c.submitted, c.started, c.ended, c.host,
+                              c.worker, c.attempts, c.error, projects.c.name.label("project"))
+                    .join(projects, projects.c.id == c.project_id, isouter=True).where(mine)
+                    .order_by(c.id.desc()).limit(MAX_JOBS))
+            if recipe:
+                stmt = stmt.where(c.recipe == recipe)
+            if state:
+                stmt = stmt.where(c.state == state)
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+            counts = dict(conn.execute(sa.select(c.state, sa.func.count()).where(mine).group_by(c.state)).all())
+        query = urllib.parse.urlencode({k: v for k, v in (("recipe", recipe), ("state", state)) if v})
+        return {"jobs": rows, "recipes": recipes, "states": STATES, "recipe": recipe, "state": state,
+                "counts": {s: int(counts.get(s, 0)) for s in STATES}, "query": query, "live": _live(rows),
+                "current": session.project.name, "now": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)}
+
+    def jobs(self, request: Request) -> Response:
+        return self.page(request, "jobs.html", **self._jobs(request))
+
+    def jobs_table(self, request: Request) -> Response:
+        """The jobs table alone: what the page's HTMX polling swaps in."""
+        return self.page(request, "_jobs_table.html", **self._jobs(request))
+
+    def _job(self, session: Session, jid: int) -> Any:
+        from awe.dpu.jobs import job
+        try:
+            return job(session, jid)
+        except LookupError:
+            raise HTTPException(404, f"no DPU job {jid} of yours") from None
+
+    def job_page(self, request: Request) -> Response:
+        session = self.session(request)
+        found = self._job(session, request.path_params["jid"])
+        fragment = request.query_params.get("part") == "1"
+        return self.page(request, "_job_detail.html" if fragment else "job.html", job=found,
+                         live=found.state not in ("done", "failed", "cancelled"), current=session.project.name)
+
+    async def job_cancel(self, request: Request) -> Response:
+        form = await request.form()
+        self.check_csrf(request, form)
+        from starlette.concurrency import run_in_threadpool
+        return await run_in_threadpool(self._job_cancel, request, form)
+
+    def _job_cancel(self, request: Request, form: FormData) -> Response:
+        from awe.dpu.jobs import mark_cancelled
+        session = self.session(request)
+        found = self._job(session, request.path_params["jid"])
+        mark_cancelled(session, [found.id])  # a queued job never starts; a running one's end is not recorded
+        return RedirectResponse(_local(str(form.get("next", f"/jobs/{found.id}"))), 303)
+
+
 # ================================================================================================ helpers
+def _live(rows: list[dict[str, Any]]) -> bool:
+    """Whether a jobs page polls: some job has not ended."""
+    return any(r["state"] in ("queued", "running") for r in rows)
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).split("\n")[0][:300]
 
