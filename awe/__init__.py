@@ -1,12 +1,12 @@
 """awe: an open, modern Python re-implementation of the Astro-WISE information system.
 
 ``from awe import *`` gives a script or notebook the namespace of the ``awe``
-prompt: every persistent class, every task, ``Pars``, ``context`` (and
+prompt: every persistent class, every task, ``Pars``, ``context``, ``dpu``, ``make`` (and
 ``pylab``, ``os``, ``np``). Names are imported on first use, so ``import
 awe.image`` stays light.
 
 Names of the course (``astro-wise-course-2008``) that awe does not implement
-yet (``RegridTask``, ``dpu``, ...) are in the namespace too, as
+yet are in the namespace too (none at present: every name of the course is implemented), as
 :class:`Planned` placeholders: calling or using one raises
 :class:`NotImplementedYetError` saying which spec section it belongs to,
 instead of a bare ``NameError``.
@@ -23,16 +23,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXTRA = {"Pars": ("awe.pars", "Pars"), "context": ("awe._context", "context"),
-          "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None)}
+          "os": ("os", None), "np": ("numpy", None), "pylab": ("matplotlib.pylab", None),
+          "dpu": ("awe.dpu", None), "make": ("awe.dpu.make", "make")}
 
 #: Names of the course that awe does not implement yet: name -> (sections of the spec, what it is).
-PLANNED: dict[str, tuple[str, str]] = {
-    "RegridTask": ("section 6", "regridding of reduced frames to a common sky grid"),
-    "RegriddedFrame": ("sections 5 and 6", "reduced frame regridded to a common sky grid"),
-    "CoaddTask": ("section 7", "coaddition of regridded frames into a mosaic"),
-    "CoaddedRegriddedFrame": ("sections 9 and 10", "coadded mosaic with its weight"),
-    "dpu": ("section 7", "the distributed processing unit (dpu.run, dpu.wait_for_jobs, dpu.get_logs)"),
-}
+PLANNED: dict[str, tuple[str, str]] = {}
 
 
 class NotImplementedYetError(NotImplementedError):

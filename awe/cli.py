@@ -430,6 +430,11 @@ def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool) -> No
     click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}); Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, proxy_headers=proxy_headers, forwarded_allow_ips="127.0.0.1",
                 log_level="info")
+# ----------------------------------------------------------------- the DPU and target processing
+from awe.dpu.cli import dpu_group, make_command  # noqa: E402
+
+main.add_command(dpu_group)
+main.add_command(make_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

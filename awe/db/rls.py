@@ -63,6 +63,8 @@ _ACCOUNT_TABLES = ("users", "projects", "memberships")
 _KEY_COLUMNS = {"links": "child_id"}
 #: append-only tables: rows are inserted and read, never changed or deleted
 _APPEND_ONLY = ("audit_trail",)
+#: tables whose rows only the user named in ``user_name`` sees and changes (the DPU's jobs)
+_OWN_ROWS = ("dpu_jobs",)
 
 
 def quote(name: str) -> str:
@@ -260,6 +262,8 @@ def install(conn: sa.Connection) -> dict[str, tuple[str, str]]:
             read = insert = change = after = f"{quote(column)} IN {VISIBLE}"
             if "user_name" in names:
                 insert = f"{insert} AND user_name = current_user"
+            if table in _OWN_ROWS:
+                read = insert = change = after = f"user_name = current_user AND {quote(column)} IN {VISIBLE}"
         else:
             key = f"{t}.{quote(column)}"
             read = f"EXISTS (SELECT 1 FROM objects o WHERE o.object_id = {key})"

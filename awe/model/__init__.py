@@ -13,6 +13,7 @@ from awe.model.gastrom import GAstrometric, GAstromSource, GAstromSourceList
 from awe.model.photometry import PhotometricParameters, PhotSrc, PhotSrcCatalog
 from awe.model.astrometry import AstrometricMatch, AstrometricParameters, best_wcs
 from awe.model.sourcelist import AssociateList, Association, Source, SourceList
+import awe.dpu.jobs  # noqa: E402,F401  (registers the dpu_jobs table)
 __all__ = [
     "Instrument", "Chip", "Filter", "ensure_instrument",
     "BaseFrame", "RawFrame", "RawBiasFrame", "RawDomeFlatFrame", "RawTwilightFlatFrame", "RawScienceFrame",

@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     max_age_s : int
         Lifetime of a login [s].
     """
+    import awe
+    awe.choose_backend()  # a server draws its figures off screen (Agg where there is no display)
     settings = settings or load_settings()
     database = database or server_database(settings)
     key = secret or load_secret(settings.home)
@@ -581,8 +583,6 @@ class _Web:
             obj = self.load(session, request.path_params["oid"])
             if not hasattr(obj, "inspect") or not obj.filename or not obj.checksum:
                 raise HTTPException(404, "this object has no inspect figure")
-            import matplotlib
-            matplotlib.use("Agg")
             import matplotlib.pyplot as plt
             with _figure_lock:
                 fig = obj.inspect()

@@ -79,12 +79,15 @@ def _build(root: Path) -> None:
 
 
 def _schema_key() -> str:
-    """The head revision and a hash of every revision file: two branches' revisions of one number differ."""
+    """The head revision, a hash of every revision file (two branches' revisions of one number differ) and of the
+    recorded algorithm versions."""
     import awe.db.engine
     versions = Path(awe.db.engine.__file__).parent / "migrations" / "versions"
     digest = hashlib.sha1()
     for path in sorted(versions.glob("*.py")):
         digest.update(path.name.encode() + path.read_bytes())
+    # the reduction's algorithm versions and module hashes: changed code makes a new night
+    digest.update((Path(awe.db.engine.__file__).parents[1] / "tasks" / "algorithm_versions.toml").read_bytes())
     return f"{head_revision()}:{digest.hexdigest()[:12]}"
 
 
