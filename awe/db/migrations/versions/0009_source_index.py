@@ -1,15 +1,15 @@
 """source index
 
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-02 18:36:48.082419
+Revision ID: 0009
+Revises: 0008
+Create Date: 2026-12-02 18:41:56.981489
 """
 from alembic import op
 import sqlalchemy as sa  # noqa: F401  (the revisions import alembic and sqlalchemy only)
 
 
-revision = '0008'
-down_revision = '0007'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
