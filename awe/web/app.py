@@ -790,7 +790,8 @@ class _Web:
             if state:
                 stmt = stmt.where(c.state == state)
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
-            counts = dict(conn.execute(sa.select(c.state, sa.func.count()).where(mine).group_by(c.state)).all())
+            counts: dict[str, int] = dict(conn.execute(
+                sa.select(c.state, sa.func.count()).where(mine).group_by(c.state)).all())
         query = urllib.parse.urlencode({k: v for k, v in (("recipe", recipe), ("state", state)) if v})
         return {"jobs": rows, "recipes": recipes, "states": STATES, "recipe": recipe, "state": state,
                 "counts": {s: int(counts.get(s, 0)) for s in STATES}, "query": query, "live": _live(rows),

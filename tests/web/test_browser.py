@@ -3,7 +3,8 @@
 One small night (one chip calibrated, one science exposure reduced with its source list, the master bias made again,
 scale 0.125) served by uvicorn on 127.0.0.1: log in, browse the classes, query, open the newest reduced frame
 (preview with RA/Dec readout, inspect figure), walk its lineage to a raw bias, open the source list's table and one
-source's stamps back to the raw biases and flats, edit a validity range, publish (migrate) the frame to ALL.
+source's stamps back to the raw biases and flats, edit a validity range, publish (migrate) the frame to ALL,
+watch a DPU job finish on the job monitor.
 Screenshots of the main pages go to
 ``test-artefacts/web/`` (``AWE_TEST_ARTEFACTS`` moves the folder).
 """
@@ -243,4 +244,25 @@ def test_a_user_session_in_the_browser(served, browser):
     page.click("#confirm-publish button")
     page.wait_for_url(reduced_url)
     assert "project ALL" in page.inner_text("main")
+
+    # the job monitor: a DPU job submitted while the page is open appears and finishes there, without a reload
+    page.goto(served + "/jobs")
+    page.wait_for_selector("#jobs-table")
+    page.evaluate("window.aweSamePage = 1")
+    from awe.dpu import DPU
+    dpu = DPU(session=context.session)
+    submitted: list[int] = []
+    worker = threading.Thread(target=lambda: submitted.extend(
+        dpu.run("Bias", instrument="WFI", chip="ccd50", overscan=6, commit=0, redo=1)))  # a dry run: nothing kept
+    worker.start()
+    page.wait_for_selector("#jobs tr.job[data-state='done']", timeout=180_000)
+    worker.join(60)
+    assert len(submitted) == 1 and page.evaluate("window.aweSamePage") == 1
+    row = page.locator(f"#jobs tr.job[data-job='{submitted[0]}']")
+    assert "Bias" in row.inner_text() and socket.gethostname() in row.inner_text()
+    _shot(page, "jobs")
+    row.locator("a.job-link").click()
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    assert page.inner_text("#job-state") == "done" and len(page.inner_text("#job-log")) > 20
+    _shot(page, "job")
     assert not errors, errors
