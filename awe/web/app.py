@@ -1,4 +1,5 @@
-"""The awe web application: DB viewer, object pages with lineage and previews, validity editor, publishing.
+"""The awe web application: DB viewer, object pages with lineage and previews, source lists and stamps through the
+lineage, validity editor, publishing, the DPU job monitor.
 
 ``create_app(settings)`` builds a Starlette application on the database and
 data storage of ``settings`` (the prompt's); ``awe serve`` runs it with
