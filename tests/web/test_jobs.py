@@ -65,9 +65,9 @@ def test_cancel_own_job_with_csrf_only(web, jobs):
     from awe.dpu import jobs as j
     alice = web.client("alice")
     # without the form's token, or from another site: refused, nothing changes
-    r = alice.post(f"/jobs/{jobs['queued']}/cancel", data={})
-    assert r.status_code == 403
-    token = csrf_of(alice)
+    token, other = csrf_of(alice), csrf_of(web.client("bob"))
+    for forged in ({}, {"csrf": ""}, {"csrf": "x" * 43}, {"csrf": other}):
+        assert alice.post(f"/jobs/{jobs['queued']}/cancel", data=forged).status_code == 403, forged
     r = alice.post(f"/jobs/{jobs['queued']}/cancel", data={"csrf": token}, headers={"origin": "http://evil.example"})
     assert r.status_code == 403 and j.job(web.team.alice, jobs["queued"]).state == "queued"
     # with it: cancelled (a queued job never starts); an ended job stays as it ended

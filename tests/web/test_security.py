@@ -81,13 +81,14 @@ def test_no_session_is_refused_everywhere(web):
     before = _state(web)
     client = web.client()
     for url in _urls(web) + ["/", "/classes", "/query/TeamProduct", "/query/TeamProduct/download", "/validity",
-                             "/rows/ReferenceSource"]:
+                             "/rows/ReferenceSource", "/rows/Source", "/jobs", "/jobs/table", "/jobs/1",
+                             f"/object/{web.team.alice_image.object_id}/stamps?ra=150&dec=2"]:
         r = client.get(url)
         assert r.status_code == 401, url
         assert not _leaks(web, r.text), url
     oid = web.team.alice_public.object_id
     for url, data in [(f"/object/{oid}/update", {"is_valid": "0"}), (f"/object/{oid}/publish", {"project": "ALL"}),
-                      ("/context", {"project": "ALL"}), ("/logout", {})]:
+                      ("/context", {"project": "ALL"}), ("/logout", {}), ("/jobs/1/cancel", {})]:
         assert client.post(url, data=data).status_code in (401, 403), url
     assert _state(web) == before
 
