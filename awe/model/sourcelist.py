@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 from astropy.table import Table
 
 from awe.db.persistent import JSON, DateTime, Field, Float, Input, Inputs, Integer, Ref, String
@@ -217,6 +218,11 @@ class Source(Rows):
     FLUX_RADIUS = Field(Float, "half-light radius", unit="arcsec")
     CLASS_STAR = Field(Float, "stellarity: 1 a point source, 0 extended, 0.5 cannot tell")
     FLAGS = Field(Integer, "SExtractor's flags (1 blended, 2 deblended, 4 saturated, 8 truncated, 16 bad pixels)")
+
+
+# sorted pages of one list (the web's sources table, keyset pages by MAG_AUTO): one index range per page
+sa.Index("ix_sources_sourcelist_id_MAG_AUTO_row_id", Source.__table__.c.sourcelist_id, Source.__table__.c.MAG_AUTO,
+         Source.__table__.c.row_id)
 
 
 # ---------------------------------------------------------------------------- associations

@@ -1,4 +1,5 @@
-"""The awe web application: DB viewer, object pages with lineage and previews, validity editor, publishing.
+"""The awe web application: DB viewer, object pages with lineage and previews, source lists and stamps through the
+lineage, validity editor, publishing, the DPU job monitor.
 
 ``create_app(settings)`` builds a Starlette application on the database and
 data storage of ``settings`` (the prompt's); ``awe serve`` runs it with
@@ -54,7 +55,10 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SESSION_MAX_AGE_S = 8 * 3600
 MAX_DOWNLOAD_ROWS = 200_000
+MAX_STAMP_ARCSEC = 300.0
+DEFAULT_STAMP_ARCSEC = 20.0
 PER_PAGE = 50
+MAX_JOBS = 500
 _figure_lock = threading.Lock()
 
 
@@ -108,10 +112,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         Route("/object/{oid:int}/preview.png", web.preview),
         Route("/object/{oid:int}/inspect.png", web.inspect),
         Route("/object/{oid:int}/fits", web.fits),
+        Route("/object/{oid:int}/stamps", web.stamps),
         Route("/object/{oid:int}/update", web.update, methods=["POST"]),
         Route("/object/{oid:int}/publish", web.publish, methods=["GET", "POST"]),
         Route("/file/{name:path}", web.by_filename),
         Route("/validity", web.validity),
+        Route("/jobs", web.jobs),
+        Route("/jobs/table", web.jobs_table),
+        Route("/jobs/{jid:int}", web.job_page),
+        Route("/jobs/{jid:int}/cancel", web.job_cancel, methods=["POST"]),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     middleware = [Middleware(SessionMiddleware, secret_key=key, session_cookie="awe_session", max_age=max_age_s,
@@ -498,7 +507,8 @@ class _Web:
                          total=total, page=page, per=per, pages=max(1, -(-total // per)), sort=sort, desc=desc,
                          python=python, params=params, info=info, operators=list(forms.OPERATORS),
                          max_filters=forms.MAX_FILTERS, link=_link_builder(request), current=session.project.name,
-                         parent_column=rcls._parents[0].column, next_after=next_after)
+                         parent_column=rcls._parents[0].column, next_after=next_after,
+                         stamps=_row_stamps(rcls, columns))
 
     def rows_download(self, request: Request) -> Response:
         session = self.session(request)
@@ -528,13 +538,14 @@ class _Web:
             has_image = bool(obj.filename and obj.checksum and obj.filename.endswith((".fits", ".fits.fz")))
             targets = [p for p in project_names(session.database, session.user_id) if p != obj.project]
             lineage = _lineage_svg(session, obj)
+            has_stamps = _has_stamps(obj)
         params = obj.process_params or {}
         return self.page(request, "object.html", obj=obj, cls=type(obj).__name__, attributes=attributes,
                          inputs=inputs, changes=changes, overlays=overlays, row_classes=row_classes,
                          has_image=has_image, has_inspect=has_image and hasattr(obj, "inspect"),
                          process_params=params, qc=obj.qc_report or [], targets=targets,
                          overlay=request.query_params.get("overlay", ""), current=session.project.name,
-                         project_of=obj.project, lineage=lineage)
+                         project_of=obj.project, lineage=lineage, has_stamps=has_stamps)
 
     def lineage(self, request: Request) -> Response:
         session = self.session(request)
@@ -596,6 +607,36 @@ class _Web:
         return FileResponse(path, media_type="application/fits", filename=safe,
                             headers={"etag": etag, "digest": f"sha-256={digest}",
                                      "repr-digest": f"sha-256=:{digest}:", "cache-control": "private"})
+
+    def stamps(self, request: Request) -> Response:
+        """The stamps of (ra, dec) through every image below an image product or a source list's image.
+
+        The PNGs are part of the page (data URIs), made in this request's session: nothing to fetch by another URL.
+        """
+        session = self.session(request)
+        params = request.query_params
+        ra, dec = _float(params, "ra"), _float(params, "dec")
+        size = _float(params, "size")
+        size = DEFAULT_STAMP_ARCSEC if size is None else size
+        if ra is None or dec is None or not -90 <= dec <= 90:
+            raise HTTPException(400, "stamps: give ra and dec [deg] (dec between -90 and 90)")
+        if not 0 < size <= MAX_STAMP_ARCSEC:
+            raise HTTPException(400, f"size: the stamps' width [arcsec], above 0 and at most {MAX_STAMP_ARCSEC:g}")
+        ra = ra % 360.0
+        from awe.model.stamps import stamps as stamps_of
+        with session.activate():
+            obj = self.load(session, request.path_params["oid"])
+            try:
+                found = stamps_of(obj, ra, dec, size)
+            except (TypeError, LookupError) as exc:
+                raise HTTPException(400, f"no stamps of {type(obj).__name__} {obj.object_id}: "
+                                         f"{_first_line(exc)}") from None
+            visible = set(load_objects(session, DBObject, [s.object_id for s in found if s.object_id]))
+            shown = [(s.role, s.cls, s.filename, s.object_id if s.object_id in visible else 0, s.grid, s.x, s.y,
+                      s.data.shape, base64.b64encode(render.stamp_png(s.data)).decode()) for s in found]
+        source = params.get("sid", "")
+        return self.page(request, "stamps.html", obj=obj, cls=type(obj).__name__, ra=ra, dec=dec, size=size,
+                         stamps=shown, sid=source if source.isdigit() else "", current=session.project.name)
 
     def by_filename(self, request: Request) -> Response:
         session = self.session(request)
@@ -725,7 +766,79 @@ class _Web:
                                                                        str(request.url.query)))
 
 
+    # ------------------------------------------------------------------------------------ job monitor
+    def _jobs(self, request: Request) -> dict[str, Any]:
+        """The user's DPU jobs (newest first, at most ``MAX_JOBS``), filtered by recipe and state."""
+        from awe.dpu.jobs import STATES, dpu_jobs
+        from awe.db.schema import projects
+        session = self.session(request)
+        params = request.query_params
+        recipe, state = params.get("recipe", ""), params.get("state", "")
+        if state and state not in STATES:
+            raise HTTPException(400, f"state: one of {', '.join(STATES)}")
+        c = dpu_jobs.c
+        mine = c.user_name == session.user  # and on PostgreSQL row-level security: the user's rows only
+        with session.engine.connect() as conn:
+            recipes = sorted(conn.execute(sa.select(c.recipe).distinct().where(mine)).scalars())
+            if recipe and recipe not in recipes:
+                recipe = ""
+            stmt = (sa.select(c.id, c.user_name, c.recipe, c.label, c.state, c.submitted, c.started, c.ended, c.host,
+                              c.worker, c.attempts, c.error, projects.c.name.label("project"))
+                    .join(projects, projects.c.id == c.project_id, isouter=True).where(mine)
+                    .order_by(c.id.desc()).limit(MAX_JOBS))
+            if recipe:
+                stmt = stmt.where(c.recipe == recipe)
+            if state:
+                stmt = stmt.where(c.state == state)
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+            counts: dict[str, int] = dict(conn.execute(
+                sa.select(c.state, sa.func.count()).where(mine).group_by(c.state)).all())
+        query = urllib.parse.urlencode({k: v for k, v in (("recipe", recipe), ("state", state)) if v})
+        return {"jobs": rows, "recipes": recipes, "states": STATES, "recipe": recipe, "state": state,
+                "counts": {s: int(counts.get(s, 0)) for s in STATES}, "query": query, "live": _live(rows),
+                "current": session.project.name, "now": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)}
+
+    def jobs(self, request: Request) -> Response:
+        return self.page(request, "jobs.html", **self._jobs(request))
+
+    def jobs_table(self, request: Request) -> Response:
+        """The jobs table alone: what the page's HTMX polling swaps in."""
+        return self.page(request, "_jobs_table.html", **self._jobs(request))
+
+    def _job(self, session: Session, jid: int) -> Any:
+        from awe.dpu.jobs import job
+        try:
+            return job(session, jid)
+        except LookupError:
+            raise HTTPException(404, f"no DPU job {jid} of yours") from None
+
+    def job_page(self, request: Request) -> Response:
+        session = self.session(request)
+        found = self._job(session, request.path_params["jid"])
+        fragment = request.query_params.get("part") == "1"
+        return self.page(request, "_job_detail.html" if fragment else "job.html", job=found,
+                         live=found.state not in ("done", "failed", "cancelled"), current=session.project.name)
+
+    async def job_cancel(self, request: Request) -> Response:
+        form = await request.form()
+        self.check_csrf(request, form)
+        from starlette.concurrency import run_in_threadpool
+        return await run_in_threadpool(self._job_cancel, request, form)
+
+    def _job_cancel(self, request: Request, form: FormData) -> Response:
+        from awe.dpu.jobs import mark_cancelled
+        session = self.session(request)
+        found = self._job(session, request.path_params["jid"])
+        mark_cancelled(session, [found.id])  # a queued job never starts; a running one's end is not recorded
+        return RedirectResponse(_local(str(form.get("next", f"/jobs/{found.id}"))), 303)
+
+
 # ================================================================================================ helpers
+def _live(rows: list[dict[str, Any]]) -> bool:
+    """Whether a jobs page polls: some job has not ended."""
+    return any(r["state"] in ("queued", "running") for r in rows)
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).split("\n")[0][:300]
 
@@ -873,6 +986,25 @@ def _attributes(obj: DBObject) -> list[tuple[str, Any, str, int]]:
             link = int(value) if name == "superseded_by" and value else 0
             out.append((name, value, doc, link))
     return out
+
+
+def _has_stamps(obj: DBObject) -> bool:
+    """Whether stamps start at ``obj``: an image of the sky, or a source list (its image)."""
+    from awe.model.sourcelist import SourceList
+    from awe.model.stamps import _is_sky_image
+    return isinstance(obj, SourceList) or (_is_sky_image(obj) and bool(obj.checksum))
+
+
+def _row_stamps(rcls: type[Rows], columns: list[str]) -> tuple[int, int, int, int] | None:
+    """(parent, RA, Dec, number) column indices of a row class whose parent makes stamps (a source list)."""
+    from awe.model.sourcelist import Source
+    if not issubclass(rcls, Source):
+        return None
+    wanted = [rcls._parents[0].column, *rcls.__position__, "SID"]
+    if any(c not in columns for c in wanted):
+        return None
+    p, r, d, n = (columns.index(c) for c in wanted)
+    return p, r, d, n
 
 
 _OVERLAY_CLASSES = ("WeightFrame", "SatelliteMap", "HotPixelMap", "ColdPixelMap")

@@ -229,3 +229,23 @@ def wcs_of(header: Any) -> dict[str, Any] | None:
     if not all(np.isfinite(v) for v in crpix + crval + cd[0] + cd[1]):
         return None
     return {"crpix": crpix, "crval": crval, "cd": cd, "ctype": str(header.get("CTYPE1", ""))}
+
+
+def stamp_png(data: Any, zoom: int = 0) -> bytes:
+    """A stamp as a grey PNG: scaled between its 1st and 99.5th percentile, NaN (off the image) dark blue,
+    each pixel repeated ``zoom`` times (default: to about 120 pixels a side)."""
+    from matplotlib.image import imsave
+    data = np.asarray(data, dtype=np.float32)
+    finite = np.isfinite(data)
+    if finite.any():
+        lo, hi = (float(v) for v in np.percentile(data[finite], [1.0, 99.5]))
+    else:
+        lo, hi = 0.0, 1.0
+    scaled = np.clip((np.where(finite, data, lo) - lo) / max(hi - lo, 1e-12), 0, 1)
+    rgb = np.repeat(scaled[:, :, None], 3, axis=2)
+    rgb[~finite] = (0.1, 0.1, 0.35)
+    zoom = zoom or max(1, int(np.ceil(120 / max(data.shape))))
+    rgb = np.repeat(np.repeat(rgb, zoom, axis=0), zoom, axis=1)
+    buf = io.BytesIO()
+    imsave(buf, rgb[::-1], format="png")
+    return buf.getvalue()

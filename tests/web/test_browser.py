@@ -1,9 +1,11 @@
 """The web application in a real browser: Playwright driving Debian's chromium (the test command installs it).
 
-One small night (one chip calibrated, one science exposure reduced, the master bias made again, scale 0.125)
-served by uvicorn on 127.0.0.1: log in, browse the classes, query, open the newest reduced frame (preview with
-RA/Dec readout, inspect figure), walk its lineage to a raw bias, edit a validity range, publish (migrate) the
-frame to ALL. Screenshots of the main pages go to
+One small night (one chip calibrated, one science exposure reduced with its source list, the master bias made again,
+scale 0.125) served by uvicorn on 127.0.0.1: log in, browse the classes, query, open the newest reduced frame
+(preview with RA/Dec readout, inspect figure), walk its lineage to a raw bias, open the source list's table and one
+source's stamps back to the raw biases and flats, edit a validity range, publish (migrate) the frame to ALL,
+watch a DPU job finish on the job monitor.
+Screenshots of the main pages go to
 ``test-artefacts/web/`` (``AWE_TEST_ARTEFACTS`` moves the folder).
 """
 
@@ -54,7 +56,11 @@ def served(tmp_path_factory):
         assert not ingest([raw]).failed
         context.set_project(private_project_name("tester"))
         _factory.calibrate_chip("ccd50")
-        ReduceTask(raw_filenames=[chip_file(SCIENCE[0], "ccd50")], commit=1).execute()
+        reduced = ReduceTask(raw_filenames=[chip_file(SCIENCE[0], "ccd50")], commit=1).execute()
+        from awe.model import ReducedScienceFrame
+        from awe.tasks import SourceListTask
+        frame = next(p for p in reduced if isinstance(p, ReducedScienceFrame))
+        SourceListTask(filenames=[frame.filename], commit=1).execute()
         BiasTask(instrument="WFI", chip="ccd50", overscan=6, commit=1, redo=1).execute()  # eclipses the first
         app = create_app(settings, context.session.database, secret="browser-test-" + "s" * 40)
         port = _free_port()
@@ -169,6 +175,49 @@ def test_a_user_session_in_the_browser(served, browser):
     assert page.inner_text("#filename") in {f"WFI.{d}_1.fits" for d in BIASES}
     _shot(page, "raw-bias")
 
+    # a source list: its sources table by MAG_AUTO, one click to a source's stamps through the lineage
+    page.goto(served + "/query/SourceList")
+    page.click("#results tr:nth-child(2) td a")
+    page.wait_for_url(re.compile(r".*/object/\d+$"))
+    assert page.inner_text("h1").startswith("SourceList")
+    page.click("a.rows-link:text-is('Source rows of this object')")
+    page.wait_for_url(re.compile(r".*/rows/Source\?parent=\d+$"))
+    assert "order_by('MAG_AUTO')" in page.inner_text("#python-query")
+    header_cells = page.locator("#results tr >> nth=0").locator("th").all_inner_texts()
+    headers = [h.split(" [")[0].strip(" ▲▼") for h in header_cells]
+    mags = [float(t) for t in page.locator("#results tr td:nth-child(%d)" % (headers.index("MAG_AUTO") + 1))
+            .all_inner_texts() if t]
+    assert len(mags) >= 10 and mags == sorted(mags)
+    _shot(page, "sources")
+    first = page.locator("#results tr:nth-child(2)")
+    cells = first.locator("td").all_inner_texts()
+    x, y = float(cells[headers.index("X")]), float(cells[headers.index("Y")])
+    first.locator("a.stamps-link").click()
+    page.wait_for_url(re.compile(r".*/object/\d+/stamps\?.*"))
+    page.wait_for_selector("#stamps figure.stamp")
+    roles = page.locator("#stamps figure.stamp").evaluate_all("els => els.map(e => e.dataset.role)")
+    classes = set(page.locator("#stamps figure.stamp").evaluate_all("els => els.map(e => e.dataset.class)"))
+    assert roles[0] == "image" and "image.raw" in roles and "image.bias.raw_bias_frames" in roles, roles
+    assert {"ReducedScienceFrame", "RawScienceFrame", "BiasFrame", "RawBiasFrame", "RawDomeFlatFrame",
+            "RawTwilightFlatFrame"} <= classes, classes
+    # the page is the Python API's answer (awe.model.stamps) for that source
+    from awe.model import Source
+    from awe.model.stamps import stamps as stamps_of
+    sid = int(re.search(r"sid=(\d+)", page.url).group(1))
+    slid = int(re.search(r"/object/(\d+)/stamps", page.url).group(1))
+    row = ((Source.SLID == slid) & (Source.SID == sid)).table()[0]
+    assert abs(float(row["X"]) - x) < 1e-3 * max(1.0, abs(x)) and abs(float(row["Y"]) - y) < 1e-3 * max(1.0, abs(y))
+    assert stamps_of(row).roles() == roles
+    image_caption = page.inner_text("#stamps figure.stamp >> nth=0")
+    px, py = (float(v) for v in re.search(r"pixel \(([-\d.]+), ([-\d.]+)\)", image_caption).groups())
+    assert abs(px - float(row["X"])) <= 0.051 and abs(py - float(row["Y"])) <= 0.051  # the source, cut at its pixel
+    for img in page.locator("#stamps figure.stamp img").all():
+        assert img.evaluate("e => e.complete && e.naturalWidth > 0")
+    _shot(page, "stamps")
+    page.click("#stamps figure.stamp[data-class='RawBiasFrame'] a.stamp-link >> nth=0")
+    page.wait_for_url(re.compile(r".*/object/\d+$"))
+    assert page.inner_text("h1").startswith("RawBiasFrame")
+
     # edit a validity range: the master bias's end moves one day earlier; the chart and the history show it
     page.goto(served + "/validity?cls=BiasFrame&chip=ccd50")
     form = page.locator("form.validity-edit").first
@@ -195,4 +244,25 @@ def test_a_user_session_in_the_browser(served, browser):
     page.click("#confirm-publish button")
     page.wait_for_url(reduced_url)
     assert "project ALL" in page.inner_text("main")
+
+    # the job monitor: a DPU job submitted while the page is open appears and finishes there, without a reload
+    page.goto(served + "/jobs")
+    page.wait_for_selector("#jobs-table")
+    page.evaluate("window.aweSamePage = 1")
+    from awe.dpu import DPU
+    dpu = DPU(session=context.session)
+    submitted: list[int] = []
+    worker = threading.Thread(target=lambda: submitted.extend(
+        dpu.run("Bias", instrument="WFI", chip="ccd50", overscan=6, commit=0, redo=1)))  # a dry run: nothing kept
+    worker.start()
+    page.wait_for_selector("#jobs tr.job[data-state='done']", timeout=180_000)
+    worker.join(60)
+    assert len(submitted) == 1 and page.evaluate("window.aweSamePage") == 1
+    row = page.locator(f"#jobs tr.job[data-job='{submitted[0]}']")
+    assert "Bias" in row.inner_text() and socket.gethostname() in row.inner_text()
+    _shot(page, "jobs")
+    row.locator("a.job-link").click()
+    page.wait_for_url(re.compile(r".*/jobs/\d+$"))
+    assert page.inner_text("#job-state") == "done" and len(page.inner_text("#job-log")) > 20
+    _shot(page, "job")
     assert not errors, errors

@@ -81,13 +81,14 @@ def test_no_session_is_refused_everywhere(web):
     before = _state(web)
     client = web.client()
     for url in _urls(web) + ["/", "/classes", "/query/TeamProduct", "/query/TeamProduct/download", "/validity",
-                             "/rows/ReferenceSource"]:
+                             "/rows/ReferenceSource", "/rows/Source", "/jobs", "/jobs/table", "/jobs/1",
+                             f"/object/{web.team.alice_image.object_id}/stamps?ra=150&dec=2"]:
         r = client.get(url)
         assert r.status_code == 401, url
         assert not _leaks(web, r.text), url
     oid = web.team.alice_public.object_id
     for url, data in [(f"/object/{oid}/update", {"is_valid": "0"}), (f"/object/{oid}/publish", {"project": "ALL"}),
-                      ("/context", {"project": "ALL"}), ("/logout", {})]:
+                      ("/context", {"project": "ALL"}), ("/logout", {}), ("/jobs/1/cancel", {})]:
         assert client.post(url, data=data).status_code in (401, 403), url
     assert _state(web) == before
 
@@ -105,6 +106,10 @@ def test_another_users_private_objects_are_unreachable(web):
     r = bob.get(f"/object/{t.alice_shared_image.object_id}/preview.png?overlay={t.alice_image.object_id}")
     assert r.status_code == 404 and not _leaks(web, r.text)
     assert bob.get(f"/object/{t.alice_shared_image.object_id}/preview.png").status_code == 200
+    # stamps: by id, or by coordinates on her image (the PNGs are in the page: no other URL to guess)
+    for oid in (t.alice_private.object_id, t.alice_image.object_id):
+        r = bob.get(f"/object/{oid}/stamps?ra=150.0&dec=2.0&size=20")
+        assert r.status_code == 404 and not _leaks(web, r.text), oid
     # a private object's page looks exactly like a page of an object that does not exist
     def scrubbed(text: str, oid: str) -> str:
         return re.sub(r'name="csrf" value="[^"]*"', "", text).replace(oid, "N")
