@@ -311,7 +311,7 @@ def image_wcs(image: Any) -> tuple[Any, Any, str]:
         wcs, solution = best_wcs(image)
     elif isinstance(image, _GridImage):  # a regridded frame, a coadd: its grid's WCS moved by its offset
         if image.grid is None:
-            raise ValueError(f"{image.filename}: its RegridGrid is not visible")
+            raise ValueError(f"{getattr(image, 'filename', image)}: its RegridGrid is not visible")
         return image.wcs(), None, (f"RegridGrid {image.grid.object_id} at offset ({int(image.grid_x0)}, "
                                    f"{int(image.grid_y0)})")
     else:

@@ -274,7 +274,8 @@ class SourceListTask(Task):
     products = (SourceList,)
     inputs = (Input(ReducedScienceFrame, "image", kind="product"),)
     unit = "per_frame"
-    version = "1"
+    #: 2: a regridded frame's or coadd's own WEIGHT and FLAGS extensions and grid WCS (saturated cores filled)
+    version = "2"
     algorithm_modules = ("awe.image.extract", "awe.image.stellarity", "awe.tasks.sourcelist")
     selection = {"filenames": "file names of the image products (reduced, regridded or coadded frames)"}
 

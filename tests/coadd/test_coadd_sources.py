@@ -6,7 +6,9 @@ circular aperture of radius ``max(hypot(FWHM, 1.5 r_eff), 1 pixel)`` from the we
 (``sqrt(area / weight)``: the weight is the inverse variance of a pixel's share of an aperture sum).
 **Counted**: true sources more than 3 pixels inside the image, on pixels with weight > 0 within a pixel, more
 than 6 pixels from a pixel flagged saturated and without a brighter true source within 2.5 pixels; a
-detection is a true source's when it lies within 1.5 pixels of it.
+detection is a true source's when it lies within 1.5 pixels of it. (This is the S/N of a small, near-optimal
+aperture, as in tests/sources; the lists' own SNR is the AUTO flux's, in the larger Kron aperture: measured 0.28
+of it for faint stars.)
 
 Measured (the tolerances are about twice the measured error) -- see the constants.
 """
@@ -28,21 +30,26 @@ from awe.tasks import AssociateListTask, SourceListTask, TaskError
 from tests._factory import db_state
 
 FIELD = "3C273"
-#: completeness at true S/N >= 10 on the coadd (the issue's >= 90 %)
+#: completeness at true S/N >= 10 on the coadd (measured 0.941 of 950; the issue's >= 90 %); the
+#: 50 %-completeness magnitude is printed (measured R = 21.1; the list's 5-sigma AUTO limit 20.1, the coadd's
+#: 5-sigma limit in 2-FWHM apertures 22.1)
 MIN_COMPLETENESS = 0.90
-#: spurious detections at S/N >= 10 (the issue's < 2 %)
+#: spurious detections at S/N >= 10 (measured 2 of 393, 0.5 %; the issue's < 2 %)
 MAX_SPURIOUS = 0.02
-#: MAG_AUTO - R of isolated unflagged stars at S/N > 50 on the coadd
-MAX_MAG_OFFSET = 0.04
-MAX_MAG_SCATTER = 0.04
-#: per-axis rms of the coadd list's positions against the true ones (unflagged stars at S/N > 20)
-MAX_POSITION_RMS = 0.30
-#: true pairs of two regridded dithers (both detected, S/N >= 20) associated within 1"
+#: MAG_AUTO - R of isolated unflagged stars at S/N > 50 on the coadd (measured median -0.014, scatter 0.033,
+#: 8 stars)
+MAX_MAG_OFFSET = 0.03
+MAX_MAG_SCATTER = 0.065
+#: per-axis rms of the coadd list's positions against the true ones (measured 0.18", 37 stars at S/N > 20)
+MAX_POSITION_RMS = 0.35
+#: true pairs of two regridded dithers (both detected) associated within 1": measured 81/81 at S/N >= 20,
+#: 154/157 (98.1 %) at S/N >= 10 (1.9" pixels: centroid errors of faint sources reach 1")
 MIN_PAIRS_MATCHED = 0.99
-#: stamp centroids of the star on the coadd and regridded frames against the star's pixel [pixels]
-MAX_CENTROID_OFFSET = 0.5
-#: raw science stamps: the stamp's position against the star's true raw pixel [pixels]
-MAX_RAW_OFFSET = 0.5
+MIN_PAIRS_MATCHED_SNR10 = 0.96
+#: stamp centroids of the star on the coadd and regridded frames against the star's pixel (measured max 0.34)
+MAX_CENTROID_OFFSET = 0.7
+#: raw science stamps: the stamp's position against the star's true raw pixel (measured max 0.12)
+MAX_RAW_OFFSET = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +235,8 @@ def test_associate_two_dithers(coadd_night, regridded, regridded_lists):
           f"pairs matched: S/N >= 10 {rates[10.0][0]}/{rates[10.0][1]}, S/N >= 20 {rates[20.0][0]}/{rates[20.0][1]}")
     good, total = rates[20.0]
     assert total >= 50 and good / total >= MIN_PAIRS_MATCHED
+    good, total = rates[10.0]
+    assert total >= 100 and good / total >= MIN_PAIRS_MATCHED_SNR10
 
 
 # ============================================================================ 3. stamps through the lineage
