@@ -66,6 +66,9 @@ def image_product(name: str, task: str = "SourceListTask") -> BaseFrame:
     from awe.model.frames import RawFrame
     from awe.model.science import SatelliteMap, WeightFrame
 
+    if not isinstance(name, str) or not name:
+        raise TaskError(f"{task}: {name!r} is not a file name: give the filename of an image product (e.g. "
+                        "filenames=[frame.filename])")
     found = (DBObject.filename == name).max("creation_date")
     if found is None:
         path = Path(name)

@@ -342,8 +342,12 @@ def test_coadd_stamps_method_and_inspect(coadd, star_stamps, tmp_path):
 def test_bad_inputs_commit_nothing(coadd_night, regridded, tmp_path, monkeypatch):
     before = db_state(coadd_night.root / "storage")
     grid = (RegridGrid.OBJECT == FIELD).first()
+    print(f"\nthe grid's filename: {grid.filename!r}")
     if grid.filename:
         with pytest.raises(TaskError, match="RegridGrid, not an image product"):
+            SourceListTask(filenames=[grid.filename], commit=1).execute()
+    else:
+        with pytest.raises(TaskError, match="not a file name"):
             SourceListTask(filenames=[grid.filename], commit=1).execute()
     with pytest.raises(TaskError, match="no product named"):
         SourceListTask(filenames=[f"RegridGrid-{grid.object_id}"], commit=1).execute()
