@@ -420,7 +420,8 @@ class _Ellipses:
 
 def extract(data: np.ndarray, weight: np.ndarray | None = None, *, threshold: float = 1.5, minarea: int = 5,
             filter_fwhm_pix: float | None = None, saturation: float | None = None, gain: float | None = None,
-            deblend_cont: float = 0.005, mask: np.ndarray | None = None, background: Any = None) -> Table:
+            deblend_cont: float = 0.005, mask: np.ndarray | None = None, background: Any = None,
+            saturated: np.ndarray | None = None) -> Table:
     """Detect and measure the sources of a reduced frame.
 
     Detection follows SExtractor: the background-subtracted image is convolved with the filter and
@@ -454,6 +455,9 @@ def extract(data: np.ndarray, weight: np.ndarray | None = None, *, threshold: fl
         ``True`` on further pixels to ignore.
     background : sep.Background, optional
         A background model of this frame (:func:`background_model`); made here when not given.
+    saturated : numpy.ndarray, optional
+        ``True`` on pixels known to be saturated (a coadd's or regridded frame's flag map), in addition to
+        ``data >= saturation``: treated alike (detected whole, flagged ``FLAG_SATURATED``, not measured).
 
     Returns
     -------
@@ -473,7 +477,13 @@ def extract(data: np.ndarray, weight: np.ndarray | None = None, *, threshold: fl
     if minarea < 1:
         raise ValueError(f"minarea must be at least 1 pixel, got {minarea}")
     image, w, bad = _prepare(data, weight, mask)
+    saturated_map = saturated
     saturated = image >= saturation if saturation is not None else np.zeros(image.shape, dtype=bool)
+    if saturated_map is not None:
+        if np.shape(saturated_map) != image.shape:
+            raise ValueError(f"saturated map of shape {np.shape(saturated_map)} does not match the image's "
+                             f"{image.shape}")
+        saturated = saturated | np.asarray(saturated_map, dtype=bool)
     bkg = background if background is not None else _background(image, bad)
     back = np.ascontiguousarray(bkg.back(dtype=np.float32))
     if back.shape != image.shape:

@@ -312,8 +312,14 @@ def image_wcs(image: Any) -> tuple[Any, Any, str]:
     """The WCS of an image product: (astropy WCS, the solution product or None, a description)."""
     from awe.model.astrometry import best_wcs, header_wcs
     from awe.model.science import ReducedScienceFrame
+    from awe.model.regrid import _GridImage
     if isinstance(image, ReducedScienceFrame):
         wcs, solution = best_wcs(image)
+    elif isinstance(image, _GridImage):  # a regridded frame, a coadd: its grid's WCS moved by its offset
+        if image.grid is None:
+            raise ValueError(f"{getattr(image, 'filename', image)}: its RegridGrid is not visible")
+        return image.wcs(), None, (f"RegridGrid {image.grid.object_id} at offset ({int(image.grid_x0)}, "
+                                   f"{int(image.grid_y0)})")
     else:
         best = getattr(image, "best_wcs", None)
         if callable(best):

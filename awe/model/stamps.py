@@ -12,8 +12,11 @@ BIAS raw frames" (spec section 10)::
 The walk starts at the image and follows the lineage (the declared inputs of each product, recursively):
 
 * an image of the sky with its own astrometry (a coadd, a regridded frame, a reduced frame: a reduced frame's
-  best solution, :func:`awe.model.astrometry.best_wcs`; another image's header WCS) is cut at the position's
-  pixel through its WCS;
+  best solution, :func:`awe.model.astrometry.best_wcs`; a coadd's or regridded frame's grid WCS moved by its
+  offset on the grid, ``wcs()``; another image's header WCS) is cut at the position's pixel through its WCS;
+  a coadd's or regridded frame's own weight (``WEIGHT`` extension) is cut with it (role ``...weight``); below
+  them the walk goes on to the regridded and reduced frames, each cut through its own WCS (a regridded
+  frame's ``weight`` input, the reduced frame's weight map, is reached as that reduced frame's weight);
 * the frames below a reduced frame have no WCS of their own but share its chip's pixels: calibration frames
   (master bias, flats, pixel maps) are on the same trimmed grid and are cut at the same pixel; raw frames
   (science, biases, flats) keep their prescan/overscan, so the pixel is moved by the trim section's origin
@@ -219,12 +222,24 @@ def _visit(obj: Any, role: str, anchor: tuple[float, float, int] | None, ra: flo
     data = np.asarray(obj.load())
     out.append(Stamp(cutout(data, x, y, half), role, obj.filename, type(obj).__name__, obj.object_id, x, y, grid))
     del data
-    weight = getattr(obj, "weight", None) if grid == "wcs" else None
+    from awe.model.regrid import _GridImage
+    on_grid = isinstance(obj, _GridImage)
+    if on_grid:  # its own WEIGHT extension, same pixels; its inputs are cut through their own WCS
+        wkey = (f"{obj.object_id}:WEIGHT", int(np.rint(x)), int(np.rint(y)))
+        if wkey not in seen:
+            seen.add(wkey)
+            out.append(Stamp(cutout(np.asarray(obj.weight_map()), x, y, half), f"{role}.weight", obj.filename,
+                             f"{type(obj).__name__}[WEIGHT]", obj.object_id, x, y, grid))
+        anchor_here = None
+    weight = getattr(obj, "weight", None) if grid == "wcs" and not on_grid else None
     if weight is not None and hasattr(weight, "load") and getattr(weight, "checksum", None) is not None:
         wkey = (weight.object_id, int(np.rint(x)), int(np.rint(y)))
         if wkey not in seen:
             seen.add(wkey)
             out.append(Stamp(cutout(np.asarray(weight.load()), x, y, half), f"{role}.weight", weight.filename,
                              type(weight).__name__, weight.object_id, x, y, grid))
+    from awe.model.science import WeightFrame
     for name, parent in _inputs(obj):
+        if on_grid and isinstance(parent, WeightFrame):
+            continue
         _visit(parent, f"{role}.{name}", anchor_here, ra, dec, size, out, seen)

@@ -8,8 +8,12 @@
 **SourceListTask** works on any image product -- a reduced frame, a regridded frame, a coadd -- through what
 every one of them has (duck-typed, nothing specific to one class):
 
-* the pixels (``load()``) and the weight map (``image.weight``: a product with ``load()`` or an array; none:
-  uniform noise, logged);
+* the pixels (``load()``) and the weight map: a regridded frame's or coadd's own ``WEIGHT`` extension
+  (``weight_map()``; a file without one is refused), else ``image.weight`` (a product with ``load()`` or an
+  array; none: uniform noise, logged);
+* saturated pixels: a reduced frame's saturation level, a regridded frame's or coadd's flag map
+  (``flag_map()``: bit 4, saturated in an input; those pixels have weight 0 but the star is detected whole
+  and flagged 4 in FLAGS);
 * the WCS: a reduced frame's best solution (:func:`awe.model.astrometry.best_wcs`: GAstrometric, else
   AstrometricParameters, else its header), any other image's header WCS;
 * the zero point: the image's own ``zeropoint`` (a coadd's or regridded frame's: ``mag = -2.5 log10(ADU) +
@@ -46,7 +50,8 @@ from awe.model.sourcelist import N_APERTURES, AssociateList, SourceList, image_w
 from awe.tasks.base import Input, MissingCalibrationError, Task, TaskError, as_list
 
 __all__ = ["SourceListTask", "AssociateListTask", "measure_sources", "image_product", "image_weight", "image_wcs",
-           "image_zeropoint", "associate"]
+           "image_zeropoint", "image_saturated", "fill_saturated",
+           "associate"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,9 @@ def image_product(name: str, task: str = "SourceListTask") -> BaseFrame:
     from awe.model.frames import RawFrame
     from awe.model.science import SatelliteMap, WeightFrame
 
+    if not isinstance(name, str) or not name:
+        raise TaskError(f"{task}: {name!r} is not a file name: give the filename of an image product (e.g. "
+                        "filenames=[frame.filename])")
     found = (DBObject.filename == name).max("creation_date")
     if found is None:
         path = Path(name)
@@ -78,7 +86,19 @@ def image_product(name: str, task: str = "SourceListTask") -> BaseFrame:
 
 
 def image_weight(image: Any) -> tuple[np.ndarray | None, Any]:
-    """The weight map of an image product: (array or None, the weight product or None)."""
+    """The weight map of an image product: (array or None, the weight product or None).
+
+    An image with its own weight extension (``weight_map()``: a regridded frame, a coadd) must have it:
+    ``TaskError`` naming the file otherwise (its weight product is then None: the weight is in its file)."""
+    own = getattr(image, "weight_map", None)
+    if callable(own):
+        try:
+            array = np.asarray(own())
+        except (KeyError, OSError, ValueError) as exc:
+            raise TaskError(f"SourceListTask: {image.filename} ({type(image).__name__}) has no readable WEIGHT "
+                            f"extension ({exc}): remake it (RegridTask / CoaddTask write the values, WEIGHT and "
+                            "FLAGS)") from None
+        return array, None
     weight = getattr(image, "weight", None)
     if weight is None:
         return None, None
@@ -122,6 +142,38 @@ def image_zeropoint(image: Any, logger: logging.Logger, default: float) -> tuple
     return float(default), None, "MAG_ZEROPOINT"
 
 
+def image_saturated(image: Any) -> np.ndarray | None:
+    """The pixels saturated in the inputs of a regridded frame or coadd (its ``flag_map()``, bit 4), else None."""
+    flags = getattr(image, "flag_map", None)
+    if not callable(flags):
+        return None
+    from awe.model.regrid import FLAG_SATURATED
+    try:
+        return (np.asarray(flags()) & FLAG_SATURATED) != 0
+    except (KeyError, OSError, ValueError) as exc:
+        raise TaskError(f"SourceListTask: {image.filename} ({type(image).__name__}) has no readable FLAGS extension "
+                        f"({exc}): remake it (RegridTask / CoaddTask)") from None
+
+
+def fill_saturated(data: np.ndarray, saturated: np.ndarray) -> np.ndarray:
+    """``data`` with each region of ``saturated`` pixels raised to at least the brightest pixel around it.
+
+    A coadd or regridded frame has no data (weight 0, value 0) where an input was saturated: a saturated star
+    would be detected as a ring of fragments around its core. Raised to the level of the ring, the core makes
+    one detection (the measurements mask those pixels anyway: they carry no flux)."""
+    from scipy import ndimage as ndi
+    if not saturated.any():
+        return data
+    labels, n = ndi.label(ndi.binary_dilation(saturated, structure=np.ones((3, 3), bool)))
+    ring = np.where(saturated, 0, labels)
+    top = np.asarray(ndi.maximum(data, labels=ring, index=np.arange(1, n + 1)), dtype=np.float32)
+    top = np.where(np.isfinite(top), top, 0.0).astype(np.float32)
+    out = data.copy()
+    values = np.nan_to_num(out[saturated], nan=0.0)
+    out[saturated] = np.maximum(values, top[labels[saturated] - 1])
+    return out
+
+
 def _saturation(image: Any) -> float | None:
     if isinstance(image, ReducedScienceFrame):
         from awe.tasks.astrometry import saturation_level
@@ -141,13 +193,14 @@ def _magnitudes(flux: np.ndarray, err: np.ndarray, zp: float) -> tuple[np.ndarra
 def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zeropoint: float, *,
                     threshold: float = 1.5, minarea: int = 5, deblend_cont: float = 0.005,
                     diameters: list[float] | tuple[float, ...] = (3.0, 6.0, 12.0), saturation: float | None = None,
-                    gain: float | None = None, stellarity_snr: float = 30.0, fwhm_pix: float | None = None
-                    ) -> tuple[Any, dict[str, Any]]:
+                    gain: float | None = None, stellarity_snr: float = 30.0, fwhm_pix: float | None = None,
+                    saturated: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     """The source list of an image (pure: arrays and a WCS in, the :class:`~awe.model.sourcelist.Source`
     columns out, SID 1.. brightest first).
 
     ``diameters`` [arcsec] of the circular apertures; ``zeropoint``: ``MAG = -2.5 log10(FLUX) + zeropoint``;
-    ``fwhm_pix``: the seeing, the PSF's size when too few bright stars calibrate CLASS_STAR. Returns the table
+    ``fwhm_pix``: the seeing, the PSF's size when too few bright stars calibrate CLASS_STAR; ``saturated``: a map
+    of pixels known to be saturated (besides ``data >= saturation``). Returns the table
     and ``{'locus', 'mag_limit', 'background', 'background_rms', 'pixel_scale'}``; ``ValueError`` when
     CLASS_STAR cannot be calibrated.
     """
@@ -161,7 +214,7 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
     background = background_model(data, weight)
     det = extract(data, weight, threshold=threshold, minarea=minarea, saturation=saturation, gain=gain,
-                  deblend_cont=deblend_cont, background=background)
+                  deblend_cont=deblend_cont, background=background, saturated=saturated)
     good = np.isfinite(np.asarray(det["x"], float)) & np.isfinite(np.asarray(det["y"], float))
     det = det[good]
     n = len(det)
@@ -224,7 +277,8 @@ class SourceListTask(Task):
     products = (SourceList,)
     inputs = (Input(ReducedScienceFrame, "image", kind="product"),)
     unit = "per_frame"
-    version = "1"
+    #: 2: a regridded frame's or coadd's own WEIGHT and FLAGS extensions and grid WCS (saturated cores filled)
+    version = "2"
     algorithm_modules = ("awe.image.extract", "awe.image.stellarity", "awe.tasks.sourcelist")
     selection = {"filenames": "file names of the image products (reduced, regridded or coadded frames)"}
 
@@ -252,6 +306,7 @@ class SourceListTask(Task):
             raise TaskError(f"SourceListTask: APERTURE_DIAMETERS must be {N_APERTURES} positive diameters [arcsec], "
                             f"not {list(p.APERTURE_DIAMETERS)}")
         weight, weight_obj = image_weight(image)
+        saturated_map = image_saturated(image)
         try:
             wcs, solution, wcs_what = image_wcs(image)
         except ValueError as exc:
@@ -272,6 +327,12 @@ class SourceListTask(Task):
                              image.filename)
 
         data = np.asarray(image.load(), dtype=np.float32)
+        for what, array in (("weight map", weight), ("flag map", saturated_map)):
+            if array is not None and array.shape != data.shape:
+                raise TaskError(f"SourceListTask: {image.filename}: its {what} is {array.shape[1]}x{array.shape[0]} "
+                                f"pixels, the image {data.shape[1]}x{data.shape[0]}: remake the image")
+        if saturated_map is not None:
+            data = fill_saturated(data, saturated_map)
         scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
         seeing = getattr(image, "seeing", None)
         fwhm_pix = (float(seeing) if seeing else 2.0 * scale) / scale
@@ -281,7 +342,8 @@ class SourceListTask(Task):
             rows, info = measure_sources(data, weight, wcs, zp, threshold=float(p.DETECT_THRESHOLD), minarea=minarea,
                                          deblend_cont=float(p.DEBLEND_MINCONT), diameters=diameters,
                                          saturation=saturation, gain=getattr(image, "gain", None),
-                                         stellarity_snr=float(p.STELLARITY_SNR), fwhm_pix=fwhm_pix)
+                                         stellarity_snr=float(p.STELLARITY_SNR), fwhm_pix=fwhm_pix,
+                                         saturated=saturated_map)
         except ValueError as exc:
             raise TaskError(f"SourceListTask: {image.filename}: {exc}") from None
         n = len(rows)
@@ -293,6 +355,7 @@ class SourceListTask(Task):
         obj.zeropoint_source = zp_what[:255]
         obj.detection = {"threshold": float(p.DETECT_THRESHOLD), "minarea": minarea,
                          "deblend_mincont": float(p.DEBLEND_MINCONT), "saturation": saturation,
+                         "saturated_pixels": int(saturated_map.sum()) if saturated_map is not None else None,
                          "background": info["background"], "background_rms": info["background_rms"]}
         obj.pixel_scale = scale
         obj.wcs_source = wcs_what[:255]
