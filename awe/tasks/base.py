@@ -51,7 +51,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -746,6 +746,16 @@ def maker_call(cls: type, frame: Any, use_filter: bool, extra: dict[str, Any] | 
     accepted = set(maker.selection) | set(maker.shortcuts)
     text = ", ".join(f"{k}={v!r}" for k, v in keywords.items() if k in accepted)
     return f"{maker.__name__}({text}, commit=1)"
+
+
+def newest_of_each(products: Iterable[Any], key: Callable[[Any], Any]) -> list[Any]:
+    """The newest product (by creation date, then id) of each ``key(product)`` (e.g. each raw frame)."""
+    newest: dict[Any, Any] = {}
+    for p in products:
+        k = key(p)
+        if k not in newest or (p.creation_date, p.object_id) > (newest[k].creation_date, newest[k].object_id):
+            newest[k] = p
+    return list(newest.values())
 
 
 def as_list(value: Any) -> list:

@@ -25,7 +25,7 @@ import numpy as np
 from awe.db.schema import DBObject
 from awe.model.coadd import CoaddedRegriddedFrame
 from awe.model.regrid import RegriddedFrame
-from awe.tasks.base import Input, Task, TaskError, as_list
+from awe.tasks.base import Input, Task, TaskError, as_list, newest_of_each
 
 __all__ = ["CoaddTask"]
 
@@ -71,13 +71,8 @@ class CoaddTask(Task):
                                                 date=self.selection_values.get("date"),
                                                 object=self.selection_values.get("object")))
             frames = [f for f in frames if f.superseded_by is None]
-        newest: dict[Any, RegriddedFrame] = {}
-        for f in frames:
-            red = f.reduced
-            key = red.object_id if red is not None else f.object_id
-            if key not in newest or (f.creation_date, f.object_id) > (newest[key].creation_date, newest[key].object_id):
-                newest[key] = f
-        out = sorted(newest.values(), key=lambda f: (f.DATE_OBS, f.chip.name if f.chip else "", f.filename))
+        newest = newest_of_each(frames, lambda f: f.reduced.object_id if f.reduced is not None else f.object_id)
+        out = sorted(newest, key=lambda f: (f.DATE_OBS, f.chip.name if f.chip else "", f.filename))
         if not out:
             asked = {k: v for k, v in self.selection_values.items() if v is not None}
             raise TaskError(f"CoaddTask: no valid regridded frame matches {asked}; regrid the reduced frames first "

@@ -31,7 +31,7 @@ from awe.model.astrometry import AstrometricParameters, header_wcs, wcs_to_cards
 from awe.model.frames import QualityFlags
 from awe.model.gastrom import GAstrometric, GAstromSourceList
 from awe.model.science import ReducedScienceFrame, WeightFrame
-from awe.tasks.base import Check, Input, Task, TaskError, apply_checks, as_list
+from awe.tasks.base import Check, Input, Task, TaskError, apply_checks, as_list, newest_of_each
 
 __all__ = ["GAstromSourceListTask", "GAstromTask", "start_wcs"]
 
@@ -81,13 +81,8 @@ def _reduced_frames(task: Task, chip: str | None) -> list[ReducedScienceFrame]:
             instrument=task.selection_values.get("instrument"), chip=chip,
             filter=task.selection_values.get("filter"), date=task.selection_values.get("date"),
             object=task.selection_values.get("object")))
-    newest: dict[int, ReducedScienceFrame] = {}
-    for f in frames:
-        raw = f.raw
-        key = raw.object_id if raw is not None else f.object_id
-        if key not in newest or (f.creation_date, f.object_id) > (newest[key].creation_date, newest[key].object_id):
-            newest[key] = f
-    out = sorted(newest.values(), key=lambda f: (f.DATE_OBS, f.chip.name if f.chip else "", f.filename))
+    newest = newest_of_each(frames, lambda f: f.raw.object_id if f.raw is not None else f.object_id)
+    out = sorted(newest, key=lambda f: (f.DATE_OBS, f.chip.name if f.chip else "", f.filename))
     if not out:
         asked = {k: v for k, v in task.selection_values.items() if v is not None}
         raise TaskError(f"{type(task).__name__}: no valid reduced frame matches {asked}; reduce the raw frames "
