@@ -76,6 +76,8 @@ class GAstromSourceList(DBObject):
 
     reduced = Input("ReducedScienceFrame", "the reduced frame the sources were extracted from")
     weight = Input("WeightFrame", "its weight map (weight 0: never detected)")
+    start = Input("AstrometricParameters", "the per-chip solution whose WCS gave the sky positions "
+                  "(none: the header's WCS; start_wcs names which)", optional=True)
 
     instrument = Ref("Instrument", "instrument")
     chip = Ref("Chip", "chip (CCD)")

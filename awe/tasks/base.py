@@ -311,9 +311,12 @@ class Task:
                             f"{session.project.name}: session.set_project({unit.project!r}) first")
         task = task_cls._unit_task(unit, session)
         with session.activate(), task._log_to_file():
+            task.log.info("%s started: %s, commit=%d (one unit)", task_cls.__name__, task.selection_values,
+                          task.commit)
             made = task.make()
             task._commit(made)
-        task.results = [obj for obj, _ in made]
+            task.results = [obj for obj, _ in made]
+            task.log.info("%s done: %d product(s)", task_cls.__name__, len(task.results))
         return task.results
 
     @classmethod

@@ -105,7 +105,7 @@ class GAstromSourceListTask(Task):
               # the start: the per-chip solution when there is one (start_wcs), else the header WCS
               Input(AstrometricParameters, "start", kind="product", optional=True))
     unit = "per_frame"
-    version = "1"
+    version = "2"  # 2: the per-chip start solution is a lineage input
     algorithm_modules = ("awe.image.extract", "awe.tasks.gastrom")
     selection = dict(_SELECTION, chip="chip name ('ccd50'); all chips when not given",
                      red_filenames="reduced frames by file name", raw_filenames="reduced frames of these raw files")
@@ -130,13 +130,13 @@ class GAstromSourceListTask(Task):
             raise TaskError(f"{frame.filename} has no valid weight map: reduce its raw frame again "
                             f"(ReduceTask(raw_filenames=[{frame.raw.filename!r}], redo=1, commit=1))")
         p = self.params(GAstromSourceList)
-        obj = self.new_product(GAstromSourceList, {"reduced": frame, "weight": weight}, category="Sci", step="GAsrc",
-                               instrument=frame.instrument, chip=frame.chip, filter=frame.filter,
-                               OBJECT=frame.OBJECT, DATE_OBS=frame.DATE_OBS)
+        wcs, per_chip = start_wcs(frame)
+        obj = self.new_product(GAstromSourceList, {"reduced": frame, "weight": weight, "start": per_chip},
+                               category="Sci", step="GAsrc", instrument=frame.instrument, chip=frame.chip,
+                               filter=frame.filter, OBJECT=frame.OBJECT, DATE_OBS=frame.DATE_OBS)
         found = self.existing(obj)
         if found is not None:
             return found
-        wcs, per_chip = start_wcs(frame)
         what = per_chip.filename if per_chip is not None else "header"
         data = frame.load()
         table = extract(data, weight.load(), threshold=float(p.DETECT_THRESHOLD), minarea=int(p.MINAREA),

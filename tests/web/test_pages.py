@@ -139,7 +139,7 @@ def test_awe_serve_starts_on_the_prompts_settings(tmp_path):
     import sys
     import time
 
-    import httpx
+    import httpx2 as httpx
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
