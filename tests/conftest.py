@@ -1,4 +1,4 @@
-"""Shared fixtures: fresh databases (SQLite and a throw-away PostgreSQL), a simulated night."""
+"""Shared fixtures: fresh databases (SQLite and a throw-away PostgreSQL), the shared reduced and coadded nights."""
 
 from __future__ import annotations
 
@@ -9,6 +9,22 @@ import pytest
 
 from awe.config import load_settings
 from awe import context
+
+
+@pytest.fixture(scope="session")
+def astro_night_master(tmp_path_factory) -> Path:
+    """The reduced night shared by every module that builds on it (tests/astro/conftest.py), built once."""
+    from tests.astro.conftest import astro_night_root
+    return astro_night_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def coadd_night_master(astro_night_master, tmp_path_factory) -> Path:
+    """The regridded and coadded night on it (tests/_coadd_night.py), built once."""
+    from tests import _coadd_night
+    from tests.astro.conftest import CHIPS, SCIENCE, STANDARDS, _schema_key, chip_file
+    return _coadd_night.coadd_night_root(astro_night_master, tmp_path_factory, _schema_key(), CHIPS, STANDARDS,
+                                         SCIENCE, chip_file)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,6 +114,9 @@ class FrameSources:
         The start solution on the same pixel grid (per-chip solution or header WCS).
     shape : (ny, nx)
         The frame's size.
+    solved : bool
+        Whether ``wcs`` is a solution of the frame (True) or a rough header WCS (False): the start model is
+        taken from the solved frames of a chip and of an exposure when it has any.
     """
 
     key: str
@@ -124,6 +127,7 @@ class FrameSources:
     err: np.ndarray
     wcs: WCS
     shape: tuple[int, int]
+    solved: bool = True
 
 
 @dataclass
@@ -135,6 +139,7 @@ class FrameResult:
     n_sources: int
     n_overlap: int          # detections of stars seen in another exposure as well
     n_ref: int              # detections matched to a reference star
+    n_tied: int             # detections tied to the reference or to another exposure (either or both)
     rms_internal: float     # arcsec, per axis: detections against the other exposures' (see GlobalSolution)
     rms_ra: float           # arcsec: against the reference catalogue, along RA (cos dec applied)
     rms_dec: float          # arcsec: along Dec
@@ -264,6 +269,41 @@ def _frame_centre_sky(frame: FrameSources) -> tuple[float, float]:
     return float(ra[0]), float(dec[0])
 
 
+def _transferred_starts(frames: Sequence[FrameSources]) -> list[FrameSources]:
+    """The frames, each unsolved one (header start) of a chip solved in another exposure started instead from
+    that solution moved by the offset between the two exposures, measured on the chips solved in both (a
+    header WCS may be off by the chip's place in the mosaic; the dithers move every chip alike)."""
+    solved = {(f.exposure, f.chip): f for f in frames if f.solved}
+    out = []
+    for f in frames:
+        best: tuple[FrameSources, list[str]] | None = None
+        if not f.solved:
+            for (exposure, chip), s in solved.items():
+                anchors = [c for (e, c) in solved if e == f.exposure and (exposure, c) in solved] \
+                    if chip == f.chip else []
+                if anchors and (best is None or len(anchors) > len(best[1])):
+                    best = (s, anchors)
+        if best is None:
+            out.append(f)
+            continue
+        sibling, anchors = best
+        offsets = []
+        for c in anchors:
+            here = _frame_centre_sky(solved[(f.exposure, c)])
+            there = _frame_centre_sky(solved[(sibling.exposure, c)])
+            offsets.append(tangent_plane(np.array([here[0]]), np.array([here[1]]), *there))
+        dxi = float(np.mean([o[0][0] for o in offsets]))
+        deta = float(np.mean([o[1][0] for o in offsets]))
+        w = sibling.wcs.deepcopy()
+        ra0, dec0 = from_tangent_plane(dxi, deta, float(w.wcs.crval[0]), float(w.wcs.crval[1]))
+        w.wcs.crval = [float(ra0) % 360.0, float(dec0)]
+        w.wcs.set()
+        log.info("frame %s starts from the solution of %s moved by %.1f\", %.1f\" (the offset between their "
+                 "exposures on %d chip(s) solved in both)", f.key, sibling.key, dxi * 3600, deta * 3600, len(anchors))
+        out.append(replace(f, wcs=w, solved=True))
+    return out
+
+
 def _mean_sky(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     ra, dec = np.radians(np.array(points, dtype=float)).T
     vec = np.array([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)]).sum(axis=1)
@@ -271,8 +311,17 @@ def _mean_sky(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return float(np.degrees(np.arctan2(vec[1], vec[0])) % 360.0), float(np.degrees(np.arcsin(vec[2])))
 
 
+def _trusted(group: list[FrameSources]) -> list[FrameSources]:
+    """The frames of a group (a chip's, an exposure's) whose start WCS is solved; all when none is."""
+    return [f for f in group if f.solved] or group
+
+
 def _init_model(frames: Sequence[FrameSources], wcs: dict[str, WCS], order: int) -> _Model:
-    """The model started from the frames' start WCS: ``P_c`` fitted to all exposures of the chip, no pointing."""
+    """The model started from the frames' start WCS: ``P_c`` fitted to all exposures of the chip, no pointing.
+
+    Where a chip has frames with solved start WCS, only those give its start: a header WCS may be off by
+    the chip's place in the mosaic, which would pull the chip's shared model off.
+    """
     chips = sorted({f.chip for f in frames})
     exposures = list(dict.fromkeys(f.exposure for f in frames))  # in the order given
     shapes: dict[str, tuple[int, int]] = {}
@@ -280,14 +329,13 @@ def _init_model(frames: Sequence[FrameSources], wcs: dict[str, WCS], order: int)
         if shapes.setdefault(f.chip, tuple(f.shape)) != tuple(f.shape):  # type: ignore[arg-type]
             raise GAstromError(f"chip {f.chip}: frames of different sizes {shapes[f.chip]} and {f.shape} "
                                f"({f.key}); the global solution needs one pixel grid per chip")
+    # every exposure's tangent point is the same place of the mosaic (the mean of all its frames' centres)
     tangents = {e: _mean_sky([_frame_centre_sky(f) for f in frames if f.exposure == e]) for e in exposures}
     t0 = _mean_sky(list(tangents.values()))
     model = _Model(chips, exposures, {c: _ChipScale.of(s) for c, s in shapes.items()}, order, tangents, t0)
     for chip in chips:
         designs, targets = [], []
-        for f in frames:
-            if f.chip != chip:
-                continue
+        for f in _trusted([f for f in frames if f.chip == chip]):
             ny, nx = f.shape
             gx, gy = np.meshgrid(np.linspace(0, nx - 1, 12), np.linspace(0, ny - 1, 12))
             ra, dec = wcs[f.key].all_pix2world(gx.ravel(), gy.ravel(), 0)
@@ -512,6 +560,7 @@ def solve_global(frames: Sequence[FrameSources], ref_ra: Any, ref_dec: Any, ref_
     ref_err[~np.isfinite(ref_err) | (ref_err <= 0)] = 0.2
     if len(ref_ra) == 0:
         raise GAstromError("no reference stars in the field: load a reference catalogue that covers it")
+    frames = _transferred_starts(frames)
     wcs = {f.key: f.wcs.deepcopy() for f in frames}
     # --- the start model (registered on the reference when it is the header's)
     exposures = list(dict.fromkeys(f.exposure for f in frames))
@@ -519,7 +568,8 @@ def solve_global(frames: Sequence[FrameSources], ref_ra: Any, ref_dec: Any, ref_
         for e in exposures:
             mine = [f for f in frames if f.exposure == e]
             t = _mean_sky([_frame_centre_sky(f) for f in mine])
-            pos = [wcs[f.key].all_pix2world(f.x, f.y, 0) for f in mine]
+            # measured on the solved frames when the exposure has any (their offset is ~0)
+            pos = [wcs[f.key].all_pix2world(f.x, f.y, 0) for f in _trusted(mine)]
             xi, eta = tangent_plane(np.concatenate([p[0] for p in pos]), np.concatenate([p[1] for p in pos]), *t)
             rx, ry = tangent_plane(ref_ra, ref_dec, *t)
             dxi, deta, n = register_offset(xi, eta, rx, ry)
@@ -683,9 +733,10 @@ def _summary(model: _Model, frames: Sequence[FrameSources], obs: _Obs, star: np.
         rr = ref_res[sel]
         good = np.isfinite(rr[:, 0])
         n_int = int(np.isfinite(oth[:, 0]).sum())
+        tied = (np.isfinite(other[sel, 0]) & use[sel]) | good
         results[f.key] = FrameResult(
             key=f.key, wcs=_frame_wcs(model, f), n_sources=int(sel.sum()), n_overlap=n_int,
-            n_ref=int(good.sum()),
+            n_ref=int(good.sum()), n_tied=int(tied.sum()),
             # a detection against the mean of the others: variance (1 + 1/(n-1)) sigma^2; ~sqrt(2) for pairs
             rms_internal=float(np.sqrt(np.nanmean(oth ** 2) / 2.0)) if n_int else math.nan,
             rms_ra=float(np.sqrt(np.mean(rr[good, 0] ** 2))) if good.any() else math.nan,

@@ -60,7 +60,9 @@ class GAstrometricParams(ParamGroup):
                                    "flagged BAD_SOLUTION", unit="pixel")
     MAX_RMS_EXTERNAL = Param(0.6, "a frame whose rms against the reference exceeds this is flagged BAD_SOLUTION",
                              unit="arcsec")
-    MIN_FRAME_REF = Param(5, "a frame with fewer detections matched to the reference is flagged BAD_SOLUTION")
+    MIN_FRAME_REF = Param(5, "a frame with fewer detections tied to the reference or to another exposure is "
+                             "flagged BAD_SOLUTION (a frame with few reference stars is held by its chip's "
+                             "distortion and its exposure's pointing, which the other frames fix)")
 
 
 # ---------------------------------------------------------------------------- the source list

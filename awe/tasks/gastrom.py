@@ -177,7 +177,7 @@ class GAstromTask(Task):
     inputs = (Input(GAstromSourceList, "source_list", kind="product"),
               Input(ReducedScienceFrame, "reduced", kind="product"))
     unit = "per_field"
-    version = "1"
+    version = "2"  # 2: a frame is checked by its detections tied to the reference or another exposure
     algorithm_modules = ("awe.image.gastrom", "awe.tasks.gastrom")
     selection = dict(_SELECTION, chip="only this chip's exposures ('ccd50'); all chips when not given")
 
@@ -231,13 +231,14 @@ class GAstromTask(Task):
         if all(f is not None for f in found):
             return [(f, None) for f in found if f is not None]
         inputs = []
-        for frame, sl, (wcs, _) in zip(frames, lists, starts):
+        for frame, sl, (wcs, solved) in zip(frames, lists, starts):
             table = sl.sources()
             err = np.maximum(np.asarray(table["xerr"], dtype=float), np.asarray(table["yerr"], dtype=float))
             exposure = frame.raw.raw_file if frame.raw is not None and frame.raw.raw_file else str(frame.DATE_OBS)
             inputs.append(FrameSources(key=frame.filename, exposure=exposure, chip=frame.chip.name,
                                        x=np.asarray(table["x"], dtype=float), y=np.asarray(table["y"], dtype=float),
-                                       err=err, wcs=wcs, shape=(int(frame.NAXIS2), int(frame.NAXIS1))))
+                                       err=err, wcs=wcs, shape=(int(frame.NAXIS2), int(frame.NAXIS1)),
+                                       solved=solved is not None))
         header_start = len(per_chip) < len(frames)
         self.log.info("start WCS: %d per-chip solution(s), %d header WCS", len(per_chip), len(frames) - len(per_chip))
         from astropy.time import Time
@@ -278,7 +279,8 @@ class GAstromTask(Task):
                       "MAX_RMS_INTERNAL", QualityFlags.BAD_SOLUTION),
                 Check("rms against the reference [arcsec]", external, float(p.MAX_RMS_EXTERNAL), "MAX_RMS_EXTERNAL",
                       QualityFlags.BAD_SOLUTION),
-                Check("detections matched to the reference", float(result.n_ref), float(p.MIN_FRAME_REF),
+                Check("detections tied to the reference or another exposure", float(result.n_tied),
+                      float(p.MIN_FRAME_REF),
                       "MIN_FRAME_REF", QualityFlags.BAD_SOLUTION, minimum=True),
             ], self.log)
             made.append((obj, None))

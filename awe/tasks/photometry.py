@@ -667,15 +667,18 @@ class PhotomTask(Task):
     MINIMUM_AIRMASS_SPAN, the extinction and colour term are fitted on all the night's catalogues
     (``extinction_source`` 'night'), or, when those do not span it either, the extinction is the
     instrument's default for the filter ('default'). Standards on frames reduced before an
-    illumination correction existed are corrected with it. One PhotometricParameters per chip
-    (valid for the night); ``inspect=1``: residuals against airmass, magnitude and position.
+    illumination correction existed are corrected with it. Selected by ``chip=`` and night (as
+    target processing plans it), the extinction and colour term are the night's, fitted on the
+    standards of every chip, and the chip's standard frames without a catalogue (no standard star
+    on the chip) are left out. One PhotometricParameters per chip (valid for the night);
+    ``inspect=1``: residuals against airmass, magnitude and position.
     """
 
     products = (PhotometricParameters,)
     inputs = (Input(PhotSrcCatalog, "photcats", kind="product"),
               Input(IlluminationCorrection, "illumination", filter=True, optional=True))
     unit = "per_field"  # one unit: the catalogues of the selection are fitted together
-    version = "1"
+    version = "2"  # 2: one chip of a night takes the night's extinction
     algorithm_modules = ("awe.image.photometry", "awe.tasks.photometry")
     selection = dict(_SELECTION)
 
@@ -693,9 +696,15 @@ class PhotomTask(Task):
                 missing.append(red.raw.filename)
             else:
                 catalogs.append(cat)
-        if missing:
+        named = bool(as_list(self.selection_values.get("raw_filenames")))
+        if missing and (named or not catalogs):
             raise TaskError(f"PhotomTask: no valid PhotSrcCatalog of {missing}: run PhotcatTask(instrument="
                             f"{frames[0].instrument.name!r}, raw_filenames={missing!r}, commit=1) first")
+        if missing:  # selected by night and chip: a frame without standards on it (or not measured) adds nothing
+            self.log.warning("PhotomTask: %d of the selected standard frames have no valid PhotSrcCatalog (no "
+                             "standard star on the chip, or PhotcatTask failed on them): fitting without %s",
+                             len(missing), missing)
+            frames = [r for r in frames if r.raw.filename not in set(missing)]
         pp = self.params(PhotometricParameters)
         illumination = {red.chip.name: self.calibration("illumination", red) for red in
                         {r.chip.name: r for r in frames}.values()}
@@ -706,8 +715,11 @@ class PhotomTask(Task):
         use_colour = bool(pp.FIT_COLOUR_TERM) and meas.has_colour()
         first = frames[0]
         night: list[PhotSrcCatalog] = []
+        # one chip of a mosaic night (chip=, no file names): the atmosphere is the night's, so the extinction
+        # and colour term come from the standards of every chip, each chip's zero point from its own
+        one_chip = bool(self.selection_values.get("chip")) and not named
         try:
-            if meas.airmass_span >= pp.MINIMUM_AIRMASS_SPAN:
+            if meas.airmass_span >= pp.MINIMUM_AIRMASS_SPAN and not one_chip:
                 source = "fitted"
                 fit = meas.fit(extinction=None, colour_term=None, use_colour=use_colour, clip=pp.CLIP)
                 k_fit = fit
@@ -719,10 +731,12 @@ class PhotomTask(Task):
                     source = "night"
                     k_fit = night_meas.fit(extinction=None, colour_term=None,
                                            use_colour=use_colour and night_meas.has_colour(), clip=pp.CLIP)
-                    self.log.info("the selected standards span %.3f airmass (< MINIMUM_AIRMASS_SPAN %.2f): "
-                                  "extinction %.4f +- %.4f fitted on the night's %d standard catalogue(s) "
-                                  "(airmass %.3f .. %.3f)", meas.airmass_span, pp.MINIMUM_AIRMASS_SPAN,
-                                  k_fit.extinction, k_fit.extinction_error, len(night),
+                    why = (f"one chip ({self.selection_values.get('chip')}) of the night" if one_chip else
+                           f"the selected standards span {meas.airmass_span:.3f} airmass (< MINIMUM_AIRMASS_SPAN "
+                           f"{pp.MINIMUM_AIRMASS_SPAN:.2f})")
+                    self.log.info("%s: extinction %.4f +- %.4f fitted on the night's %d standard catalogue(s) "
+                                  "of %d chip(s) (airmass %.3f .. %.3f)", why, k_fit.extinction,
+                                  k_fit.extinction_error, len(night), len(set(night_meas.chip)),
                                   np.nanmin(night_meas.airmass), np.nanmax(night_meas.airmass))
                 else:
                     source = "default"

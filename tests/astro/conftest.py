@@ -91,9 +91,9 @@ def _schema_key() -> str:
     return f"{head_revision()}:{digest.hexdigest()[:12]}"
 
 
-@pytest.fixture(scope="session")
-def astro_night_master(tmp_path_factory) -> Path:
-    """The built night's folder (raw/, home/, storage/, work/), never modified by the tests."""
+def astro_night_root(tmp_path_factory) -> Path:
+    """The built night's folder (raw/, home/, storage/, work/), never modified by the tests: the session
+    fixture ``astro_night_master`` of tests/conftest.py (one definition, so one build per session)."""
     cache = os.environ.get("AWE_TEST_NIGHT_CACHE")
     if cache:
         recipe = f"{_RECIPE} schema={_schema_key()}"

@@ -11,18 +11,11 @@ from awe import context
 from awe.config import load_settings
 from awe.sim import Truth
 from tests import _coadd_night
-from tests.astro.conftest import (CHIPS, SCIENCE, STANDARDS, _schema_key, astro_night_master,  # noqa: F401
-                                  chip_file)
-
-
-@pytest.fixture(scope="session")
-def coadd_night_master(astro_night_master, tmp_path_factory):  # noqa: F811
-    return _coadd_night.coadd_night_root(astro_night_master, tmp_path_factory, _schema_key(), CHIPS, STANDARDS,
-                                         SCIENCE, chip_file)
+from tests.astro.conftest import CHIPS, SCIENCE, chip_file
 
 
 @pytest.fixture(scope="module")
-def coadd_night(coadd_night_master, astro_night_master, tmp_path_factory):  # noqa: F811
+def coadd_night(coadd_night_master, astro_night_master, tmp_path_factory):
     """A private copy of the coadd night, connected as the default context (user ``tester``)."""
     root = tmp_path_factory.mktemp("coadd")
     for part in ("home", "storage", "work"):
