@@ -108,6 +108,9 @@ class CourseReport:
     steps: list[str] = field(default_factory=list)  # the steps that ran, in order
     chips: list[ChipSummary] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # the jobs or tasks that could not run
+    # the units target processing found cannot be made from what there is (e.g. a standard field without a
+    # standard star on a chip): said, not failures
+    not_made: list[str] = field(default_factory=list)
     products: int = 0
     flagged: int = 0                          # products of no chip (the mosaic's) with quality flags
     extinction: str = "-"                    # the night's extinction as PhotomTask found it
@@ -143,6 +146,7 @@ class CourseReport:
                   "standard field (stars used); astrom: worst per-axis rms of the 3C273 frames' solutions [\"]; "
                   "zp: zero point [mag]", _HEADER]
         lines += [c.row() for c in self.chips]
+        lines += [f"not made: {reason}" for reason in self.not_made]
         lines += [f"failed: {failure}" for failure in self.failures]
         return "\n".join(lines)
 
@@ -194,7 +198,8 @@ class CourseReport:
 
     @property
     def failed(self) -> bool:
-        """Whether a file could not be ingested or a step could not run."""
+        """Whether a file could not be ingested or a step could not run (units that cannot be made from what
+        there is, e.g. a standard field's frame without standards, are not failures)."""
         return bool(self.ingest_failed or self.failures or any(c.failures for c in self.chips))
 
     def __str__(self) -> str:
@@ -343,7 +348,7 @@ def _target_processing(report: CourseReport, summaries: dict[str, ChipSummary], 
         if exc.plan is None:
             report.failures.append(f"make CoaddedRegriddedFrame: {' '.join(str(exc).split())}")
         else:
-            report.failures += [f"{u.step} {u.label}: {u.reason}" for u in exc.plan.cannot]
+            report.not_made += [f"{u.step} {u.label}: {u.reason}" for u in exc.plan.cannot]
     finally:
         runner.close()
     _record_jobs(jobs, summaries, report)

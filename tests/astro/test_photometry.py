@@ -241,3 +241,25 @@ def test_photcat_through_the_astrometric_solution(astro_night, chain):
     true = next(s for s in truth.frame_sources(SPEC_RAW, "ccd50") if s["name"] == "SA104-177")
     ys, xs = truth.geometry("ccd50").trim
     assert np.hypot(star["x"] - (true["x"] - xs.start), star["y"] - (true["y"] - ys.start)) < 0.5
+
+
+def test_one_chip_of_the_night_takes_the_night_s_extinction(astro_night, chain, caplog):
+    """PhotomTask as target processing plans it (chip=, date=, filter=): the extinction from every chip's
+    standards, the chip's zero point from its own; a standard frame without a catalogue is left out."""
+    truth = astro_night.truth
+    ccd51 = [astro_night.chip_file(d, "ccd51") for d in astro_night.standards]
+    (alone,) = PhotomTask(instrument="WFI", raw_filenames=ccd51, commit=0).execute()
+    assert alone.extinction_source == "fitted"
+    dropped = (PhotSrcCatalog.reduced.raw.filename == ccd51[0]).max("creation_date")
+    dropped.update(is_valid=0)
+    with caplog.at_level(logging.INFO, logger="awe"):
+        (p,) = PhotomTask(instrument="WFI", chip="ccd51", date="2003-03-03", filter="#844", commit=0).execute()
+    assert p.extinction_source == "night" and "of 2 chip(s)" in caplog.text
+    assert ccd51[0] in caplog.text and "fitting without" in caplog.text
+    assert dropped.object_id not in {c.object_id for c in p.photcats}
+    want = _truth_zeropoint(truth, "ccd51")
+    # measured: +0.008 +- 0.0104 (ccd51's standards alone: +0.0065 +- 0.0112), extinction 0.076
+    assert abs(p.zeropoint - want) < 0.02 and abs(p.zeropoint - want) < 3 * p.zeropoint_error
+    assert abs(p.extinction - truth.extinction) < 0.02
+    # the zero point is no longer traded against the extinction of one chip's few standards
+    assert p.zeropoint_error < alone.zeropoint_error, (p.zeropoint_error, alone.zeropoint_error)
