@@ -116,6 +116,7 @@ class DPU:
         self.progress = progress
         self._session = session
         self.runs: list[Run] = []
+        self._reported: set[int] = set()  # failed jobs wait_for_jobs has reported (not again after every wait)
 
     # ------------------------------------------------------------ set-up
     @property
@@ -296,11 +297,15 @@ class DPU:
                 bar.close()
         found = _jobs.jobs_of(self.session, [i for r in self.runs for i in r.job_ids])
         failed = [j for j in found if j.state == "failed"]
-        if failed and not quiet:
-            print(f"{len(failed)} of {len(found)} DPU job(s) failed:", file=sys.stderr)
-            for j in failed:
+        new = [j for j in failed if j.id not in self._reported]
+        if new and not quiet:
+            earlier = len(failed) - len(new)
+            print(f"{len(new)} of {len(found)} DPU job(s) failed" + (
+                f" (and {earlier} reported before)" if earlier else "") + ":", file=sys.stderr)
+            for j in new:
                 print(f"  job {j.id} {j.label}: {j.error}", file=sys.stderr)
             print("  dpu.get_logs() shows their logs; dpu.rerun_failed() runs them again", file=sys.stderr)
+            self._reported.update(j.id for j in new)
         return found
 
     def _bar(self, quiet: bool) -> Any:
@@ -374,6 +379,7 @@ class DPU:
         engine = self.executor
         settings, password = settings_for_job(self.session.settings, engine.local)
         for j in failed:
+            self._reported.discard(j.id)  # failing again is news
             _jobs.requeue(self.session, j.id)
             run.handles[j.id] = engine.submit(JobSpec(j.id, _jobs.unit_of(j), settings, password))
         run.followed = not failed and run.followed
