@@ -23,9 +23,11 @@ parameters (``2 n_terms n_chips + 3 (n_exposures - 1)``, about 200 for 8 chips o
 with numpy; the stars follow by back-substitution. Outliers are rejected between iterations (residual
 beyond ``clip`` robust sigma), and the detections are matched again with the improved model.
 
-Matching: each exposure's start WCS (the per-chip solutions when they exist, else the header's) is
-first registered on the reference catalogue by the peak of the histogram of all detection-reference
-offsets (robust to pointing errors of an arcminute); detections of different exposures closer than the
+Matching: each exposure's start WCS (the per-chip solutions when they exist, else the header's; a header
+frame of a chip solved in another exposure starts from that solution moved by the offset between the two
+exposures, which the chips solved in both give) is first registered on the reference catalogue by the
+peak of the histogram of all detection-reference offsets (robust to pointing errors of an arcminute;
+measured on the solved frames of an exposure when it has any); detections of different exposures closer than the
 match radius are linked (friends of friends, a group with two detections of one exposure is dropped as
 ambiguous); each group's mean position is matched to the nearest reference star.
 
@@ -115,8 +117,9 @@ class FrameSources:
     shape : (ny, nx)
         The frame's size.
     solved : bool
-        Whether ``wcs`` is a solution of the frame (True) or a rough header WCS (False): the start model is
-        taken from the solved frames of a chip and of an exposure when it has any.
+        Whether ``wcs`` is a solution of the frame (True) or a rough header WCS (False). An unsolved frame of
+        a chip solved in another exposure starts from that solution moved by the dither; otherwise a chip's
+        (an exposure's) start comes from its solved frames when it has any.
     """
 
     key: str
