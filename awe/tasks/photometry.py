@@ -701,7 +701,7 @@ class PhotomTask(Task):
             raise TaskError(f"PhotomTask: no valid PhotSrcCatalog of {missing}: run PhotcatTask(instrument="
                             f"{frames[0].instrument.name!r}, raw_filenames={missing!r}, commit=1) first")
         if missing:  # selected by night and chip: a frame without standards on it (or not measured) adds nothing
-            self.log.warning("PhotomTask: %d of the selected standard frames have no valid PhotSrcCatalog (no "
+            self.log.info("PhotomTask: %d of the selected standard frames have no valid PhotSrcCatalog (no "
                              "standard star on the chip, or PhotcatTask failed on them): fitting without %s",
                              len(missing), missing)
             frames = [r for r in frames if r.raw.filename not in set(missing)]
