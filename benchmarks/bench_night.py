@@ -1,8 +1,9 @@
-"""Benchmark: the whole simulated WFI night through awe against a plain numpy floor, step by step.
+"""Benchmark: the whole simulated WFI night through awe, from ingest to the coadd, against a peer chain, step by step.
 
 Simulates the course night (31 exposures, :func:`awe.sim.simulate_night` at
 ``--scale``, default 1 = full size, ~4.4 GB), then in one process and one
-sequence, each awe step followed by its floor peer on the same raw files:
+sequence, each awe step followed by its peer on the same raw files (the
+calibration: a plain numpy "floor"):
 
 * ingest of every raw file into an embedded SQLite database with local
   storage | floor: astropy read of every extension, written as its own FITS file;
@@ -13,13 +14,50 @@ sequence, each awe step followed by its floor peer on the same raw files:
   HotPixelsTask and ColdPixelsTask have no peer;
 * per chip ReduceTask of the 9 standard-field and 6 science exposures |
   floor: overscan, trim, bias-subtract, flat-field and an inverse-variance
-  weight from gain and read noise, both written as FITS.
+  weight from gain and read noise, both written as FITS (with the raw chip
+  header's WCS, reference pixel moved by the trim: SCAMP starts from it).
+
+Then (``--until coadd``, the default; ``--until reduce`` stops here) the chain
+to the coadd of 3C273 (filter #844), awe's as ``tests/_coadd_night.py`` and the
+demo's target processing run it, against the AstrOmatic tools (Debian
+``source-extractor``, ``scamp``, ``swarp``, installed with apt when missing,
+outside any timing):
+
+* the reference catalogues loaded into the database | the astrometric one
+  (``raw/refcat/astrometric.fits``) written as an LDAC file for SCAMP;
+* per chip AstrometricParametersTask of every standard and 3C273 frame, then
+  PhotcatTask of the standard frames (a frame whose astrometry or catalogue
+  fails with a TaskError -- few stars, no standard on the chip -- is left out
+  and counted) and PhotomTask per chip (``chip=``, the night, the filter: the
+  night's extinction) | no peer (the peer coadd is not photometrically
+  calibrated: SCAMP's FLXSCALE 1);
+* per chip GAstromSourceListTask | SExtractor on each floor-reduced 3C273 frame
+  (MAP_WEIGHT with its weight, FITS_LDAC, GAstromSourceListTask's threshold,
+  bench_gastrom's parameters);
+* GAstromTask | one SCAMP run on all those catalogues against the LDAC
+  reference (bench_gastrom's configuration, with ASTRINSTRU_KEY FILTER,CHIPNAME:
+  one distortion of degree 3 per chip for all exposures, as awe's);
+* RegridTask (PIXEL_SCALE WFI's 0.238"/pixel divided by ``--scale``) | SWarp
+  resampling every frame (``-COMBINE N``, LANCZOS3, SCAMP's ``.head``, its
+  weight, the same pixel scale);
+* CoaddTask | SWarp combining the resampled frames (``-RESAMPLE N``,
+  ``COMBINE_TYPE WEIGHTED``).
+
+Threads: both sides get ``--threads`` (default 2, the machine's two cores):
+NTHREADS of SExtractor, SCAMP and SWarp, and ``AWE_THREADS`` for awe's
+combinations (the rest of awe runs in this one Python process).
 
 Each step's wall time, CPU time (process and children, ``resource.getrusage``),
-share of the total and peak resident memory (sampled from /proc every 20 ms)
-is printed with the ratio awe / floor. No timing is asserted anywhere.
+share of the total and peak resident memory (sampled from /proc every 20 ms;
+for an AstrOmatic program its own VmHWM) is printed with the ratio awe / peer,
+and a per-step **budget**: the peer chain's total split in proportion to awe's
+shares, i.e. what each awe step may take for awe's total to equal the peer
+chain's (its wall time times peer total / awe total). The last lines give both
+coadds' sizes and whether the goal, awe's total at most the peer chain's, is
+met. No timing is asserted anywhere.
 
-    .venv/bin/python benchmarks/bench_night.py [--scale 1] [--chips ccd50 ccd51] [--seed 1]
+    .venv/bin/python benchmarks/bench_night.py [--scale 1] [--chips ccd50 ccd51] [--seed 1] [--raw DIR]
+        [--until reduce|coadd] [--threads 2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +65,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import threading
@@ -39,6 +78,7 @@ import numpy as np
 from astropy.io import fits
 from scipy import ndimage as ndi
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the other benchmarks, imported as modules
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from awe import context  # noqa: E402
@@ -48,6 +88,8 @@ from awe.sim import simulate_night  # noqa: E402
 from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,  # noqa: E402
                        ReduceTask, TwilightFlatTask)
 from awe.tasks.ingest import ingest  # noqa: E402
+
+FIELD = "3C273"
 
 NIGHT = "2003-03-03"
 FILTER = "#844"
@@ -63,6 +105,17 @@ STEPS = [
     ("TwilightFlatTask", "twilight master"),
     ("MasterFlatTask", "master flat"),
     ("ReduceTask", "reduce + weight"),
+]
+#: the rows after ReduceTask (``--until coadd``): the chain to the coadd of :data:`FIELD`
+COADD_STEPS = [
+    ("refcats", "LDAC refcat"),
+    ("AstrometricParametersTask", None),
+    ("PhotcatTask", None),
+    ("PhotomTask", None),
+    ("GAstromSourceListTask", "SExtractor"),
+    ("GAstromTask", "SCAMP"),
+    ("RegridTask", "SWarp resample"),
+    ("CoaddTask", "SWarp combine"),
 ]
 
 
@@ -139,8 +192,29 @@ def _overscan_trim(raw: np.ndarray, header: fits.Header, chip: str) -> np.ndarra
     return raw[rows, columns].astype(np.float32) - levels[:, None]
 
 
-def _write(path: Path, data: np.ndarray) -> None:
-    fits.PrimaryHDU(np.asarray(data, np.float32)).writeto(path, overwrite=True)
+def _write(path: Path, data: np.ndarray, header: fits.Header | None = None) -> None:
+    fits.PrimaryHDU(np.asarray(data, np.float32), header).writeto(path, overwrite=True)
+
+
+#: the raw chip header's WCS keywords, copied into the floor's reduced frames (SCAMP starts from them)
+WCS_KEYS = ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CD1_1", "CD1_2", "CD2_1", "CD2_2",
+            "EQUINOX", "RADESYS")
+
+
+def _reduced_header(header: fits.Header, chip: str, exptime: float, gain: float) -> fits.Header:
+    """The raw chip header's WCS (reference pixel moved by the trim), exposure time, gain, filter and chip."""
+    rows, columns = RawGeometry.from_header(header, WFI.chip(chip)).trim
+    out = fits.Header()
+    for key in WCS_KEYS:
+        if key in header:
+            out[key] = header[key]
+    out["CRPIX1"] = float(header["CRPIX1"]) - (columns.start or 0)
+    out["CRPIX2"] = float(header["CRPIX2"]) - (rows.start or 0)
+    out["EXPTIME"] = exptime
+    out["GAIN"] = gain
+    out["FILTER"] = FILTER
+    out["CHIPNAME"] = chip  # SCAMP: one distortion per chip (ASTRINSTRU_KEY FILTER,CHIPNAME)
+    return out
 
 
 def floor_ingest(raw_files: list[Path], outdir: Path) -> None:
@@ -183,17 +257,174 @@ def floor_reduce(science: list[Path], chip: str, bias: np.ndarray, flat: np.ndar
     index = WFI.chip(chip).index
     written = {}
     for path in science:
-        raw, header = _raw_chip(path, chip)
+        with fits.open(path) as hdul:
+            raw, header, exptime = np.asarray(hdul[chip].data), hdul[chip].header.copy(), hdul[0].header["EXPTIME"]
         gain = float(header["HIERARCH ESO DET OUT1 CONAD"])        # e-/ADU
         read_noise = float(header["HIERARCH ESO DET OUT1 RON"]) / gain  # ADU
         signal = _overscan_trim(raw, header, chip) - bias
         image = signal / flat
         weight = flat**2 / (np.clip(signal, 0, None) / gain + read_noise**2)
         name = f"{path.stem}_{index}.fits"
-        _write(outdir / f"red_{name}", image)
+        _write(outdir / f"red_{name}", image, _reduced_header(header, chip, float(exptime), gain))
         _write(outdir / f"weight_{name}", weight)
         written[name] = outdir / f"red_{name}"
     return written
+
+
+# ============================================================================ to the coadd: awe
+def awe_coadd_chain(awe: dict[str, Measure], raw_dir: Path, chips: list[str], standards: list[Path],
+                    science: list[Path], scale: float) -> tuple[object, dict[str, int]]:
+    """The chain from the reduced frames to the coadd of :data:`FIELD`, each task its own step in ``awe``;
+    returns the CoaddedRegriddedFrame and how many frames each step skipped (TaskError)."""
+    from awe.model.refcat import load_refcat
+    from awe.pars import Pars
+    from awe.tasks import (AstrometricParametersTask, CoaddTask, GAstromSourceListTask, GAstromTask, PhotcatTask,
+                           PhotomTask, TaskError)
+    from awe.tasks import RegridTask as _RegridTask
+    skipped = {"astrometry": 0, "photcat": 0, "photom": 0}
+    private = context.project.name
+    with measure(awe, "refcats"):
+        context.set_project("ALL")
+        try:
+            load_refcat(raw_dir / "refcat" / "astrometric.fits", "astrometric")
+            load_refcat(raw_dir / "refcat" / "standards.fits", "standard")
+        finally:
+            context.set_project(private)
+    for chip in chips:
+        index = WFI.chip(chip).index
+        solved = []
+        for path in standards + science:
+            name = f"{path.stem}_{index}.fits"
+            with measure(awe, "AstrometricParametersTask"):
+                try:
+                    AstrometricParametersTask(raw_filenames=[name], commit=1).execute()
+                    solved.append(path)
+                except TaskError:  # few stars: the frame is left out, as the demo does
+                    skipped["astrometry"] += 1
+        for path in [p for p in solved if p in standards]:
+            with measure(awe, "PhotcatTask"):
+                try:
+                    PhotcatTask(instrument="WFI", raw_filenames=[f"{path.stem}_{index}.fits"], commit=1).execute()
+                except TaskError:  # no standard star on the chip
+                    skipped["photcat"] += 1
+    for chip in chips:  # per chip, the night's extinction (fitted on every chip's standards), as target processing
+        with measure(awe, "PhotomTask"):
+            try:
+                PhotomTask(instrument="WFI", chip=chip, date=NIGHT, filter=FILTER, commit=1).execute()
+            except TaskError:
+                skipped["photom"] += 1
+    for chip in chips:
+        with measure(awe, "GAstromSourceListTask"):
+            GAstromSourceListTask(instrument="WFI", chip=chip, object=FIELD, commit=1).execute()
+    with measure(awe, "GAstromTask"):
+        GAstromTask(instrument="WFI", object=FIELD, filter=FILTER, commit=1).execute()
+    pars = Pars(_RegridTask)
+    pars.RegriddedFrame.swarpconf.PIXEL_SCALE = WFI.pixel_scale / scale
+    with measure(awe, "RegridTask"):
+        _RegridTask(instrument="WFI", object=FIELD, pars=pars, commit=1).execute()
+    with measure(awe, "CoaddTask"):
+        (coadd,) = CoaddTask(instrument="WFI", filter=FILTER, object=FIELD, commit=1).execute()
+    return coadd, skipped
+
+
+# ============================================================================ to the coadd: the AstrOmatic peers
+def _vmhwm_mib(pid: int, program: str) -> float:
+    """The peak resident size of process ``pid`` once it runs ``program`` (0 before its exec or after its exit)."""
+    try:
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode() != program:
+            return 0.0
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, UnicodeDecodeError, IndexError):
+        pass
+    return 0.0
+
+
+def _tool(args: list[str], cwd: Path) -> float:
+    """Run one AstrOmatic program (its output into ``cwd/<program>.log``); its own peak resident memory
+    [MiB], its VmHWM sampled every 20 ms (wait4's ru_maxrss would count the forked Python)."""
+    log = cwd / f"{Path(args[0]).name}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, _vmhwm_mib(proc.pid, args[0]))
+            time.sleep(0.02)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed (status {proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
+    return peak
+
+
+def _tool_peak(into: dict[str, Measure], step: str, peak: float) -> None:
+    """A tool's step (run once): its peak is the program's own, not this Python process's."""
+    into[step].peak_mib = peak
+
+
+def peer_coadd_chain(floor: dict[str, Measure], raw_dir: Path, frames: list[Path], outdir: Path, scale: float,
+                     threads: int) -> Path:
+    """SExtractor on each floor-reduced frame of :data:`FIELD` (its weight, LDAC), one SCAMP run on all of
+    them against the night's astrometric reference catalogue, SWarp (LANCZOS3, the pixel scale of awe's coadd)
+    resampling every frame with SCAMP's .head and its weight, then SWarp combining them (weighted mean)."""
+    from astropy.table import Table
+
+    from bench_coadd import ensure_swarp, swarp_executable
+    from bench_gastrom import SCAMP_CONFIG, SEX_PARAMS, ensure_peers, write_ldac_refcat
+    ensure_peers()  # outside any timing: installs the tools with apt when missing
+    if not ensure_swarp():
+        raise SystemExit("SWarp is not available (apt-get install swarp)")
+    outdir.mkdir(parents=True, exist_ok=True)
+    with measure(floor, "LDAC refcat"):
+        write_ldac_refcat(Table.read(raw_dir / "refcat" / "astrometric.fits"), outdir / "astrometric.cat")
+    (outdir / "awe.param").write_text(SEX_PARAMS)
+    # the frames are single chips: one distortion per chip for all exposures, as awe's GAstromTask
+    config = SCAMP_CONFIG.format(refcat="astrometric.cat", threads=threads)
+    config = config.replace("ASTRINSTRU_KEY         FILTER\n", "ASTRINSTRU_KEY         FILTER,CHIPNAME\n")
+    (outdir / "scamp.conf").write_text(config)
+    from awe.model.gastrom import GAstromSourceParams
+    threshold = float(GAstromSourceParams.DETECT_THRESHOLD.default)
+    share = Path("/usr/share/source-extractor")
+    cats, peak = [], 0.0
+    with measure(floor, "SExtractor"):
+        for image in frames:
+            cat = outdir / image.with_suffix(".cat").name
+            weight = image.with_name(image.name.replace("red_", "weight_", 1))
+            peak = max(peak, _tool(
+                ["source-extractor", str(image), "-c", str(share / "default.sex"), "-CATALOG_TYPE", "FITS_LDAC",
+                 "-CATALOG_NAME", str(cat), "-PARAMETERS_NAME", "awe.param", "-FILTER", "Y",
+                 "-FILTER_NAME", str(share / "default.conv"), "-STARNNW_NAME", str(share / "default.nnw"),
+                 "-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(weight), "-DETECT_THRESH", f"{threshold}",
+                 "-ANALYSIS_THRESH", f"{threshold}", "-DETECT_MINAREA", "5",
+                 "-GAIN", f"{fits.getval(image, 'GAIN')}", "-SATUR_LEVEL", "60000", "-BACK_SIZE", "64",
+                 "-PIXEL_SCALE", "0", "-NTHREADS", str(threads), "-VERBOSE_TYPE", "QUIET",
+                 "-CHECKIMAGE_TYPE", "NONE"], outdir))
+            cats.append(cat)
+    _tool_peak(floor, "SExtractor", peak)
+    with measure(floor, "SCAMP"):
+        peak = _tool(["scamp", *[c.name for c in cats], "-c", "scamp.conf"], outdir)
+    _tool_peak(floor, "SCAMP", peak)
+    for cat, image in zip(cats, frames):  # SWarp reads <image>.head next to the image
+        cat.with_suffix(".head").replace(image.with_suffix(".head"))
+    resampled = outdir / "resampled"
+    resampled.mkdir(exist_ok=True)
+    out = outdir / "coadd.fits"
+    common = ["-SUBTRACT_BACK", "N", "-CENTER_TYPE", "ALL", "-PIXELSCALE_TYPE", "MANUAL",
+              "-PIXEL_SCALE", f"{WFI.pixel_scale / scale:.6f}", "-IMAGE_SIZE", "0", "-PROJECTION_TYPE", "TAN",
+              "-CELESTIAL_TYPE", "EQUATORIAL", "-WEIGHT_TYPE", "MAP_WEIGHT", "-NTHREADS", str(threads),
+              "-VERBOSE_TYPE", "QUIET", "-WRITE_XML", "N", "-IMAGEOUT_NAME", str(out),
+              "-WEIGHTOUT_NAME", str(out.with_suffix(".weight.fits")), "-COPY_KEYWORDS", "EXPTIME"]
+    weights = [str(f.with_name(f.name.replace("red_", "weight_", 1))) for f in frames]
+    with measure(floor, "SWarp resample"):
+        peak = _tool([swarp_executable(), *map(str, frames), *common, "-WEIGHT_IMAGE", ",".join(weights),
+                      "-RESAMPLE", "Y", "-COMBINE", "N", "-RESAMPLING_TYPE", "LANCZOS3",
+                      "-RESAMPLE_DIR", str(resampled)], outdir)
+    _tool_peak(floor, "SWarp resample", peak)
+    images = [resampled / f.with_suffix(".resamp.fits").name for f in frames]
+    with measure(floor, "SWarp combine"):
+        peak = _tool([swarp_executable(), *map(str, images), *common, "-WEIGHT_SUFFIX", ".weight.fits",
+                      "-RESAMPLE", "N", "-COMBINE", "Y", "-COMBINE_TYPE", "WEIGHTED"], outdir)
+    _tool_peak(floor, "SWarp combine", peak)
+    return out
 
 
 # ============================================================================ the run
@@ -207,12 +438,33 @@ class NightResult:
     floor_reduced: dict[str, Path]                         # raw chip file -> the floor's reduced frame
     floor_medians: dict[str, float]                        # raw chip file -> median of the floor's reduced frame
     raw_bytes: int
+    until: str = "coadd"
+    threads: int = 2
+    awe_coadd: tuple[tuple[int, int], int] | None = None   # (shape, number of input frames) of awe's coadd
+    peer_coadd: Path | None = None                         # the peer chain's coadd (SWarp)
+    peer_frames: int = 0                                   # frames the peer chain coadded
+    skipped: dict[str, int] | None = None                  # frames awe's chain left out (TaskError), per step
 
 
 def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1,
-              raw: Path | None = None) -> NightResult:
-    """Simulate the night into ``root`` (or take the one in ``raw``), put it through awe and through the floor."""
+              raw: Path | None = None, until: str = "coadd", threads: int = 2) -> NightResult:
+    """Simulate the night into ``root`` (or take the one in ``raw``), put it through awe and through the floor,
+    to ReduceTask (``until='reduce'``) or to the coadd of :data:`FIELD` (then the peers: AstrOmatic tools
+    with ``threads`` threads)."""
     chips = list(chips or [c.name for c in WFI.chips])
+    before = os.environ.get("AWE_THREADS")
+    os.environ["AWE_THREADS"] = str(threads)  # awe's combinations: the AstrOmatic tools' NTHREADS
+    try:
+        return _run_night(root, scale, chips, seed, raw, until, threads)
+    finally:  # the caller's environment as it was (the smoke test runs inside the test suite)
+        if before is None:
+            os.environ.pop("AWE_THREADS", None)
+        else:
+            os.environ["AWE_THREADS"] = before
+
+
+def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path | None, until: str,
+               threads: int) -> NightResult:
     awe, floor = {}, {}
     with measure(awe, "simulate"):
         if raw is None:
@@ -272,9 +524,20 @@ def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, se
                     data = product.load()
                     awe_reduced[product.raw.filename] = (data.shape, float(np.median(data)))
             floor_medians = {name: float(np.median(fits.getdata(path))) for name, path in floor_reduced.items()}
+        result = NightResult(awe, floor, awe_reduced, floor_reduced, floor_medians,
+                             sum(p.stat().st_size for p in raw_files), until, threads)
+        if until == "coadd":
+            field = [p for p in science if kinds[p] == "OBJECT" and fits.getval(p, "OBJECT").strip() == FIELD]
+            standards = [p for p in science if kinds[p] == "STD"]
+            coadd, result.skipped = awe_coadd_chain(awe, raw_dir, chips, standards, field, scale)
+            data = coadd.load()  # outside the timing: what the table reports of it
+            result.awe_coadd = (data.shape, int(coadd.n_inputs))
+            frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
+            result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
+            result.peer_frames = len(frames)
     finally:
         context.close()
-    return NightResult(awe, floor, awe_reduced, floor_reduced, floor_medians, sum(p.stat().st_size for p in raw_files))
+    return result
 
 
 # ============================================================================ the table
@@ -289,34 +552,52 @@ def _cells(m: Measure | None) -> str:
 
 
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:6.1f}x" if b > 0 else ""
+    return "" if b <= 0 else f"{a / b:6.1f}x" if a >= b else f"{a / b:6.2f}x"
 
 
 def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
     awe, floor = result.awe, result.floor
-    counted = [name for name, _ in STEPS if name != "simulate"]
+    steps = STEPS + (COADD_STEPS if result.until == "coadd" else [])
+    counted = [name for name, _ in steps if name != "simulate"]
     awe_wall = sum(awe[s].wall for s in counted)
     awe_cpu = sum(awe[s].cpu for s in counted)
     floor_wall = sum(m.wall for m in floor.values())
     floor_cpu = sum(m.cpu for m in floor.values())
-    print(f"the course night at scale {scale:g}: {len(chips)} chip(s) calibrated and reduced ({', '.join(chips)}), "
-          f"raw {result.raw_bytes / 1e9:.2f} GB, {len(result.awe_reduced)} frames reduced; {os.cpu_count()} cores")
-    print(f"{'step':17s} {'awe wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} | {'floor':15s} {'wall':>9s} "
-          f"{'CPU':>9s} {'peak':>8s} {'share':>7s} | {'wall':>7s} {'CPU':>7s}")
-    for name, peer in STEPS:
-        a, f = awe[name], floor.get(peer) if peer else None
+    peer = "peer" if result.until == "coadd" else "floor"
+    what = "calibrated and reduced" if result.until == "reduce" else f"calibrated, reduced and coadded ({FIELD})"
+    print(f"the course night at scale {scale:g}: {len(chips)} chip(s) {what} ({', '.join(chips)}), "
+          f"raw {result.raw_bytes / 1e9:.2f} GB, {len(result.awe_reduced)} frames reduced; {os.cpu_count()} cores"
+          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" else ""))
+    print(f"{'step':25s} {'awe wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} {'budget':>8s} | {peer:15s} "
+          f"{'wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} | {'wall':>7s} {'CPU':>7s}")
+    for name, other in steps:
+        a, f = awe[name], floor.get(other) if other else None
         share = "" if name == "simulate" else _share(a, awe_wall)
+        # the budget: the peer chain's total split in proportion to awe's shares
+        budget = "" if name == "simulate" else f"{floor_wall * a.wall / awe_wall:7.2f}s"
         ratios = f"{_ratio(a.wall, f.wall):>7s} {_ratio(a.cpu, f.cpu):>7s}" if f else ""
-        print(f"{name:17s} {_cells(a)} {share:>7s} | {(peer or '–'):15s} {_cells(f)} {_share(f, floor_wall):>7s} | "
-              f"{ratios}")
-    print(f"{'total (no sim.)':17s} {awe_wall:8.2f}s {awe_cpu:8.2f}s {max(awe[s].peak_mib for s in counted):7.0f}M "
-          f"{'':7s} | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
+        print(f"{name:25s} {_cells(a)} {share:>7s} {budget:>8s} | {(other or '–'):15s} {_cells(f)} "
+              f"{_share(f, floor_wall):>7s} | {ratios}")
+    print(f"{'total (no sim.)':25s} {awe_wall:8.2f}s {awe_cpu:8.2f}s {max(awe[s].peak_mib for s in counted):7.0f}M "
+          f"{'':7s} {floor_wall:7.2f}s | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
           f"{max(m.peak_mib for m in floor.values()):7.0f}M {'':7s} | {_ratio(awe_wall, floor_wall):>7s} "
           f"{_ratio(awe_cpu, floor_cpu):>7s}")
     offsets = [result.floor_medians[name] / median - 1 for name, (_, median) in result.awe_reduced.items()]
     if offsets:
         print(f"reduced sky level (median), floor / awe - 1: {100 * min(offsets):+.2f} % to "
               f"{100 * max(offsets):+.2f} %")
+    if result.until == "coadd":
+        if result.awe_coadd is not None:
+            (ny, nx), n = result.awe_coadd
+            skipped = ", ".join(f"{k} {v}" for k, v in (result.skipped or {}).items())
+            print(f"awe's coadd: {nx} x {ny} pixels of {WFI.pixel_scale / scale:.3f}\", {n} frames "
+                  f"(frames left out: {skipped or 'none'})")
+        if result.peer_coadd is not None and result.peer_coadd.is_file():
+            ny, nx = fits.getdata(result.peer_coadd).shape
+            print(f"the peers' coadd (SWarp): {nx} x {ny} pixels, {result.peer_frames} frames")
+        met = "met" if awe_wall <= floor_wall else "not met"
+        print(f"goal awe total <= peer chain total: {met} ({awe_wall:.2f} s against {floor_wall:.2f} s, "
+              f"awe / peer {awe_wall / floor_wall:.2f})")
     print(f"process peak resident memory (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
           f"MiB; CPU includes children")
 
@@ -330,13 +611,22 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--raw", type=Path, default=None, help="a night simulated before (its raw folder, at "
                         "--scale): not simulated again")
+    parser.add_argument("--until", choices=("reduce", "coadd"), default="coadd", help="the last step: ReduceTask "
+                        "(no AstrOmatic tools needed) or the coadd of 3C273 (default)")
+    parser.add_argument("--threads", type=int, default=2, help="NTHREADS of SExtractor, SCAMP and SWarp "
+                        "(default 2: the machine's two cores, as awe's libraries use)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temporary "
+                        "folder, removed)")
     args = parser.parse_args(argv)
+    workdir = workdir if workdir is not None else args.workdir
     if workdir is not None:
-        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw)
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw, args.until, args.threads)
+        print_table(result, args.scale, args.chips)
     else:
         with tempfile.TemporaryDirectory(prefix="awe-bench-night-") as tmp:
-            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw)
-    print_table(result, args.scale, args.chips)
+            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw, args.until, args.threads)
+            print_table(result, args.scale, args.chips)  # the coadds still there
     return result
 
 

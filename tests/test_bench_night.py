@@ -1,4 +1,5 @@
-"""Smoke test of benchmarks/bench_night.py: the whole night at scale 1/8 on one chip, both sides (no timing)."""
+"""Smoke test of benchmarks/bench_night.py: the night at scale 1/8 on one chip to ReduceTask, both sides (no timing;
+``--until reduce``: the coadd chain needs the AstrOmatic tools)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def _load_bench():
 def test_bench_night_runs_both_sides_on_the_same_data(tmp_path, capsys):
     bench = _load_bench()
     # 1/8 is the smallest scale whose hot pixel maps pass their QC (at 1/16 the hot columns exceed 1 %)
-    result = bench.main(["--scale", "0.125", "--chips", "ccd50"], workdir=tmp_path)
+    result = bench.main(["--scale", "0.125", "--chips", "ccd50", "--until", "reduce"], workdir=tmp_path)
 
     table = capsys.readouterr().out
     for awe_step, floor_step in bench.STEPS:
@@ -32,6 +33,7 @@ def test_bench_night_runs_both_sides_on_the_same_data(tmp_path, capsys):
         if floor_step:
             assert result.floor[floor_step].runs == 1 and floor_step in table
     assert "total" in table
+    assert not any(step in result.awe for step, _ in bench.COADD_STEPS)  # stopped after ReduceTask
 
     # 9 standard-field and 6 science exposures of ccd50, reduced by both
     assert len(result.awe_reduced) == 15
