@@ -702,9 +702,10 @@ class PhotomTask(Task):
                             f"{frames[0].instrument.name!r}, raw_filenames={missing!r}, commit=1) first")
         if missing:  # selected by night and chip: a frame without standards on it (or not measured) adds nothing
             self.log.info("PhotomTask: %d of the selected standard frames have no valid PhotSrcCatalog (no "
-                             "standard star on the chip, or PhotcatTask failed on them): fitting without %s",
-                             len(missing), missing)
-            frames = [r for r in frames if r.raw.filename not in set(missing)]
+                          "standard star on the chip, or PhotcatTask failed on them): fitting without %s",
+                          len(missing), missing)
+            left_out = set(missing)
+            frames = [r for r in frames if r.raw.filename not in left_out]
         pp = self.params(PhotometricParameters)
         illumination = {red.chip.name: self.calibration("illumination", red) for red in
                         {r.chip.name: r for r in frames}.values()}
