@@ -18,6 +18,7 @@ import functools
 import importlib
 import os
 import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -66,6 +67,21 @@ def planned(name: str) -> type:
     return _PlannedMeta(name, (Planned,), {"__doc__": message, "_awe_message": message, "__module__": "awe"})
 
 
+class _LazyModule(types.ModuleType):
+    """A module imported on its first attribute (``pylab``: matplotlib's second of start-up only when it plots)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), name)
+
+    def __dir__(self) -> list[str]:
+        return dir(importlib.import_module(self.__name__))
+
+
+@functools.lru_cache(maxsize=None)
+def _lazy(module_name: str) -> types.ModuleType:
+    return sys.modules.get(module_name) or _LazyModule(module_name)
+
+
 def _modules() -> list[str]:
     return ["awe.model", "awe.tasks"]
 
@@ -92,6 +108,8 @@ def __getattr__(name: str) -> Any:
         return sorted(namespace())
     if name in _EXTRA:
         module_name, attr = _EXTRA[name]
+        if name == "pylab":
+            return _lazy(module_name)
         module = importlib.import_module(module_name)
         return getattr(module, attr) if attr else module
     for module_name in _modules():

@@ -55,14 +55,33 @@ class _Cli(click.Group):
 
 
 class _TqdmHandler(logging.Handler):
-    """Log records on the screen without breaking the progress bars."""
+    """Log records on the screen without breaking the progress bars.
+
+    Unless ``verbose``, a record shows its first line only (a job's traceback is for the log file) and the
+    warnings that fall below the screen's level (a long run shows only its errors) are counted in ``hidden``.
+    """
+
+    def __init__(self, level: int, verbose: bool) -> None:
+        super().__init__(logging.DEBUG)
+        self.screen_level, self.verbose, self.hidden = level, verbose, 0
 
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
+        if record.levelno < self.screen_level:
+            self.hidden += record.levelno >= logging.WARNING
+            return
         try:
-            tqdm.write(self.format(record), file=sys.stderr)
+            text = self.format(record)
+            if not self.verbose and "\n" in text:
+                text = text.split("\n", 1)[0] + " (the details: awe.log)"
+            tqdm.write(text, file=sys.stderr)
         except Exception:  # pragma: no cover - as logging.StreamHandler does
             self.handleError(record)
+
+
+def _screen() -> _TqdmHandler | None:
+    """The screen's log handler :func:`_configure_logging` installed."""
+    return next((h for h in logging.getLogger("awe").handlers if isinstance(h, _TqdmHandler)), None)
 
 
 def _configure_logging(verbose: bool) -> Path | None:
@@ -73,7 +92,7 @@ def _configure_logging(verbose: bool) -> Path | None:
     for handler in [h for h in logger.handlers if getattr(h, "_awe_cli", False)]:
         logger.removeHandler(handler)
         handler.close()
-    screen = _TqdmHandler(level if verbose else logging.WARNING)
+    screen = _TqdmHandler(level if verbose else logging.WARNING, verbose)
     screen.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     screen.addFilter(lambda record: not getattr(record, "awe_file_only", False))
     handlers: list[logging.Handler] = [screen]
@@ -145,6 +164,8 @@ def _progress(label: str):
                 return
             bar["bar"] = tqdm(total=total, desc=f"{label:10s}", unit=unit, file=sys.stderr, leave=True,
                               dynamic_ncols=True)
+        if bar["bar"].total != total:  # a step's follow-up jobs join it
+            bar["bar"].total = total
         bar["bar"].n = done
         bar["bar"].set_postfix_str(str(name)[-40:], refresh=False)
         if done >= total:
@@ -398,10 +419,15 @@ def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple
     """
     from awe.demo import prepare_prompt, run_course
     session = _connect()
+    screen = _screen()
+    if screen is not None and not screen.verbose:
+        screen.screen_level = logging.ERROR  # the warnings of a whole night: counted here, each in awe.log
     report = run_course(outdir, scale=scale, seed=seed, chips=list(chips) or None, progress=_progress,
                         executor=executor)
     click.echo(report.summary())
     log_file = (ctx.obj or {}).get("log_file")
+    if screen is not None and screen.hidden:
+        click.echo(f"{screen.hidden} warning(s) logged (quality checks, seeing, ...), each in {log_file or 'the log'}")
     if log_file is not None:
         click.echo(f"Every step in detail: {log_file}")
     command = prepare_prompt(session.settings, prompt_command)

@@ -494,7 +494,7 @@ def make(cls: type, *, plan: bool = False, stale: bool = False, dpu: Any = None,
             tick = progress(step) if progress is not None else None
             if tick is not None:
                 tick(0, len(todo), "submitted")
-            ids = runner.submit(step, task_cls, todo, extra)
+            ids = runner.submit(step, task_cls, todo, extra, report=tick)
             runner.wait_for_jobs(quiet=quiet, report=None if tick is None else (
                 lambda done, total, states: tick(done - before, total - before, "")))
             jobs = runner.jobs([i for r in runner.runs for i in r.job_ids if i >= min(ids)])

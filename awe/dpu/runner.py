@@ -165,8 +165,12 @@ class DPU:
         return self.submit(recipe, task_cls, units, keywords)
 
     def submit(self, recipe: str, task_cls: "type[Task]", units: list[Any],
-               keywords: dict[str, Any] | None = None) -> list[int]:
-        """Record one job per planned unit and hand them to the executor; the job ids."""
+               keywords: dict[str, Any] | None = None,
+               report: "Callable[[int, int, str], None] | None" = None) -> list[int]:
+        """Record one job per planned unit and hand them to the executor; the job ids.
+
+        In-process the jobs run here: ``report(ended, total, label)`` is called as each ends (a progress display
+        of the caller's, as :meth:`wait_for_jobs` gives it for the other executors)."""
         session = self.session
         engine = self.executor
         run_id = uuid.uuid4().hex
@@ -193,6 +197,8 @@ class DPU:
                     bar.update(1)
                     if handle.get("state") == "failed":
                         bar.set_postfix_str(f"failed: job {job_id}")
+                if report is not None and isinstance(engine, InProcess):
+                    report(len(run.handles), len(ids), "")
         finally:
             if bar is not None:
                 bar.close()
