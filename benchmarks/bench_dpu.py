@@ -1,11 +1,13 @@
-"""Benchmark: a night's per-chip steps through the DPU, in-process against a Dask LocalCluster of 2 workers.
+"""Benchmark: a night's per-chip steps through the DPU on Dask LocalClusters of 1 and 2 workers (and in-process).
 
 Simulates the calibration exposures of 2003-03-03 and ``--science`` 3C273 exposures at ``--scale``, ingests
 them once into an embedded database, then for each executor on its own copy of that database runs the
 course's recipes over all eight chips, each step one job per chip (``dpu.run('Bias', ...)`` ...
 ``dpu.run('MasterFlat', ...)``, then ``dpu.run('Reduce', instrument='WFI', object='3C273', ...)``, one job per
-frame, followed by the mosaic satellite pass), committing everything. Prints each step's wall time for
-both and the ratio in-process / Dask (the speed-up; 2 cores: at most 2). No timing is asserted.
+frame, followed by the mosaic satellite pass), committing everything: in-process, on a Dask ``LocalCluster``
+of one worker and of ``--workers`` workers (one thread each). Prints each step's wall time for the three
+and the speed-up Dask 1 worker / Dask ``--workers`` workers (2 cores: at most 2), and the same for the
+total. No timing is asserted.
 
     .venv/bin/python benchmarks/bench_dpu.py [--scale 0.25] [--science 2] [--workers 2]
 """
@@ -87,13 +89,16 @@ def main() -> None:
         master = base / "master"
         master.mkdir()
         _prepare(master, args.scale, args.science)
-        serial = _run(master, base / "in-process", None, args.workers)
-        dask = _run(master, base / "dask", "dask", args.workers)
-        print(f"\n{'step':<24} {'in-process [s]':>15} {f'Dask {args.workers}x1 [s]':>15} {'speed-up':>9}")
+        serial = _run(master, base / "in-process", None, 1)
+        one = _run(master, base / "dask-1", "dask", 1)
+        many = _run(master, base / "dask-n", "dask", args.workers)
+        print(f"\n{'step':<24} {'in-process [s]':>15} {'Dask 1x1 [s]':>13} {f'Dask {args.workers}x1 [s]':>13} "
+              f"{'speed-up':>9}")
         for step in serial:
-            print(f"{step:<24} {serial[step]:15.2f} {dask[step]:15.2f} {serial[step] / dask[step]:9.2f}")
-        total_s, total_d = sum(serial.values()), sum(dask.values())
-        print(f"{'total':<24} {total_s:15.2f} {total_d:15.2f} {total_s / total_d:9.2f}")
+            print(f"{step:<24} {serial[step]:15.2f} {one[step]:13.2f} {many[step]:13.2f} "
+                  f"{one[step] / many[step]:9.2f}")
+        totals = [sum(t.values()) for t in (serial, one, many)]
+        print(f"{'total':<24} {totals[0]:15.2f} {totals[1]:13.2f} {totals[2]:13.2f} {totals[1] / totals[2]:9.2f}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
