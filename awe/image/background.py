@@ -322,17 +322,30 @@ class _MoffatStamp:
         a2 = alpha * alpha
         dx, dy = self.gx - x0, self.gy - y0
         r2 = dx * dx + dy * dy
-        u = 1.0 + r2 / a2
+        u = r2 / a2
+        u += 1.0
         log_u = np.log(u)
-        prof = ((beta - 1.0) / (np.pi * a2)) * np.exp(-beta * log_u)
-        core = (2.0 * beta / a2) * prof / u               # -2 d prof / d r2
-        d_alpha = (core * r2 - 2.0 * prof) / alpha
-        columns = [core * dx, core * dy, prof, d_alpha * (alpha / fwhm)]
+        columns = np.empty((5 if free_beta else 4,) + r2.shape)
+        prof = columns[2]
+        np.multiply(log_u, -beta, out=prof)
+        np.exp(prof, out=prof)
+        prof *= (beta - 1.0) / (np.pi * a2)
+        core = prof / u
+        core *= 2.0 * beta / a2                           # -2 d prof / d r2
+        d_alpha = core * r2
+        d_alpha -= 2.0 * prof
+        d_alpha /= alpha
+        np.multiply(core, dx, out=columns[0])
+        np.multiply(core, dy, out=columns[1])
+        np.multiply(d_alpha, alpha / fwhm, out=columns[3])
         if free_beta:
             t = 2.0 ** (1.0 / beta)
             alpha_by_beta = alpha * t * np.log(2.0) / (2.0 * beta * beta * (t - 1.0))
-            columns.append(prof / (beta - 1.0) - prof * log_u + d_alpha * alpha_by_beta)
-        binned = (self.binning @ np.stack(columns) @ self.binning.T).reshape(len(columns), -1)
+            d_beta = columns[4]
+            np.multiply(prof, 1.0 / (beta - 1.0) - log_u, out=d_beta)
+            d_alpha *= alpha_by_beta
+            d_beta += d_alpha
+        binned = (self.binning @ columns @ self.binning.T).reshape(len(columns), -1)
         jac = np.empty((self.size * self.size, 6 if free_beta else 5))
         jac[:, 0], jac[:, 1] = flux * binned[0], flux * binned[1]
         jac[:, 2], jac[:, 3], jac[:, 4] = binned[2], flux * binned[3], 1.0
@@ -377,6 +390,9 @@ def _levenberg_marquardt(stamp: np.ndarray, weight: np.ndarray, half: int, p0: n
         return _node_layout(half, round(alpha, 4) - 1e-4, round(b, 4) - 1e-4), alpha, b
 
     quadrature = "gauss" if oversample is None else "midpoint"
+    # a fit held at a bound of its centre, FWHM or beta this many steps running ends there: it is discarded
+    # (:func:`_fit_star`) and would otherwise creep along the bound, where the profile is degenerate
+    patience, held_for = 5, 0
     p = p0.copy()
     layout, alpha_made, beta_made = layout_for(p)
     model = _stamp_model(half, layout, quadrature)
@@ -387,11 +403,19 @@ def _levenberg_marquardt(stamp: np.ndarray, weight: np.ndarray, half: int, p0: n
     for _ in range(max_iter):
         a = jac.T @ (jac * w2[:, None])
         g = jac.T @ (r * w2)
-        scale = np.diag(a).copy()
+        scale = a.diagonal().copy()
         scale[scale <= 0] = 1.0
         free = ~(((p <= lo) & (g > 0)) | ((p >= hi) & (g < 0)))
-        step = np.zeros_like(p)
-        step[free] = -np.linalg.solve((a + lam * np.diag(scale))[np.ix_(free, free)], g[free])
+        held_for = held_for + 1 if not (free[0] and free[1] and free[3] and free[5:].all()) else 0
+        if held_for >= patience:
+            return p, False
+        damped = a.copy()
+        damped.flat[::len(p) + 1] += lam * scale
+        if free.all():
+            step = -np.linalg.solve(damped, g)
+        else:
+            step = np.zeros_like(p)
+            step[free] = -np.linalg.solve(damped[np.ix_(free, free)], g[free])
         q = p + step
         # a step beyond a bound goes 90 % of the way there (at the bound after a few: then held)
         below, above = q < lo, q > hi

@@ -117,12 +117,17 @@ class PsfCheck:
         # `steps` consecutive samples is the average over one pixel.
         m = int(round((2 * (half + reach) + 1) * steps))
         u = (np.arange(m) + 0.5) / steps - (half + reach + 0.5)
-        prof = (1.0 + (u[:, None] ** 2 + u[None, :] ** 2) / alpha**2) ** (-beta)
+        # box[i, j] averages samples i..i+steps-1: the pixel centred at offset
+        # i / steps - (half + reach). The table is symmetric about its centre
+        # (offset 0, index centre): only the quadrant from there is computed.
+        centre = (half + reach) * steps
+        v = u[centre:]
+        prof = (1.0 + (v[:, None] ** 2 + v[None, :] ** 2) / alpha**2) ** (-beta)
         prof *= (beta - 1.0) / (np.pi * alpha**2)
         c = np.cumsum(np.cumsum(np.pad(prof, ((1, 0), (1, 0))), axis=0), axis=1)
-        box = (c[steps:, steps:] - c[:-steps, steps:] - c[steps:, :-steps] + c[:-steps, :-steps])
-        # box[i, j] averages samples i..i+steps-1: the pixel centred at
-        # offset i / steps - (half + reach).
+        quadrant = (c[steps:, steps:] - c[:-steps, steps:] - c[steps:, :-steps] + c[:-steps, :-steps])
+        half_table = np.concatenate([quadrant[:0:-1], quadrant], axis=0)
+        box = np.concatenate([half_table[:, :0:-1], half_table], axis=1)
         return cls(fwhm=float(fwhm), beta=float(beta), half=half, steps=steps, reach=reach,
                    table=box / steps**2)
 
@@ -298,6 +303,95 @@ def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
     return best, star, model, (cx, cy)
 
 
+def _batch_best_fits(check: PsfCheck, stamps: np.ndarray, ws: np.ndarray,
+                     span: float = 0.6) -> list[tuple[float, np.ndarray, np.ndarray, tuple[int, int]]]:
+    """:func:`_best_psf_fit` (centre 0, no ``base``, nothing avoided) of many stamps ``(G, N)`` at once.
+
+    The same grids and zooms, each stamp's plane eliminated as in
+    :class:`_PlaneFit`, the products of all stamps in one batched matrix
+    product per round: the same result as stamp by stamp.
+    """
+    g_count, size = stamps.shape
+    out: list[tuple[float, np.ndarray, np.ndarray, tuple[int, int]]] = []
+    if g_count == 0:
+        return out
+    s = check.steps
+    limit = check.reach * s
+    plane = _plane_design(int(round(np.sqrt(size))))
+    cols = np.empty((g_count, size, 4))
+    cols[:, :, :3] = (plane[None, :, :] * ws[:, None, :]).transpose(0, 2, 1)
+    cols[:, :, 3] = ws * stamps
+    b = np.einsum("gnk,gn->gk", cols[:, :, :3], stamps)
+    p_inv = np.zeros((g_count, 3, 3))
+    base_chi2 = np.full(g_count, np.inf)
+    usable = np.zeros(g_count, dtype=bool)
+    normal = np.einsum("gnk,ln->gkl", cols[:, :, :3], plane)
+    for k in range(g_count):
+        inv = _inverse_3x3(normal[k])
+        if inv is not None:
+            p_inv[k], usable[k] = inv, True
+            base_chi2[k] = float(stamps[k] @ cols[k, :, 3] - b[k] @ inv @ b[k])
+    coarse = 0.2 if span <= 1.0 else max(0.5, check.fwhm / 4.0)
+    step = max(int(round(coarse * s)), 1)
+    half_grid = max(int(round(span * s / step)), 1)
+    cx, cy = np.zeros(g_count, dtype=np.int64), np.zeros(g_count, dtype=np.int64)
+    best = np.full(g_count, np.inf)
+    best_t = np.zeros((g_count, size))
+    best_flux = np.zeros(g_count)
+    best_cp = np.zeros((g_count, 3))
+    found = np.zeros(g_count, dtype=bool)
+    width = check.table.shape[1]
+    offsets = _template_offsets(2 * check.half + 1, s, width)
+    table = check.table.ravel()
+    rows = np.arange(g_count)
+    first_round = True
+    while True:
+        offs, col, row = _grid(half_grid, step)
+        xs = np.minimum(np.maximum(cx[:, None] + offs[None, :], -limit), limit)
+        ys = np.minimum(np.maximum(cy[:, None] + offs[None, :], -limit), limit)
+        gx, gy = xs[:, col], ys[:, row]                            # (G, n_t), meshgrid order
+        if first_round:
+            # every stamp's first grid is around its centre: the same templates
+            shared = check.templates(gx[0], gy[0])                  # (n_t, N)
+            templates = np.broadcast_to(shared, (g_count,) + shared.shape)
+            squares = ws @ (shared * shared).T                       # (G, n_t)
+        else:
+            base_index = (limit - gy) * width + (limit - gx)
+            templates = table.take(base_index[:, :, None] + offsets[None, None, :])     # (G, n_t, N)
+            squares = ((templates * templates) @ ws[:, :, None])[:, :, 0]
+        first_round = False
+        products = (shared @ cols) if templates.strides[0] == 0 else templates @ cols   # (G, n_t, 4)
+        c = products[:, :, :3]
+        cp = c @ p_inv                                               # (G, n_t, 3)
+        den = squares - (cp * c).sum(axis=2)
+        num = products[:, :, 3] - (cp @ b[:, :, None])[:, :, 0]
+        positive = den > 0
+        flux = np.divide(num, den, out=np.zeros_like(num), where=positive)
+        chi2 = np.where(positive & (num > 0) & usable[:, None], base_chi2[:, None] - num * flux, np.inf)
+        i = np.argmin(chi2, axis=1)
+        better = chi2[rows, i] < best
+        best = np.where(better, chi2[rows, i], best)
+        cx = np.where(better, gx[rows, i], cx)
+        cy = np.where(better, gy[rows, i], cy)
+        best_t[better] = templates[rows[better], i[better]]
+        best_flux[better] = flux[rows[better], i[better]]
+        best_cp[better] = cp[rows[better], i[better]]
+        found |= better
+        if step == 1:
+            break
+        step = max(step // 4, 1)
+        half_grid = 2
+    for k in range(g_count):
+        centre = (int(cx[k]), int(cy[k]))
+        if not found[k]:
+            out.append((float(best[k]), np.zeros(size), np.zeros(size), centre))
+            continue
+        star = best_flux[k] * best_t[k]
+        sky = p_inv[k] @ b[k] - best_flux[k] * best_cp[k]
+        out.append((float(best[k]), star, star + sky @ plane, centre))
+    return out
+
+
 def _second_peak(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, model: np.ndarray,
                  centre: tuple[int, int]) -> bool:
     """Whether the one-star fit leaves a 4-sigma excess a resolved distance from the star.
@@ -359,12 +453,14 @@ def _star_outside(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
 
 
 def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndarray, significance: float,
-                 blends: bool) -> tuple[bool, np.ndarray | None]:
+                 blends: bool, searches: tuple | None = None) -> tuple[bool, np.ndarray | None]:
     """Judge one flagged group on its stamp (see :func:`psf_consistent`).
 
     Returns ``(True, None)`` for a star, ``(False, pixels)`` for a star with
     a cosmic ray on it (``pixels``: the group's star pixels, stamp-shaped,
-    flattened) and ``(False, None)`` for a cosmic ray.
+    flattened) and ``(False, None)`` for a cosmic ray. ``searches``: the results of the three standard
+    searches (near the peak, anywhere, anywhere on the pixels outside the group), if made already
+    (:func:`_batch_best_fits`).
     """
     n = 2 * check.half + 1
     reach = float(check.reach)
@@ -376,15 +472,18 @@ def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndar
 
     # (a): the star near the group's brightest pixel, or anywhere in the
     # stamp (a group on the wing of a bright undersampled star).
-    plane = _PlaneFit(stamp, w)
-    fit = _best_psf_fit(check, stamp, w, plane=plane)
-    wide = _best_psf_fit(check, stamp, w, span=reach, plane=plane)
+    if searches is None:
+        plane = _PlaneFit(stamp, w)
+        fit = _best_psf_fit(check, stamp, w, plane=plane)
+        wide = _best_psf_fit(check, stamp, w, span=reach, plane=plane)
+    else:
+        fit, wide = searches[0], searches[1]
     chi_star, first, model, centre = fit if fit[0] <= wide[0] else wide
     # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
     # plane, or (c) a star anywhere in the stamp plus the plane (a cosmic
     # ray on a star's wing); (c) is only fitted when needed.
     chi_plane = _plane_chi2(stamp, w * others)
-    wing: list[tuple[float, tuple[int, int]]] = []
+    wing: list[tuple[float, tuple[int, int]]] = [] if searches is None else [(searches[2][0], searches[2][3])]
 
     def chi_wing() -> float:
         if not wing:
@@ -520,6 +619,7 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
                       mode="constant", constant_values=True)
     pad_star = np.zeros(padded.shape, dtype=bool)
 
+    judged = []
     for k, (py, px) in enumerate(peaks, start=1):
         win = (slice(py, py + n), slice(px, px + n))
         stamp = padded[win].ravel()
@@ -530,7 +630,20 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
             continue
         signal = np.clip(stamp, 0.0, None)
         w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
-        whole, part = _judge_group(check, stamp, w, own, significance, blends)
+        judged.append((k, px, py, win, stamp, w, own))
+    # the three searches every group starts with, all groups at once (in chunks)
+    searches: list[tuple] = []
+    for start in range(0, len(judged), _BATCH):
+        part_of = judged[start:start + _BATCH]
+        stamps = np.array([j[4] for j in part_of]).reshape(len(part_of), n * n)
+        ws = np.array([j[5] for j in part_of]).reshape(len(part_of), n * n)
+        others = (ws > 0) & ~np.array([j[6] for j in part_of]).reshape(len(part_of), n * n)
+        near = _batch_best_fits(check, stamps, ws)
+        anywhere = _batch_best_fits(check, stamps, ws, span=float(check.reach))
+        wing = _batch_best_fits(check, stamps, ws * others, span=float(check.reach))
+        searches.extend(zip(near, anywhere, wing))
+    for (k, px, py, win, stamp, w, own), found in zip(judged, searches):
+        whole, part = _judge_group(check, stamp, w, own, significance, blends, found)
         if whole:
             star_groups[k] = True
             log.debug("group %d at (%d, %d): a star", k, px, py)
@@ -540,6 +653,7 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     return pad_star[h:-h, h:-h] | star_groups[groups]
 
 
+_BATCH = 128       # flagged groups searched at once by :func:`psf_consistent`
 _EDGE = 5          # pixels mirrored beyond each edge for astroscrappy (which never flags its outer 3)
 _FILL = 5          # bad pixels are filled from the good ones of this box around them
 _FILL_CHUNK = 65536
