@@ -535,7 +535,8 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         PSF check is tuned on these values). ``'gauss'``: Gauss-Legendre
         nodes per pixel for a pixel error below 0.1 % of the peak at the
         fitted width (:func:`_node_layout`), the FWHM within ~0.1 % of the
-        noiseless fit, and faster.
+        exact pixel integral's fit (measured at FWHM 0.5 px: 0.9 % from the
+        truth against 2.5 %), at about 1.2 times the CPU.
 
     Returns
     -------
