@@ -653,7 +653,8 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     return pad_star[h:-h, h:-h] | star_groups[groups]
 
 
-_BATCH = 128       # flagged groups searched at once by :func:`psf_consistent`
+_BATCH = 16        # flagged groups searched at once by :func:`psf_consistent`: small enough products that
+                   # OpenBLAS keeps them on one thread (its threads cost 2x the CPU on a busy 2-core machine)
 _EDGE = 5          # pixels mirrored beyond each edge for astroscrappy (which never flags its outer 3)
 _FILL = 5          # bad pixels are filled from the good ones of this box around them
 _FILL_CHUNK = 65536
