@@ -14,12 +14,12 @@ at ``(0, 0)``.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 import sep
-from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
 __all__ = [
@@ -233,88 +233,249 @@ def stellar_locus(values: np.ndarray, window: float = 0.1) -> float:
     return float(np.median(members))
 
 
+#: quadrature error allowed in a model pixel, as a fraction of the star's peak pixel (FWHM error ~1e-3)
+_QUADRATURE_TOL = 1e-3
+#: largest centre offset (pixels) of a fitted star from its stamp's centre (the fit's bound)
+_CENTRE_REACH = 1.5
+
+
+def _bernstein_rho(z: complex) -> float:
+    """Bernstein-ellipse parameter through ``z`` for the interval [-1, 1] (convergence rate of Gauss-Legendre)."""
+    w = z + np.sqrt(z * z - 1.0 + 0j)
+    return float(max(abs(w), 1.0 / abs(w)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _node_layout(half: int, alpha: float, beta: float) -> tuple[int, ...]:
+    """Gauss-Legendre nodes for each pixel column (and row) of a ``2 half + 1`` stamp.
+
+    The Moffat profile ``(1 + r^2 / alpha^2)^-beta`` is analytic but for
+    branch points ``alpha`` off the real axis: an ``n``-node rule over one
+    pixel errs by about ``30 rho^-2n`` of the profile there (``rho`` of the
+    Bernstein ellipse through the branch point nearest the pixel; the 30 is
+    measured), so each pixel gets the fewest nodes that keep that below
+    ``_QUADRATURE_TOL`` of the peak for a star centred anywhere within
+    ``_CENTRE_REACH`` of the stamp centre: the pixels near the star need up to
+    ~6 nodes at FWHM 0.5 px, the far wings one.
+    """
+    counts = []
+    for i in range(-half, half + 1):
+        near = max(0.0, abs(i) - 0.5 - _CENTRE_REACH)    # the pixel's distance from the nearest possible centre
+        scale = 30.0 * (1.0 + near * near / (alpha * alpha)) ** (-beta)
+        if scale <= _QUADRATURE_TOL:
+            counts.append(1)
+            continue
+        centre = float(np.clip(i, -_CENTRE_REACH, _CENTRE_REACH))
+        rho = _bernstein_rho(complex(2.0 * (centre - i), 2.0 * alpha))
+        counts.append(int(np.clip(np.ceil(np.log(scale / _QUADRATURE_TOL) / (2.0 * np.log(rho))), 1, 16)))
+    return tuple(counts)
+
+
 class _MoffatStamp:
-    """Pixel-integrated circular Moffat plus constant, on one square stamp."""
+    """Pixel-integrated circular Moffat plus constant on one square stamp.
 
-    def __init__(self, half: int, oversample: int):
-        sub = (np.arange(oversample) + 0.5) / oversample - 0.5
-        grid = (np.arange(-half, half + 1)[:, None] + sub[None, :]).ravel()
-        self.size = 2 * half + 1
-        self.oversample = oversample
-        self.gx = grid[None, :]
-        self.gy = grid[:, None]
+    Each pixel is integrated with a product rule of ``layout[k]`` nodes
+    along its column ``k`` and ``layout[j]`` along its row ``j``: the
+    midpoint rule (``quadrature='midpoint'``: ``layout[k]`` equal
+    sub-pixels) or Gauss-Legendre (``'gauss'``, see :func:`_node_layout`).
+    The profile is evaluated on the tensor grid of the nodes and summed
+    with their weights into pixels.
+    """
 
-    def __call__(self, x0: float, y0: float, flux: float, fwhm: float, beta: float,
-                 sky: float) -> np.ndarray:
+    def __init__(self, half: int, layout: tuple[int, ...], quadrature: str = "gauss"):
+        n = 2 * half + 1
+        if len(layout) != n:
+            raise ValueError(f"a layout of {len(layout)} pixels for a stamp of {n}")
+        nodes, weights, pixel = [], [], []
+        for k, count in enumerate(layout):
+            t: np.ndarray
+            w: np.ndarray
+            if quadrature == "gauss":
+                t, w = np.polynomial.legendre.leggauss(count)
+            elif quadrature == "midpoint":
+                t, w = (np.arange(count) + 0.5) * (2.0 / count) - 1.0, np.full(count, 2.0 / count)
+            else:
+                raise ValueError(f"unknown quadrature {quadrature!r}: 'gauss' or 'midpoint'")
+            nodes.append(k - half + 0.5 * t)
+            weights.append(0.5 * w)
+            pixel.append(np.full(count, k))
+        grid = np.concatenate(nodes)
+        self.size, self.layout = n, layout
+        self.gx, self.gy = grid[None, :], grid[:, None]
+        self.binning = np.zeros((n, grid.size))
+        self.binning[np.concatenate(pixel), np.arange(grid.size)] = np.concatenate(weights)
+
+    def __call__(self, x0: float, y0: float, flux: float, fwhm: float, beta: float, sky: float) -> np.ndarray:
+        """The model stamp, ``(size, size)``."""
         alpha = moffat_alpha(fwhm, beta)
         r2 = (self.gx - x0) ** 2 + (self.gy - y0) ** 2
         prof = (beta - 1.0) / (np.pi * alpha * alpha) * (1.0 + r2 / (alpha * alpha)) ** (-beta)
-        o, n = self.oversample, self.size
-        return flux * prof.reshape(n, o, n, o).mean(axis=(1, 3)) + sky
+        return flux * (self.binning @ prof @ self.binning.T) + sky
 
-    def jacobian(self, x0: float, y0: float, flux: float, fwhm: float, beta: float,
-                 free_beta: bool) -> np.ndarray:
-        """Derivatives of :meth:`__call__` by (x0, y0, flux, fwhm, sky[, beta]): shape ``(size**2, 5 or 6)``."""
+    def evaluate(self, p: np.ndarray, beta: float, free_beta: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The model (flattened) at ``p = (x0, y0, flux, fwhm, sky[, beta])`` and its derivatives by ``p``.
+
+        Returns the model ``(size**2,)`` and the Jacobian ``(size**2, 5 or 6)``.
+        """
+        x0, y0, flux, fwhm, sky = p[0], p[1], p[2], p[3], p[4]
         alpha = moffat_alpha(fwhm, beta)
+        a2 = alpha * alpha
         dx, dy = self.gx - x0, self.gy - y0
         r2 = dx * dx + dy * dy
-        u = 1.0 + r2 / (alpha * alpha)
-        c = (beta - 1.0) / (np.pi * alpha * alpha)
-        prof = c * u ** (-beta)
-        core = 2.0 * beta * prof / u / (alpha * alpha)    # -d prof / d r2 times 2
-        d_alpha = -2.0 * prof / alpha + core * r2 / alpha
-        columns = [core * dx, core * dy, prof, d_alpha * (alpha / fwhm)]
+        u = r2 / a2
+        u += 1.0
+        log_u = np.log(u)
+        columns = np.empty((5 if free_beta else 4,) + r2.shape)
+        prof = columns[2]
+        np.multiply(log_u, -beta, out=prof)
+        np.exp(prof, out=prof)
+        prof *= (beta - 1.0) / (np.pi * a2)
+        core = prof / u
+        core *= 2.0 * beta / a2                           # -2 d prof / d r2
+        d_alpha = core * r2
+        d_alpha -= 2.0 * prof
+        d_alpha /= alpha
+        np.multiply(core, dx, out=columns[0])
+        np.multiply(core, dy, out=columns[1])
+        np.multiply(d_alpha, alpha / fwhm, out=columns[3])
         if free_beta:
             t = 2.0 ** (1.0 / beta)
             alpha_by_beta = alpha * t * np.log(2.0) / (2.0 * beta * beta * (t - 1.0))
-            columns.append(prof / (beta - 1.0) - prof * np.log(u) + d_alpha * alpha_by_beta)
-        o, n = self.oversample, self.size
-        binned = [col.reshape(n, o, n, o).mean(axis=(1, 3)).ravel() for col in columns]
-        jac = np.empty((n * n, 6 if free_beta else 5))
+            d_beta = columns[4]
+            np.multiply(prof, 1.0 / (beta - 1.0) - log_u, out=d_beta)
+            d_alpha *= alpha_by_beta
+            d_beta += d_alpha
+        binned = (self.binning @ columns @ self.binning.T).reshape(len(columns), -1)
+        jac = np.empty((self.size * self.size, 6 if free_beta else 5))
         jac[:, 0], jac[:, 1] = flux * binned[0], flux * binned[1]
         jac[:, 2], jac[:, 3], jac[:, 4] = binned[2], flux * binned[3], 1.0
         if free_beta:
             jac[:, 5] = flux * binned[4]
-        return jac
+        return flux * binned[2] + sky, jac
 
 
-def _fit_star(stamp: np.ndarray, weight: np.ndarray, model: _MoffatStamp, flux0: float,
-              fwhm0: float, beta: float | None) -> tuple[float, float, bool]:
-    """Fit one stamp; return (fwhm, beta, ok)."""
+@functools.lru_cache(maxsize=256)
+def _stamp_model(half: int, layout: tuple[int, ...], quadrature: str = "gauss") -> _MoffatStamp:
+    return _MoffatStamp(half, layout, quadrature)
+
+
+def _levenberg_marquardt(stamp: np.ndarray, weight: np.ndarray, half: int, p0: np.ndarray, lo: np.ndarray,
+                         hi: np.ndarray, beta: float | None, min_fwhm: float, oversample: int | None = None,
+                         max_iter: int = 200, ftol: float = 1e-8) -> tuple[np.ndarray, bool]:
+    """Weighted least-squares fit of :class:`_MoffatStamp` to ``stamp``; returns the parameters and convergence.
+
+    Levenberg-Marquardt (Marquardt's scaling) within box bounds: a parameter
+    at a bound the gradient pushes beyond is held for that step, the others
+    are projected into the box (90 % of the way to a bound they would
+    cross). With ``oversample`` the pixels are integrated by the midpoint
+    rule on that many sub-pixels per axis; otherwise by Gauss-Legendre, the
+    layout following the fitted core radius (a finer one as soon as the
+    profile gets narrower than the layout was made for, with a 10 %
+    margin; FWHMs below ``min_fwhm`` are integrated as at ``min_fwhm``, such
+    fits are discarded anyway). Stops
+    when chi^2 falls by less than ``ftol`` of itself or the step is
+    negligible.
+    """
+    free_beta = beta is None
+    data, w2 = stamp.ravel(), (weight * weight).ravel()
+
+    def beta_of(q: np.ndarray) -> float:
+        return float(q[5]) if free_beta else float(beta)  # type: ignore[arg-type]
+
+    def layout_for(q: np.ndarray) -> tuple[tuple[int, ...], float, float]:
+        if oversample is not None:
+            return (oversample,) * (2 * half + 1), 0.0, 0.0
+        fwhm, b = 0.9 * max(float(q[3]), min_fwhm), 0.9 * beta_of(q)
+        alpha = float(moffat_alpha(fwhm, b))
+        return _node_layout(half, round(alpha, 4) - 1e-4, round(b, 4) - 1e-4), alpha, b
+
+    quadrature = "gauss" if oversample is None else "midpoint"
+    # a fit held at a bound of its centre, FWHM or beta this many steps running ends there: it is discarded
+    # (:func:`_fit_star`) and would otherwise creep along the bound, where the profile is degenerate
+    patience, held_for = 5, 0
+    p = p0.copy()
+    layout, alpha_made, beta_made = layout_for(p)
+    model = _stamp_model(half, layout, quadrature)
+    m, jac = model.evaluate(p, beta_of(p), free_beta)
+    r = m - data
+    chi2 = float(r @ (r * w2))
+    lam = 1e-3
+    for _ in range(max_iter):
+        a = jac.T @ (jac * w2[:, None])
+        g = jac.T @ (r * w2)
+        scale = a.diagonal().copy()
+        scale[scale <= 0] = 1.0
+        free = ~(((p <= lo) & (g > 0)) | ((p >= hi) & (g < 0)))
+        held_for = held_for + 1 if not (free[0] and free[1] and free[3] and free[5:].all()) else 0
+        if held_for >= patience:
+            return p, False
+        damped = a.copy()
+        damped.flat[::len(p) + 1] += lam * scale
+        if free.all():
+            step = -np.linalg.solve(damped, g)
+        else:
+            step = np.zeros_like(p)
+            step[free] = -np.linalg.solve(damped[np.ix_(free, free)], g[free])
+        q = p + step
+        # a step beyond a bound goes 90 % of the way there (at the bound after a few: then held)
+        below, above = q < lo, q > hi
+        if below.any() or above.any():
+            with np.errstate(invalid="ignore"):     # infinite bounds are never crossed
+                q = np.where(below, np.where(p - lo < 1e-9 * (np.abs(lo) + 1e-9), lo, lo + 0.1 * (p - lo)), q)
+                q = np.where(above, np.where(hi - p < 1e-9 * (np.abs(hi) + 1e-9), hi, hi - 0.1 * (hi - p)), q)
+        m_new, jac_new = model.evaluate(q, beta_of(q), free_beta)
+        r_new = m_new - data
+        chi2_new = float(r_new @ (r_new * w2))
+        if not chi2_new <= chi2:
+            lam *= 4.0
+            if lam > 1e10:          # no step downhill left: at the minimum to rounding
+                return p, True
+            continue
+        small = chi2 - chi2_new <= ftol * chi2 or bool(np.all(np.abs(q - p) <= 1e-8 * (np.abs(p) + 1e-8)))
+        p, chi2, r, jac = q, chi2_new, r_new, jac_new
+        lam = max(lam / 3.0, 1e-9)
+        if moffat_alpha(max(float(p[3]), min_fwhm), beta_of(p)) < alpha_made or beta_of(p) < beta_made:
+            finer, alpha_made, beta_made = layout_for(p)
+            if finer != layout:
+                layout = tuple(max(x, y) for x, y in zip(finer, layout))
+                model = _stamp_model(half, layout, quadrature)
+                m, jac = model.evaluate(p, beta_of(p), free_beta)
+                r = m - data
+                chi2 = float(r @ (r * w2))
+                continue
+        if small:
+            return p, True
+    return p, False
+
+
+def _fit_star(stamp: np.ndarray, weight: np.ndarray, half: int, start: tuple[float, float], flux0: float,
+              fwhm0: float, beta: float | None, min_fwhm: float,
+              oversample: int | None = None) -> tuple[float, float, bool]:
+    """Fit one stamp from ``start`` (the centre's offset from the stamp centre); return (fwhm, beta, ok)."""
     free_beta = beta is None
     b0 = 3.0 if free_beta else beta
-    p0 = [0.0, 0.0, max(flux0, 1.0), fwhm0, 0.0] + ([b0] if free_beta else [])
-    lo = [-1.5, -1.5, 0.0, 0.15, -np.inf] + ([1.2] if free_beta else [])
-    hi = [1.5, 1.5, np.inf, 3.0 * model.size, np.inf] + ([20.0] if free_beta else [])
-    p0 = np.clip(p0, np.asarray(lo) + 1e-6, np.asarray(hi) - 1e-6)
-
-    def residual(p: np.ndarray) -> np.ndarray:
-        b = p[5] if free_beta else beta
-        return ((model(p[0], p[1], p[2], p[3], b, p[4]) - stamp) * weight).ravel()
-
-    w = weight.ravel()[:, None]
-
-    def jacobian(p: np.ndarray) -> np.ndarray:
-        b = p[5] if free_beta else beta
-        return model.jacobian(p[0], p[1], p[2], p[3], b, free_beta) * w
-
+    size = 2 * half + 1
+    p0 = [start[0], start[1], max(flux0, 1.0), fwhm0, 0.0] + ([b0] if free_beta else [])
+    lo = np.array([-_CENTRE_REACH, -_CENTRE_REACH, 0.0, 0.15, -np.inf] + ([1.2] if free_beta else []))
+    hi = np.array([_CENTRE_REACH, _CENTRE_REACH, np.inf, 3.0 * size, np.inf] + ([20.0] if free_beta else []))
+    x0 = np.clip(np.asarray(p0, dtype=float), lo + 1e-6, hi - 1e-6)
     try:
-        fit = least_squares(residual, p0, jac=jacobian, bounds=(lo, hi), x_scale="jac", max_nfev=200)
+        p, converged = _levenberg_marquardt(stamp, weight, half, x0, lo, hi, beta, min_fwhm, oversample)
     except (ValueError, np.linalg.LinAlgError):
         return np.nan, np.nan, False
-    p = fit.x
-    b = float(p[5]) if free_beta else float(beta)
+    b = float(p[5]) if free_beta else float(beta)  # type: ignore[arg-type]
     at_bound = (p[3] <= lo[3] * 1.05 or p[3] >= hi[3] * 0.95
                 or (free_beta and (b <= lo[5] * 1.02 or b >= hi[5] * 0.98))
                 or abs(p[0]) >= 1.45 or abs(p[1]) >= 1.45)
-    return float(p[3]), b, bool(fit.success) and not at_bound
+    return float(p[3]), b, converged and bool(np.all(np.isfinite(p))) and not at_bound
 
 
 def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scale: float = 1.0,
                    detect_threshold: float = 10.0, saturation: float | None = None,
                    beta: float | None = None, max_stars: int = 60, min_stars: int = 5,
                    max_ellipticity: float = 0.3, box: int = 64,
-                   min_fwhm_arcsec: float = 0.4, n_bootstrap: int = 200) -> SeeingResult:
+                   min_fwhm_arcsec: float = 0.4, n_bootstrap: int = 200,
+                   quadrature: str = "midpoint") -> SeeingResult:
     """Measure the seeing (PSF FWHM and half-light radius) of a frame.
 
     Sources are extracted with ``sep`` above ``detect_threshold`` times the
@@ -366,6 +527,16 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         cosmic rays or hot pixels: no site has better seeing.
     n_bootstrap : int
         Resamples of the fits for ``fwhm_error`` (below 2: not estimated, NaN).
+    quadrature : {'midpoint', 'gauss'}
+        How the model is integrated over the pixels. ``'midpoint'``:
+        ``ceil(6 / FWHM guess)`` (at most 11) equal sub-pixels per axis, the
+        FWHM guess being the candidates' median ``1.6 r50``; ~4 % too wide
+        for stars of FWHM < 1 pixel, whose guess is too wide (the cosmic-ray
+        PSF check is tuned on these values). ``'gauss'``: Gauss-Legendre
+        nodes per pixel for a pixel error below 0.1 % of the peak at the
+        fitted width (:func:`_node_layout`), the FWHM within ~0.1 % of the
+        exact pixel integral's fit (measured at FWHM 0.5 px: 0.9 % from the
+        truth against 2.5 %), at about 1.2 times the CPU.
 
     Returns
     -------
@@ -408,10 +579,10 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         flux = objects["flux"]
         pairs = cKDTree(np.column_stack([x, y])).query_pairs(1.5 * half, output_type="ndarray")
         if pairs.size:
-            i, j = pairs[:, 0], pairs[:, 1]
+            one, other = pairs[:, 0], pairs[:, 1]
             crowded = np.zeros(x.size, dtype=bool)
-            crowded[i[flux[j] > 0.01 * flux[i]]] = True
-            crowded[j[flux[i] > 0.01 * flux[j]]] = True
+            crowded[one[flux[other] > 0.01 * flux[one]]] = True
+            crowded[other[flux[one] > 0.01 * flux[other]]] = True
             ok &= ~crowded
     candidates = np.flatnonzero(ok)
     candidates = candidates[np.argsort(objects["flux"][candidates])[::-1][:max_stars]]
@@ -419,8 +590,12 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         raise TooFewStarsError(f"only {candidates.size} isolated, unsaturated, round sources found "
                                f"(need {min_stars}): lower detect_threshold or min_stars")
 
-    oversample = int(np.clip(np.ceil(6.0 / np.median(fwhm_guess[candidates])), 1, 11))
-    model = _MoffatStamp(half, oversample)
+    if quadrature == "midpoint":
+        oversample: int | None = int(np.clip(np.ceil(6.0 / np.median(fwhm_guess[candidates])), 1, 11))
+    elif quadrature == "gauss":
+        oversample = None
+    else:
+        raise ValueError(f"unknown quadrature {quadrature!r}: use 'midpoint' or 'gauss'")
     stamps = []
     for i in candidates:
         ix, iy = int(round(x[i])), int(round(y[i]))
@@ -430,9 +605,10 @@ def measure_seeing(image: np.ndarray, mask: np.ndarray | None = None, pixel_scal
         stamp = sub[win]
         # Sky noise plus a Poisson-like term so bright cores do not dominate.
         weight = 1.0 / np.sqrt(rms**2 + np.abs(stamp) * rms / max(float(objects["peak"][i]), rms))
-        stamps.append((stamp, weight, float(objects["flux"][i]), float(fwhm_guess[i])))
+        start = (float(np.clip(x[i] - ix, -0.5, 0.5)), float(np.clip(y[i] - iy, -0.5, 0.5)))
+        stamps.append((stamp, weight, start, float(objects["flux"][i]), float(fwhm_guess[i])))
     min_fwhm = min_fwhm_arcsec / pixel_scale
-    fwhms, betas = _fit_stars(stamps, model, beta, min_fwhm)
+    fwhms, betas = _fit_stars(stamps, half, beta, min_fwhm, oversample)
     keep, ambiguous = _stellar_sample(fwhms, min_stars)
     members = fwhms[keep]
     fwhm_px = float(np.median(members))
@@ -455,13 +631,13 @@ def _on_locus(fwhms: np.ndarray, among: np.ndarray) -> np.ndarray:
     return among & (np.abs(np.log(fwhms / mode)) < np.log(1.25))
 
 
-def _fit_stars(stamps: list, model: "_MoffatStamp", beta: float | None,
-               min_fwhm: float) -> tuple[np.ndarray, np.ndarray]:
+def _fit_stars(stamps: list, half: int, beta: float | None, min_fwhm: float,
+               oversample: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """FWHM and beta of every stamp; NaN where the fit failed or is narrower than ``min_fwhm`` pixels."""
     fwhms = np.full(len(stamps), np.nan)
     betas = np.full(len(stamps), np.nan)
-    for k, (stamp, weight, flux, fwhm0) in enumerate(stamps):
-        fwhm, bet, good = _fit_star(stamp, weight, model, flux, fwhm0, beta)
+    for k, (stamp, weight, start, flux, fwhm0) in enumerate(stamps):
+        fwhm, bet, good = _fit_star(stamp, weight, half, start, flux, fwhm0, beta, min_fwhm, oversample)
         if good and fwhm >= min_fwhm:
             fwhms[k], betas[k] = fwhm, bet
     return fwhms, betas

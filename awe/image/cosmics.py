@@ -117,12 +117,17 @@ class PsfCheck:
         # `steps` consecutive samples is the average over one pixel.
         m = int(round((2 * (half + reach) + 1) * steps))
         u = (np.arange(m) + 0.5) / steps - (half + reach + 0.5)
-        prof = (1.0 + (u[:, None] ** 2 + u[None, :] ** 2) / alpha**2) ** (-beta)
+        # box[i, j] averages samples i..i+steps-1: the pixel centred at offset
+        # i / steps - (half + reach). The table is symmetric about its centre
+        # (offset 0, index centre): only the quadrant from there is computed.
+        centre = (half + reach) * steps
+        v = u[centre:]
+        prof = (1.0 + (v[:, None] ** 2 + v[None, :] ** 2) / alpha**2) ** (-beta)
         prof *= (beta - 1.0) / (np.pi * alpha**2)
         c = np.cumsum(np.cumsum(np.pad(prof, ((1, 0), (1, 0))), axis=0), axis=1)
-        box = (c[steps:, steps:] - c[:-steps, steps:] - c[steps:, :-steps] + c[:-steps, :-steps])
-        # box[i, j] averages samples i..i+steps-1: the pixel centred at
-        # offset i / steps - (half + reach).
+        quadrant = (c[steps:, steps:] - c[:-steps, steps:] - c[steps:, :-steps] + c[:-steps, :-steps])
+        half_table = np.concatenate([quadrant[:0:-1], quadrant], axis=0)
+        box = np.concatenate([half_table[:, :0:-1], half_table], axis=1)
         return cls(fwhm=float(fwhm), beta=float(beta), half=half, steps=steps, reach=reach,
                    table=box / steps**2)
 
@@ -133,11 +138,17 @@ class PsfCheck:
         units of ``1 / steps`` pixel, at most ``reach * steps`` in size.
         """
         n = 2 * self.half + 1
-        k = np.arange(n) * self.steps
-        # Pixel p = k - half seen from a star at d: table index (p - d + half + reach) steps.
-        rows = (self.reach * self.steps - np.asarray(iy))[:, None] + k[None, :]
-        cols = (self.reach * self.steps - np.asarray(ix))[:, None] + k[None, :]
-        return self.table[rows[:, :, None], cols[:, None, :]].reshape(len(rows), n * n)
+        width = self.table.shape[1]
+        # Pixel (k, l) - half seen from a star at d: table index (k - d + half + reach) steps, one flat take
+        base = (self.reach * self.steps - np.asarray(iy)) * width + (self.reach * self.steps - np.asarray(ix))
+        return self.table.ravel().take(base[:, None] + _template_offsets(n, self.steps, width)[None, :])
+
+
+@functools.lru_cache(maxsize=16)
+def _template_offsets(n: int, steps: int, width: int) -> np.ndarray:
+    """Flat offsets in a PSF table of ``width`` columns of the ``n`` x ``n`` pixels of a stamp."""
+    k = np.arange(n) * steps
+    return (k[:, None] * width + k[None, :]).ravel()
 
 
 @functools.lru_cache(maxsize=256)
@@ -153,50 +164,95 @@ def _plane_design(n: int) -> np.ndarray:
     return np.stack([np.ones(n * n), x.ravel(), y.ravel()])
 
 
+class _PlaneFit:
+    """The weighted tilted-plane fit of one stamp, for fitting ``flux * template + plane`` to many templates.
+
+    With the plane ``X`` (3 columns) and weights ``W``, each template ``t``
+    adds one column: eliminating the plane (its normal matrix ``P = X W
+    X^T`` is shared), the flux is ``(t W s - c P^-1 b) / (t W t - c P^-1
+    c)`` with ``c = X W t``, ``b = X W s``, and the chi^2 falls below the
+    plane's by ``numerator^2 / denominator`` -- the 4 x 4 normal equations
+    of each template solved at once, without solving them one by one.
+    ``singular`` when the stamp's usable pixels do not fix a plane.
+    """
+
+    def __init__(self, stamp: np.ndarray, w: np.ndarray):
+        n = int(round(np.sqrt(stamp.size)))
+        self.plane = _plane_design(n)
+        self.w, self.wd = w, w * stamp
+        # the template products X W t and t W s in one product
+        self.cols = np.empty((stamp.size, 4))
+        self.cols[:, :3] = (self.plane * w).T
+        self.cols[:, 3] = self.wd
+        self.b = self.cols[:, :3].T @ stamp
+        self.p_inv = _inverse_3x3(self.cols[:, :3].T @ self.plane.T)
+        self.singular = self.p_inv is None
+        self.chi2 = np.inf if self.p_inv is None else float(stamp @ self.wd - self.b @ self.p_inv @ self.b)
+
+    def fit(self, templates: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """chi^2 of each template's fit (``inf`` where its flux is not positive), its flux and ``c P^-1``."""
+        if self.p_inv is None:
+            n_t = len(templates)
+            return np.full(n_t, np.inf), np.zeros(n_t), np.zeros((n_t, 3))
+        products = templates @ self.cols                # (n_t, 4): X W t and t W s
+        c = products[:, :3]
+        cp = c @ self.p_inv
+        den = (templates * templates) @ self.w - (cp * c).sum(axis=1)
+        num = products[:, 3] - cp @ self.b
+        positive = den > 0
+        flux = np.divide(num, den, out=np.zeros_like(num), where=positive)
+        chi2 = np.where(positive & (num > 0), self.chi2 - num * flux, np.inf)
+        return chi2, flux, cp
+
+    def plane_of(self, flux: float, cp: np.ndarray) -> np.ndarray:
+        """The plane's (sky, x slope, y slope) fitted with a template of that ``flux`` and ``c P^-1``."""
+        assert self.p_inv is not None
+        return self.p_inv @ self.b - flux * cp
+
+
+def _inverse_3x3(m: np.ndarray) -> np.ndarray | None:
+    """Inverse of a symmetric positive 3 x 3 matrix by its adjugate; ``None`` if singular."""
+    (a, b, c), (_, e, f), (_, _, i) = m.tolist()
+    co_a, co_b, co_c = e * i - f * f, c * f - b * i, b * f - c * e
+    det = a * co_a + b * co_b + c * co_c
+    if not det > 1e-12 * abs(a * e * i) or not np.isfinite(det):
+        return None
+    return np.array([[co_a, co_b, co_c], [co_b, a * i - c * c, b * c - a * f],
+                     [co_c, b * c - a * f, a * e - b * b]]) / det
+
+
 def _linear_psf_fit(templates: np.ndarray, stamp: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted fit of ``flux * template + tilted plane`` for each template.
 
     Returns the chi^2 (``inf`` where the flux comes out <= 0) and the
     parameters ``(flux, sky, x slope, y slope)`` of each fit.
     """
-    n = int(round(np.sqrt(stamp.size)))
-    plane = _plane_design(n)
-    wp = plane * w
-    n_t = len(templates)
-    a = np.empty((n_t, 4, 4))
-    rhs = np.empty((n_t, 4))
-    a[:, 0, 0] = (templates**2) @ w
-    cross = templates @ wp.T  # (n_t, 3)
-    a[:, 0, 1:] = cross
-    a[:, 1:, 0] = cross
-    a[:, 1:, 1:] = wp @ plane.T
-    rhs[:, 0] = templates @ (w * stamp)
-    rhs[:, 1:] = wp @ stamp
-    try:
-        params = np.linalg.solve(a, rhs[:, :, None])[:, :, 0]
-    except np.linalg.LinAlgError:
-        return np.full(n_t, np.inf), np.zeros((n_t, 4))
-    chi2 = np.sum(w * stamp**2) - np.einsum("ij,ij->i", params, rhs)
-    return np.where(params[:, 0] > 0, chi2, np.inf), params
+    fit = _PlaneFit(stamp, w)
+    chi2, flux, cp = fit.fit(templates)
+    if fit.p_inv is None:
+        return chi2, np.zeros((len(templates), 4))
+    params = np.empty((len(templates), 4))
+    params[:, 0] = flux
+    params[:, 1:] = (fit.p_inv @ fit.b)[None, :] - flux[:, None] * cp
+    return chi2, params
 
 
 def _plane_chi2(stamp: np.ndarray, w: np.ndarray) -> float:
     """chi^2 of a weighted tilted-plane fit (pixels with ``w = 0`` ignored)."""
-    n = int(round(np.sqrt(stamp.size)))
-    plane = _plane_design(n)
-    wp = plane * w
-    rhs = wp @ stamp
-    try:
-        params = np.linalg.solve(wp @ plane.T, rhs)
-    except np.linalg.LinAlgError:
-        return np.inf
-    return float(np.sum(w * stamp**2) - params @ rhs)
+    return _PlaneFit(stamp, w).chi2
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(half_grid: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Offsets of a ``2 half_grid + 1`` square grid of centres, and the column and row of each grid point."""
+    size = 2 * half_grid + 1
+    return np.arange(-half_grid, half_grid + 1) * step, np.tile(np.arange(size), size), np.arange(size).repeat(size)
 
 
 def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tuple[int, int] = (0, 0),
                   base: np.ndarray | None = None, span: float = 0.6,
-                  avoid: tuple[int, int, float] | None = None) -> tuple[float, np.ndarray, np.ndarray,
-                                                                         tuple[int, int]]:
+                  avoid: tuple[int, int, float] | None = None,
+                  plane: _PlaneFit | None = None) -> tuple[float, np.ndarray, np.ndarray, tuple[int, int]]:
     """Best PSF + plane fit with the star within ``span`` pixel of ``centre``.
 
     ``centre`` is in table steps from the stamp centre; ``base`` (e.g. an
@@ -209,39 +265,131 @@ def _best_psf_fit(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
     centres within ``r`` of ``(x, y)``. Returns the chi^2, the fitted star
     (``flux * template``), the whole fitted model (star + plane + ``base``)
     and the star's centre (table steps); the arrays are zeros if no fit has
-    a positive flux.
+    a positive flux. ``plane``: the :class:`_PlaneFit` of ``stamp`` and ``w`` (no ``base``), if made already.
     """
     s = check.steps
     limit = check.reach * s
     data = stamp if base is None else stamp - base
+    if plane is None or base is not None:
+        plane = _PlaneFit(data, w)
     coarse = 0.2 if span <= 1.0 else max(0.5, check.fwhm / 4.0)
     step = max(int(round(coarse * s)), 1)
     cx, cy = centre
     half_grid = max(int(round(span * s / step)), 1)
-    best, best_t, best_p = np.inf, None, None
+    best, best_t, best_flux, best_cp = np.inf, None, 0.0, None
     while True:
-        offs = np.arange(-half_grid, half_grid + 1) * step
-        gx, gy = np.meshgrid(np.clip(cx + offs, -limit, limit), np.clip(cy + offs, -limit, limit))
-        gx, gy = gx.ravel(), gy.ravel()
+        offs, col, row = _grid(half_grid, step)
+        xs = np.minimum(np.maximum(cx + offs, -limit), limit)
+        ys = np.minimum(np.maximum(cy + offs, -limit), limit)
+        gx, gy = xs[col], ys[row]                                   # meshgrid(xs, ys) order
         templates = check.templates(gx, gy)
-        chi2, params = _linear_psf_fit(templates, data, w)
+        chi2, flux, cp = plane.fit(templates)
         if avoid is not None:
             chi2 = np.where(np.hypot(gx - avoid[0], gy - avoid[1]) < avoid[2], np.inf, chi2)
         i = int(np.argmin(chi2))
         if chi2[i] < best:
             best, cx, cy = float(chi2[i]), int(gx[i]), int(gy[i])
-            best_t, best_p = templates[i], params[i]
+            best_t, best_flux, best_cp = templates[i], float(flux[i]), cp[i]
         if step == 1:
             break
         step = max(step // 4, 1)
         half_grid = 2
-    if best_t is None:
+    if best_t is None or best_cp is None:
         return best, np.zeros_like(stamp), np.zeros_like(stamp), (cx, cy)
-    star = best_p[0] * best_t
-    model = star + best_p[1:] @ _plane_design(int(round(np.sqrt(stamp.size))))
+    star = best_flux * best_t
+    model = star + plane.plane_of(best_flux, best_cp) @ plane.plane
     if base is not None:
         model = model + base
     return best, star, model, (cx, cy)
+
+
+def _batch_best_fits(check: PsfCheck, stamps: np.ndarray, ws: np.ndarray,
+                     span: float = 0.6) -> list[tuple[float, np.ndarray, np.ndarray, tuple[int, int]]]:
+    """:func:`_best_psf_fit` (centre 0, no ``base``, nothing avoided) of many stamps ``(G, N)`` at once.
+
+    The same grids and zooms, each stamp's plane eliminated as in
+    :class:`_PlaneFit`, the products of all stamps in one batched matrix
+    product per round: the same result as stamp by stamp.
+    """
+    g_count, size = stamps.shape
+    out: list[tuple[float, np.ndarray, np.ndarray, tuple[int, int]]] = []
+    if g_count == 0:
+        return out
+    s = check.steps
+    limit = check.reach * s
+    plane = _plane_design(int(round(np.sqrt(size))))
+    cols = np.empty((g_count, size, 4))
+    cols[:, :, :3] = (plane[None, :, :] * ws[:, None, :]).transpose(0, 2, 1)
+    cols[:, :, 3] = ws * stamps
+    b = np.einsum("gnk,gn->gk", cols[:, :, :3], stamps)
+    p_inv = np.zeros((g_count, 3, 3))
+    base_chi2 = np.full(g_count, np.inf)
+    usable = np.zeros(g_count, dtype=bool)
+    normal = np.einsum("gnk,ln->gkl", cols[:, :, :3], plane)
+    for k in range(g_count):
+        inv = _inverse_3x3(normal[k])
+        if inv is not None:
+            p_inv[k], usable[k] = inv, True
+            base_chi2[k] = float(stamps[k] @ cols[k, :, 3] - b[k] @ inv @ b[k])
+    coarse = 0.2 if span <= 1.0 else max(0.5, check.fwhm / 4.0)
+    step = max(int(round(coarse * s)), 1)
+    half_grid = max(int(round(span * s / step)), 1)
+    cx, cy = np.zeros(g_count, dtype=np.int64), np.zeros(g_count, dtype=np.int64)
+    best = np.full(g_count, np.inf)
+    best_t = np.zeros((g_count, size))
+    best_flux = np.zeros(g_count)
+    best_cp = np.zeros((g_count, 3))
+    found = np.zeros(g_count, dtype=bool)
+    width = check.table.shape[1]
+    offsets = _template_offsets(2 * check.half + 1, s, width)
+    table = check.table.ravel()
+    rows = np.arange(g_count)
+    first_round = True
+    while True:
+        offs, col, row = _grid(half_grid, step)
+        xs = np.minimum(np.maximum(cx[:, None] + offs[None, :], -limit), limit)
+        ys = np.minimum(np.maximum(cy[:, None] + offs[None, :], -limit), limit)
+        gx, gy = xs[:, col], ys[:, row]                            # (G, n_t), meshgrid order
+        if first_round:
+            # every stamp's first grid is around its centre: the same templates
+            shared = check.templates(gx[0], gy[0])                  # (n_t, N)
+            templates = np.broadcast_to(shared, (g_count,) + shared.shape)
+            squares = ws @ (shared * shared).T                       # (G, n_t)
+        else:
+            base_index = (limit - gy) * width + (limit - gx)
+            templates = table.take(base_index[:, :, None] + offsets[None, None, :])     # (G, n_t, N)
+            squares = ((templates * templates) @ ws[:, :, None])[:, :, 0]
+        first_round = False
+        products = (shared @ cols) if templates.strides[0] == 0 else templates @ cols   # (G, n_t, 4)
+        c = products[:, :, :3]
+        cp = c @ p_inv                                               # (G, n_t, 3)
+        den = squares - (cp * c).sum(axis=2)
+        num = products[:, :, 3] - (cp @ b[:, :, None])[:, :, 0]
+        positive = den > 0
+        flux = np.divide(num, den, out=np.zeros_like(num), where=positive)
+        chi2 = np.where(positive & (num > 0) & usable[:, None], base_chi2[:, None] - num * flux, np.inf)
+        i = np.argmin(chi2, axis=1)
+        better = chi2[rows, i] < best
+        best = np.where(better, chi2[rows, i], best)
+        cx = np.where(better, gx[rows, i], cx)
+        cy = np.where(better, gy[rows, i], cy)
+        best_t[better] = templates[rows[better], i[better]]
+        best_flux[better] = flux[rows[better], i[better]]
+        best_cp[better] = cp[rows[better], i[better]]
+        found |= better
+        if step == 1:
+            break
+        step = max(step // 4, 1)
+        half_grid = 2
+    for k in range(g_count):
+        centre = (int(cx[k]), int(cy[k]))
+        if not found[k]:
+            out.append((float(best[k]), np.zeros(size), np.zeros(size), centre))
+            continue
+        star = best_flux[k] * best_t[k]
+        sky = p_inv[k] @ b[k] - best_flux[k] * best_cp[k]
+        out.append((float(best[k]), star, star + sky @ plane, centre))
+    return out
 
 
 def _second_peak(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, model: np.ndarray,
@@ -305,12 +453,14 @@ def _star_outside(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, centre: tup
 
 
 def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndarray, significance: float,
-                 blends: bool) -> tuple[bool, np.ndarray | None]:
+                 blends: bool, searches: tuple | None = None) -> tuple[bool, np.ndarray | None]:
     """Judge one flagged group on its stamp (see :func:`psf_consistent`).
 
     Returns ``(True, None)`` for a star, ``(False, pixels)`` for a star with
     a cosmic ray on it (``pixels``: the group's star pixels, stamp-shaped,
-    flattened) and ``(False, None)`` for a cosmic ray.
+    flattened) and ``(False, None)`` for a cosmic ray. ``searches``: the results of the three standard
+    searches (near the peak, anywhere, anywhere on the pixels outside the group), if made already
+    (:func:`_batch_best_fits`).
     """
     n = 2 * check.half + 1
     reach = float(check.reach)
@@ -322,14 +472,18 @@ def _judge_group(check: PsfCheck, stamp: np.ndarray, w: np.ndarray, own: np.ndar
 
     # (a): the star near the group's brightest pixel, or anywhere in the
     # stamp (a group on the wing of a bright undersampled star).
-    fit = _best_psf_fit(check, stamp, w)
-    wide = _best_psf_fit(check, stamp, w, span=reach)
+    if searches is None:
+        plane = _PlaneFit(stamp, w)
+        fit = _best_psf_fit(check, stamp, w, plane=plane)
+        wide = _best_psf_fit(check, stamp, w, span=reach, plane=plane)
+    else:
+        fit, wide = searches[0], searches[1]
     chi_star, first, model, centre = fit if fit[0] <= wide[0] else wide
     # Cosmic-ray hypotheses: the group's pixels free, the others on (b) a
     # plane, or (c) a star anywhere in the stamp plus the plane (a cosmic
     # ray on a star's wing); (c) is only fitted when needed.
     chi_plane = _plane_chi2(stamp, w * others)
-    wing: list[tuple[float, tuple[int, int]]] = []
+    wing: list[tuple[float, tuple[int, int]]] = [] if searches is None else [(searches[2][0], searches[2][3])]
 
     def chi_wing() -> float:
         if not wing:
@@ -465,6 +619,7 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
                       mode="constant", constant_values=True)
     pad_star = np.zeros(padded.shape, dtype=bool)
 
+    judged = []
     for k, (py, px) in enumerate(peaks, start=1):
         win = (slice(py, py + n), slice(px, px + n))
         stamp = padded[win].ravel()
@@ -475,7 +630,20 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
             continue
         signal = np.clip(stamp, 0.0, None)
         w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
-        whole, part = _judge_group(check, stamp, w, own, significance, blends)
+        judged.append((k, px, py, win, stamp, w, own))
+    # the three searches every group starts with, all groups at once (in chunks)
+    searches: list[tuple] = []
+    for start in range(0, len(judged), _BATCH):
+        part_of = judged[start:start + _BATCH]
+        stamps = np.array([j[4] for j in part_of]).reshape(len(part_of), n * n)
+        ws = np.array([j[5] for j in part_of]).reshape(len(part_of), n * n)
+        others = (ws > 0) & ~np.array([j[6] for j in part_of]).reshape(len(part_of), n * n)
+        near = _batch_best_fits(check, stamps, ws)
+        anywhere = _batch_best_fits(check, stamps, ws, span=float(check.reach))
+        wing = _batch_best_fits(check, stamps, ws * others, span=float(check.reach))
+        searches.extend(zip(near, anywhere, wing))
+    for (k, px, py, win, stamp, w, own), found in zip(judged, searches):
+        whole, part = _judge_group(check, stamp, w, own, significance, blends, found)
         if whole:
             star_groups[k] = True
             log.debug("group %d at (%d, %d): a star", k, px, py)
@@ -485,6 +653,8 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     return pad_star[h:-h, h:-h] | star_groups[groups]
 
 
+_BATCH = 16        # flagged groups searched at once by :func:`psf_consistent`: small enough products that
+                   # OpenBLAS keeps them on one thread (its threads cost 2x the CPU on a busy 2-core machine)
 _EDGE = 5          # pixels mirrored beyond each edge for astroscrappy (which never flags its outer 3)
 _FILL = 5          # bad pixels are filled from the good ones of this box around them
 _FILL_CHUNK = 65536
@@ -733,7 +903,8 @@ def _around(ys: np.ndarray, xs: np.ndarray, offsets: np.ndarray, shape: tuple[in
     inside = (yy >= border) & (yy < ny - border) & (xx >= border) & (xx < nx - border)
     marks = np.zeros(shape, dtype=bool)
     marks[yy[inside], xx[inside]] = True
-    return np.nonzero(marks)
+    found_y, found_x = np.nonzero(marks)
+    return found_y, found_x
 
 
 class _Scores:
