@@ -445,21 +445,20 @@ def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--secure-cookies", is_flag=True, help="Send the login cookie over HTTPS only (behind a TLS proxy).")
 @click.option("--proxy-headers", is_flag=True, help="Trust X-Forwarded-For/-Proto from the proxy on 127.0.0.1.")
-def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool) -> None:
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes (one core each: as many as the machine's cores for many users).")
+def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool, workers: int) -> None:
     """The web application (DB viewer, lineage, previews, validity editor, publishing) on the prompt's database.
 
     On PostgreSQL the server logs in as AWE_USER/AWE_PASSWORD, which should be an authenticator role
     (`awe db authenticator NAME`): each request then acts as the logged-in user (row-level security).
     """
-    import uvicorn
-
     from awe.config import load_settings
-    from awe.web import create_app
+    from awe.web.app import serve as run
     settings = load_settings()
-    app = create_app(settings, https_only=secure_cookies)
-    click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}); Ctrl-C stops it")
-    uvicorn.run(app, host=host, port=port, proxy_headers=proxy_headers, forwarded_allow_ips="127.0.0.1",
-                log_level="info")
+    click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}, {workers} worker(s)); "
+               "Ctrl-C stops it")
+    run(host, port, workers=workers, https_only=secure_cookies, proxy_headers=proxy_headers)
 # ----------------------------------------------------------------- the DPU and target processing
 from awe.dpu.cli import dpu_group, make_command  # noqa: E402
 

@@ -7,18 +7,21 @@ list's owner, ask in a loop for:
 * the first page sorted by MAG_AUTO (``/rows/BenchWebSource?parent=ID&sort=MAG_AUTO``),
 * a deep page (page 10,000 of 20,000: rows 499,951..500,000 by MAG_AUTO) as its "next" link asks for it (a
   keyset cursor: the rows after the previous page's last (MAG_AUTO, row_id)), and the same page by its number
-  (OFFSET 499,950: every row before it is walked, and on PostgreSQL checked by row-level security),
+  (``page=10000``: the server reads it from its seek point, the row every 250 before it that it found once by
+  walking the index from the nearest point it knew; the first request walks, in the warm-up),
 * a 1-arcmin cone (``ra=..&dec=..&radius=60``, random centres in the field), sorted by MAG_AUTO;
 
 one kind at a time (each for ``--seconds``), and the p50/p95 page times are reported per kind (goal: p95 <
-300 ms). Run on the embedded SQLite database and
-on a throw-away PostgreSQL server, where the server logs in as an authenticator and every request runs
-``SET LOCAL ROLE`` to the user: row-level security on (the row table gets the policy ``rls.install`` gives
-catalogue row tables: a row is seen when its parent object is).
+300 ms). The server runs as ``awe serve --workers N`` (``--workers``, default one per core). Run on the
+embedded SQLite database and on a throw-away PostgreSQL server, where the server logs in as an authenticator
+and every request runs ``SET LOCAL ROLE`` to the user: row-level security on (the row table gets the policy
+``rls.install`` gives catalogue row tables: a row is seen when its parent object is). After the insert the
+tables are analysed (on PostgreSQL ``VACUUM ANALYZE`` by their owner, as autovacuum does after a large insert:
+it sets the visibility map, so index-only scans need not visit the table).
 
 The rows' table has an index on (parent, MAG_AUTO, row_id), the one a source list sorted by magnitude needs.
 
-    python benchmarks/bench_web.py [--rows 1000000] [--clients 20] [--seconds 10] [--no-postgres]
+    python benchmarks/bench_web.py [--rows 1000000] [--clients 20] [--seconds 10] [--workers N] [--no-postgres]
 """
 
 from __future__ import annotations
@@ -134,11 +137,15 @@ def prepare(label: str, tmp: Path, n_rows: int, postgres: object = None) -> dict
     commit([(sl, None)])
     t0 = time.perf_counter()
     BenchWebSource.insert(sl, make_sources(n_rows))
-    analyse = sa.create_engine(settings.database_url) if postgres is not None else context.engine
-    with analyse.begin() as conn:  # by the tables' owner (PostgreSQL skips the tables of others)
-        conn.execute(sa.text("ANALYZE"))
-    if postgres is not None:
+    if postgres is not None:  # by the tables' owner (PostgreSQL skips the tables of others); VACUUM sets the
+        # visibility map autovacuum sets after a large insert (index-only scans need not visit the table)
+        analyse = sa.create_engine(settings.database_url, isolation_level="AUTOCOMMIT")
+        with analyse.connect() as conn:
+            conn.execute(sa.text("VACUUM ANALYZE"))
         analyse.dispose()
+    else:
+        with context.engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE"))
     print(f"[{label}] {n_rows:,} rows inserted and analysed in {time.perf_counter() - t0:.1f} s", flush=True)
     env["BENCH_PARENT"] = str(sl.object_id)
     with context.engine.connect() as conn:  # the "next" link of page 9,999: the last row of rows 1..499,950
@@ -150,17 +157,15 @@ def prepare(label: str, tmp: Path, n_rows: int, postgres: object = None) -> dict
     return env
 
 
-def serve(port: int) -> None:
-    """The child process: the web application on 127.0.0.1:port."""
-    import uvicorn
-
-    from awe.web import create_app
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+def serve(port: int, workers: int) -> None:
+    """The child process: the web application on 127.0.0.1:port, as ``awe serve --workers N`` runs it."""
+    from awe.web.app import serve as run
+    run("127.0.0.1", port, workers=workers, log_level="warning", access_log=False)
 
 
 def logged_in(base: str, n_clients: int) -> list:
     """``n_clients`` HTTP clients logged in as the list's owner (before the clock starts: argon2 is slow on purpose)."""
-    import httpx
+    import httpx2 as httpx
     out = []
     for _ in range(n_clients):
         client = httpx.Client(base_url=base, timeout=120)
@@ -220,12 +225,14 @@ def clients(base: str, parent: int, cursor: str, pool: list, seconds: float,
     return times
 
 
-def run(label: str, tmp: Path, n_rows: int, n_clients: int, seconds: float, postgres: object = None) -> None:
+def run(label: str, tmp: Path, n_rows: int, n_clients: int, seconds: float, postgres: object = None,
+        workers: int = 1) -> None:
     env = prepare(label, tmp, n_rows, postgres)
     port = _free_port()
-    child = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], env={**os.environ, **env})
+    child = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--workers", str(workers)],
+                             env={**os.environ, **env})
     try:
-        import httpx
+        import httpx2 as httpx
         for _ in range(300):
             try:
                 httpx.get(f"http://127.0.0.1:{port}/login", timeout=2)
@@ -244,7 +251,8 @@ def run(label: str, tmp: Path, n_rows: int, n_clients: int, seconds: float, post
     finally:
         child.terminate()
         child.wait(10)
-    print(f"[{label}] {n_clients} concurrent clients, {seconds:.0f} s per kind of page (load average "
+    print(f"[{label}] {n_clients} concurrent clients, {workers} server worker(s), {seconds:.0f} s per kind of page "
+          f"(load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):", flush=True)
     summary = {}
     for kind, values in times.items():
@@ -267,19 +275,21 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per kind of page")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="server processes (awe serve --workers; default: one per core)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.serve)
+        serve(args.serve, args.workers)
         return
     with tempfile.TemporaryDirectory(prefix="awe-bench-web-") as tmp:
         if not args.no_sqlite:
-            run("sqlite", Path(tmp), args.rows, args.clients, args.seconds)
+            run("sqlite", Path(tmp), args.rows, args.clients, args.seconds, workers=args.workers)
         if not args.no_postgres:
             from tests._postgres import PostgresServer
             server = PostgresServer()
             try:
-                run("postgresql", Path(tmp), args.rows, args.clients, args.seconds, server)
+                run("postgresql", Path(tmp), args.rows, args.clients, args.seconds, server, args.workers)
             finally:
                 server.stop()
 

@@ -1047,6 +1047,18 @@ class RowQuery(Query):
             stmt = stmt.limit(limit)
         return _build_table(attrs, self._fetch(stmt))
 
+    def _table_and_count(self, columns: Sequence[str] | None, limit: int) -> tuple["Table", int]:
+        """The first ``limit`` rows and the number of all rows, in one statement (``count(*) OVER ()``: one pass
+        over the selection instead of two; for a small selection such as a cone, which the database collects
+        and sorts anyway)."""
+        attrs = self._attributes(columns)
+        stmt, _ = self._select(lambda comp: [a._sql(comp).label(f"c{i}") for i, (_, a, _) in enumerate(attrs)]
+                               + [sa.func.count().over().label("total")])
+        rows = self._fetch(stmt.limit(limit))
+        if not rows:
+            return _build_table(attrs, rows), 0
+        return _build_table(attrs, [row[:-1] for row in rows]), int(rows[0][-1])
+
     def _fetch(self, stmt: sa.Select) -> Sequence[tuple]:
         """The driver's tuples (no per-row processing by SQLAlchemy); PostgreSQL sends them in binary."""
         with self.session.engine.connect() as conn:

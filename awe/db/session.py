@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -83,7 +83,10 @@ class Session:
     what is visible: that project and the public ones.
     """
 
-    def __init__(self, database: Database, settings: Settings, user_id: int, user: str) -> None:
+    def __init__(self, database: Database, settings: Settings, user_id: int, user: str, *,
+                 project: Project | None = None, public_ids: Sequence[int] | None = None) -> None:
+        """``project`` and ``public_ids``: the user's private project and the ids of the public ones, when the
+        caller has read them already (a server, in one query per request); by default read here."""
         self.database = database
         self.settings = settings
         self.user_id = user_id
@@ -96,7 +99,11 @@ class Session:
         self._databases: dict[str, Database] = {user: database}
         #: the databases this session opened itself (closed by :meth:`dispose`)
         self._opened: list[Database] = []
-        self._set(find_project(database, private_project_name(user)))
+        if project is not None and public_ids is not None:
+            self._project = project
+            self._visible = sorted(set(public_ids) | {project.id})
+        else:
+            self._set(find_project(database, private_project_name(user)))
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, create_user: bool | None = None,

@@ -112,9 +112,16 @@ def load_secret(home: Path) -> str:
         return text
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
+    try:
+        os.link(tmp, path)  # complete or absent: a server starting at the same time reads the same key
+    except FileExistsError:
+        return load_secret(home)
+    finally:
+        tmp.unlink()
     return secret
 
 

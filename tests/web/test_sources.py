@@ -114,3 +114,49 @@ def test_another_users_source_list_and_stamps_are_unreachable(web, sources):
                    ("ra=150&dec=2&size=1e6", "size"), ("ra=nan&dec=2", "finite")):
         r = alice.get(f"/object/{oid}/stamps?{q}")
         assert r.status_code == 400 and msg in r.text, (q, r.text[-400:])
+
+
+def test_deep_pages_by_number_are_read_from_seek_points(web, sources, monkeypatch):
+    """A page by its number beyond SEEK_FROM rows starts at a remembered seek point (a keyset range of the index):
+    every page shows what OFFSET shows, ascending and descending, NULLs last, each row once; beyond the end
+    none; another user's list stays a 404 however deep the page."""
+    import awe.web.app as app_module
+    from astropy.table import MaskedColumn
+
+    from awe.model import Source, SourceList
+    _, ra, dec, mag, flags = sources
+    sl = SourceList(filename="alice-sources-nulls", OBJECT="field", n_sources=len(mag))
+    sl.image = web.team.alice_image
+    sl.__dict__["_pending_rows"] = Table({"SID": np.arange(1, len(mag) + 1), "RA": ra, "DEC": dec,
+                                          "MAG_AUTO": MaskedColumn(mag, mask=np.arange(len(mag)) % 9 == 4),
+                                          "FLAGS": flags})
+    with web.team.alice.activate():
+        commit([(sl, None)])
+    alice = web.client("alice")
+    for desc in (False, True):
+        with web.team.alice.activate():
+            query = (Source.SLID == sl.SLID).using(web.team.alice)
+            query.order_by("MAG_AUTO", descending=desc)
+            table = query.table()
+            want_order = [int(v) for v in table["SID"]]
+        assert np.isnan(table["MAG_AUTO"][-1])  # rows without a magnitude (NULL) last, either way
+        params = {"parent": str(sl.object_id), "per": "7", "sort": "MAG_AUTO", "desc": "1" if desc else ""}
+        pages = {}
+        for seek_from, every in ((10**9, 5), (0, 5), (0, 3), (14, 4)):  # OFFSET only; seek points of 5, 3, 4 rows
+            monkeypatch.setattr(app_module, "SEEK_FROM", seek_from)
+            monkeypatch.setattr(app_module, "SEEK_EVERY", every)
+            web.app.state.web._seeks.clear()
+            seen = []
+            for page in range(1, 20):
+                r = alice.get("/rows/Source", params={**params, "page": str(page)})
+                assert r.status_code == 200 and "120 found" in r.text
+                seen += _sids(r.text)
+            pages[(seek_from, every)] = seen
+            assert seen == want_order, (desc, seek_from, every)
+            # the same pages again, now from the remembered points (in another order)
+            for page in (17, 3, 11):
+                r = alice.get("/rows/Source", params={**params, "page": str(page)})
+                assert _sids(r.text) == want_order[(page - 1) * 7:page * 7]
+        bob = web.client("bob")
+        r = bob.get("/rows/Source", params={**params, "page": "15"})
+        assert r.status_code == 404 and "alice-" not in r.text
