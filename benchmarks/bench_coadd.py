@@ -160,20 +160,17 @@ def run_awe(plan: dict[str, Any], out: Path) -> None:
                        ("EXTEND", True)])
     hdr.update(header)
     stream = fits.StreamingHDU(str(out), hdr)
-    weights = open(str(out) + ".w", "wb")
+    # the weight streamed into its own file too (a whole-grid array here would be the side's peak memory)
+    weights = fits.StreamingHDU(str(out).replace(".fits", ".weight.fits"), hdr)
 
     def sink(r0: int, r1: int, data: np.ndarray, weight: np.ndarray, flags: np.ndarray) -> None:
         stream.write(np.ascontiguousarray(data, dtype=">f4"))
-        weights.write(np.ascontiguousarray(weight, dtype=">f4").tobytes())
+        weights.write(np.ascontiguousarray(weight, dtype=">f4"))
     coadd(inputs, sink, box=(0, 0, grid.nx, grid.ny))
     stream.close()
     weights.close()
     for hdul in opened:
         hdul.close()
-    w = np.fromfile(str(out) + ".w", dtype=">f4").reshape(grid.ny, grid.nx)
-    fits.PrimaryHDU(w.astype(np.float32), header=header).writeto(str(out).replace(".fits", ".weight.fits"),
-                                                                  overwrite=True)
-    os.unlink(str(out) + ".w")
 
 
 def run_swarp(plan: dict[str, Any], out: Path) -> None:

@@ -230,7 +230,8 @@ else:
     def _prepare_numba(data, weight, a, dclean, wclean, good, clean):
         """Values and weights 0 on bad pixels (weight <= 0, non-finite), the good mask, and ``clean``: True at
         ``(iy, ix)`` when rows and columns ``i - a + 1 .. i + a`` are inside the frame and all good (running
-        counts of good pixels along the rows, then of such rows down the columns)."""
+        counts of good pixels along the rows, then of such rows down the columns). ``dclean`` and ``wclean`` may
+        be ``data`` and ``weight`` themselves (cleaned in place)."""
         ny, nx = data.shape
         n = 2 * a
         run_down = np.zeros(nx, dtype=np.int64)
@@ -500,6 +501,7 @@ def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None, a: 
     """The input as the kernel takes it: values and weights 0 on bad pixels, the good mask, the flags, and
     ``clean``: True at ``(iy, ix)`` when the kernel's whole window (rows and columns ``i - a + 1 .. i + a``) is
     inside the frame and good."""
+    given_data, given_weight = data, weight
     data = np.ascontiguousarray(data, dtype=np.float32)
     weight = np.ascontiguousarray(weight, dtype=np.float32)
     if data.ndim != 2 or data.shape != weight.shape:
@@ -507,8 +509,9 @@ def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None, a: 
     fl = np.zeros(data.shape, dtype=np.uint8) if flags is None else np.ascontiguousarray(flags, dtype=np.uint8)
     if fl.shape != data.shape:
         raise ValueError(f"the flags {fl.shape} and data {data.shape} of the frame differ in shape")
-    dclean = np.empty(data.shape, dtype=np.float32)
-    wclean = np.empty(data.shape, dtype=np.float32)
+    # a conversion made here (e.g. of a big-endian FITS array) is cleaned in place: no second copy
+    dclean = data if not np.may_share_memory(data, given_data) else np.empty(data.shape, dtype=np.float32)
+    wclean = weight if not np.may_share_memory(weight, given_weight) else np.empty(data.shape, dtype=np.float32)
     good = np.empty(data.shape, dtype=np.bool_)
     clean = np.empty(data.shape, dtype=np.bool_)
     _prepare_numba(data, weight, a, dclean, wclean, good, clean)

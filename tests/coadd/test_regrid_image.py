@@ -90,6 +90,11 @@ def test_one_pass_equals_the_mapping_then_the_kernel_and_threads_do_not_matter(k
     r2 = regrid(data, weight, w, grid, kernel=kernel, flags=flags, flux_scale=1.7, variance=4.0, threads=2)
     for a, b in ((r.data, r2.data), (r.weight, r2.weight), (r.flags, r2.flags)):
         np.testing.assert_array_equal(a, b)
+    # a frame converted on the way in (float64, big-endian) is cleaned in the converted copy, never in place
+    wide, before = data.astype(">f8"), data.astype(">f8")
+    r3 = regrid(wide, weight.astype(np.float64), w, grid, kernel=kernel, flags=flags, flux_scale=1.7, variance=4.0)
+    np.testing.assert_array_equal(r3.data, r.data)
+    np.testing.assert_array_equal(wide, before)
     with pytest.raises(ValueError, match="threads"):
         regrid(data, weight, w, grid, kernel=kernel, threads=-1)
 
