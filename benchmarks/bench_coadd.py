@@ -7,14 +7,14 @@ side gets the same astrometry -- per chip a TAN WCS fitted to the simulator's tr
 SIP; the TAN fit's own error, the same for all, is printed) -- and the same photometric scale (header
 ``FLXSCALE``: the true zero point, extinction and exposure time brought to zero point 30). All resample with
 LANCZOS3 (reproject: bilinear ``reproject_interp``, it has no Lanczos) onto the same tangent-plane grid at
-the input pixel scale and combine by the weighted mean, single-threaded, each in its own process (wall and CPU time,
-peak memory of that process and of the program it runs):
+the input pixel scale and combine by the weighted mean, with the same number of threads (``--threads``, default 1),
+each in its own process (wall and CPU time, peak memory of that process and of the program it runs):
 
-* **awe**: :func:`awe.image.regrid.regrid` per chip (numba kernel, coarse mapping every 16 pixels), the
+* **awe**: :func:`awe.image.regrid.regrid` per chip (numba kernel, coarse mapping every 16 pixels; ``threads``), the
   regridded chips written to FITS (as RegridTask does), :func:`awe.image.coadd.coadd` streamed from them
   into the output file;
 * **SWarp** (Debian ``swarp``, installed with apt when missing): ``RESAMPLING_TYPE LANCZOS3``,
-  ``COMBINE_TYPE WEIGHTED``, ``WEIGHT_TYPE MAP_WEIGHT``, ``SUBTRACT_BACK N``, ``NTHREADS 1``;
+  ``COMBINE_TYPE WEIGHTED``, ``WEIGHT_TYPE MAP_WEIGHT``, ``SUBTRACT_BACK N``, ``NTHREADS`` = ``--threads``;
 * **reproject** ``reproject_and_coadd`` with ``input_weights`` and ``reproject_interp``.
 
 Accuracy on each coadd: magnitudes of isolated unsaturated true stars (S/N > 50, 8" apertures) against
@@ -22,7 +22,7 @@ truth (median offset, robust scatter) and the rms of their centroids against the
 
 Run::
 
-    .venv/bin/python benchmarks/bench_coadd.py [--scale 1.0] [--chips 8] [--peers swarp,reproject]
+    .venv/bin/python benchmarks/bench_coadd.py [--scale 1.0] [--chips 8] [--peers swarp,reproject] [--threads 1]
 """
 
 from __future__ import annotations
@@ -143,7 +143,8 @@ def run_awe(plan: dict[str, Any], out: Path) -> None:
     for k, item in enumerate(plan["items"]):
         with fits.open(item["data"]) as hd, fits.open(item["weight"]) as hw:
             data, weight, wcs = hd[0].data, hw[0].data, WCS(hd[0].header)
-            r = regrid(data, weight, wcs, grid, kernel="LANCZOS3", flux_scale=item["scale"])
+            r = regrid(data, weight, wcs, grid, kernel="LANCZOS3", flux_scale=item["scale"],
+                       threads=int(plan.get("threads", 1)))
         path = out.parent / f"awe-regrid{k:02d}.fits"
         fits.HDUList([fits.PrimaryHDU(r.data), fits.ImageHDU(r.weight, name="WEIGHT"),
                       fits.ImageHDU(r.flags, name="FLAGS")]).writeto(path, overwrite=True)
@@ -159,20 +160,17 @@ def run_awe(plan: dict[str, Any], out: Path) -> None:
                        ("EXTEND", True)])
     hdr.update(header)
     stream = fits.StreamingHDU(str(out), hdr)
-    weights = open(str(out) + ".w", "wb")
+    # the weight streamed into its own file too (a whole-grid array here would be the side's peak memory)
+    weights = fits.StreamingHDU(str(out).replace(".fits", ".weight.fits"), hdr)
 
     def sink(r0: int, r1: int, data: np.ndarray, weight: np.ndarray, flags: np.ndarray) -> None:
         stream.write(np.ascontiguousarray(data, dtype=">f4"))
-        weights.write(np.ascontiguousarray(weight, dtype=">f4").tobytes())
+        weights.write(np.ascontiguousarray(weight, dtype=">f4"))
     coadd(inputs, sink, box=(0, 0, grid.nx, grid.ny))
     stream.close()
     weights.close()
     for hdul in opened:
         hdul.close()
-    w = np.fromfile(str(out) + ".w", dtype=">f4").reshape(grid.ny, grid.nx)
-    fits.PrimaryHDU(w.astype(np.float32), header=header).writeto(str(out).replace(".fits", ".weight.fits"),
-                                                                  overwrite=True)
-    os.unlink(str(out) + ".w")
 
 
 def run_swarp(plan: dict[str, Any], out: Path) -> None:
@@ -182,7 +180,8 @@ def run_swarp(plan: dict[str, Any], out: Path) -> None:
             "CENTER_TYPE": "MANUAL", "CENTER": f"{plan['ra0']:.8f},{plan['dec0']:.8f}",
             "PIXELSCALE_TYPE": "MANUAL", "PIXEL_SCALE": f"{plan['pixel']:.6f}",
             "IMAGE_SIZE": f"{plan['nx']},{plan['ny']}", "FSCALE_KEYWORD": "FLXSCALE", "FSCALASTRO_TYPE": "NONE",
-            "NTHREADS": "1", "RESAMPLE_DIR": str(out.parent), "VERBOSE_TYPE": "QUIET", "WRITE_XML": "N",
+            "NTHREADS": str(int(plan.get("threads", 1))), "RESAMPLE_DIR": str(out.parent), "VERBOSE_TYPE": "QUIET",
+            "WRITE_XML": "N",
             "PROJECTION_TYPE": "TAN", "CELESTIAL_TYPE": "EQUATORIAL", "COPY_KEYWORDS": "EXPTIME"}
     args = [swarp_executable() or "swarp", *[i["data"] for i in plan["items"]]]
     for key, value in conf.items():
@@ -280,7 +279,7 @@ def accuracy(plan: dict[str, Any], path: Path) -> dict[str, float]:
             "pos_rms": float(np.sqrt(np.mean(np.r_[dra[m], ddec[m]] ** 2))) if m.any() else float("nan")}
 
 
-def timed(side: str, work: Path) -> dict[str, Any]:
+def timed(side: str, work: Path, threads: int = 1) -> dict[str, Any]:
     """Run one side in a child process: wall time and peak memory of that process."""
     out = work / f"{side}.fits"
     code = (f"import sys, json; sys.argv=['x']; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
@@ -288,7 +287,8 @@ def timed(side: str, work: Path) -> dict[str, Any]:
             f"plan=json.loads(Path({str(work / 'plan.json')!r}).read_text()); "
             f"b.SIDES[{side!r}](plan, Path({str(out)!r})); "
             f"Path({str(out) + '.peak'!r}).write_text(str(b.peak_mb()))")
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    n = str(max(1, threads))
+    env = dict(os.environ, OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, NUMBA_NUM_THREADS=n)
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chips", type=int, default=8, help="chips per exposure (ccd50 ...)")
     ap.add_argument("--peers", default="swarp,reproject", help="peers to run: swarp,reproject or none")
     ap.add_argument("--workdir", default="/tmp/bench-coadd")
+    ap.add_argument("--threads", type=int, default=1, help="threads of every side (awe's regrid, SWarp's NTHREADS)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args(argv)
     root = Path(args.workdir)
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     work = root / f"work-{args.scale:g}-{args.chips}"
     t = time.perf_counter()
     plan = write_inputs(raw, work, CHIPS[:args.chips])
+    plan["threads"] = max(1, args.threads)
+    (work / "plan.json").write_text(json.dumps(plan))
     print(f"{len(plan['items'])} reduced chips written in {time.perf_counter() - t:.0f} s; grid {plan['nx']} x "
           f"{plan['ny']} of {plan['pixel']:.3f}\"; TAN fit of the true WCS: {plan['tan_rms']:.3f}\" rms", flush=True)
     sides = ["awe"] + [p for p in args.peers.split(",") if p and p != "none"]
@@ -320,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         sides.remove("swarp")
     results = {}
     for side in sides:
-        results[side] = timed(side, work)
+        results[side] = timed(side, work, plan["threads"])
         results[side].update(accuracy(plan, Path(results[side]["path"])))
         r = results[side]
         print(f"{side:10s} wall {r['wall_s']:7.1f} s  cpu {r['cpu_s']:7.1f} s  peak {r['peak_mb']:7.0f} MB  "

@@ -14,7 +14,12 @@ Pure array code: no database, no files.
   of pixel values are conserved), with weights: input pixels of weight 0 never contribute (the kernel
   sum is renormalised over the good taps), an output pixel whose nearest input pixel is bad gets weight 0,
   and flag bits (e.g. saturation) of the input pixels around an output pixel are OR-ed into its flags;
-* :func:`regrid`: all of it, in blocks of output rows (memory bounded).
+* :func:`regrid`: all of it in one compiled pass over the output rows (optionally on several threads,
+  ``threads``): per row the splines of the mapping are evaluated from their B-spline coefficients (FITPACK's
+  tensor-product evaluation, no arrays of positions), then the kernel and the flux and weight scaling. The
+  Lanczos taps are computed from one sine and one cosine per axis (a series, exact to 4e-16), the kernel
+  loops compiled for each half-width as a constant; the values are those of :func:`resample` at
+  :func:`pixel_map`'s positions to float rounding.
 """
 
 from __future__ import annotations
@@ -161,6 +166,42 @@ class _Mapping:
         xs = np.arange(nx, dtype=float)
         return self.sx(ys, xs), self.sy(ys, xs), self.sa(ys, xs)
 
+    def tables(self, nx: int, ny: int) -> tuple[np.ndarray, ...]:
+        """The three splines (x, y, area) as the compiled loop evaluates them on the ``ny`` x ``nx`` output pixels:
+        per spline its coefficients (rows x columns), and the first index and the values of the B-splines that
+        are non-zero at each output row and at each output column (the tensor-product evaluation FITPACK does)."""
+        rows = np.arange(ny, dtype=float)
+        cols = np.arange(nx, dtype=float)
+        out: list[np.ndarray] = []
+        for spline in (self.sx, self.sy, self.sa):
+            tu, tv, c = spline.tck
+            ku, kv = spline.degrees
+            out.append(np.ascontiguousarray(np.asarray(c, dtype=float).reshape(len(tu) - ku - 1, len(tv) - kv - 1)))
+            out.extend(_bspline_basis(tu, ku, rows))
+            out.extend(_bspline_basis(tv, kv, cols))
+        return tuple(out)
+
+
+def _bspline_basis(t: np.ndarray, k: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each ``x``: the index of the first of the ``k + 1`` B-splines of degree ``k`` on knots ``t`` that are
+    non-zero there and their values (FITPACK's fpbspl; ``x`` clamped to the knots' span, as fpbisp does)."""
+    t = np.asarray(t, dtype=float)
+    nb = len(t) - k - 1
+    x = np.clip(np.asarray(x, dtype=float), t[k], t[nb])
+    interval = np.clip(np.searchsorted(t, x, side="right") - 1, k, nb - 1)
+    h = np.zeros((len(x), k + 1))
+    h[:, 0] = 1.0
+    for j in range(1, k + 1):
+        hh = h[:, :j].copy()
+        h[:, 0] = 0.0
+        for n in range(1, j + 1):
+            right = t[interval + n]
+            left = t[interval + n - j]
+            f = hh[:, n - 1] / (right - left)
+            h[:, n - 1] += f * (right - x)
+            h[:, n] = f * (x - left)
+    return np.ascontiguousarray(interval - k, dtype=np.int64), np.ascontiguousarray(h)
+
 
 def pixel_map(wcs: Any, grid: TangentGrid, x0: int, y0: int, nx: int, ny: int,
               step: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -171,42 +212,99 @@ def pixel_map(wcs: Any, grid: TangentGrid, x0: int, y0: int, nx: int, ny: int,
 
 
 # ============================================================================ the kernels
-def _resample_python(data, good, clean, weight, flags, px, py, a, out, outw, outf):  # pragma: no cover - numba's twin
+def _no_numba(*args: Any) -> Any:  # pragma: no cover - without numba
     raise RuntimeError("numba is required for awe.image.regrid (pip install numba)")
 
 
+_FAST = {"contract", "arcp", "reassoc", "nsz"}  # no nnan/ninf: the loops test for non-finite values
+#: the Taylor coefficients of sin(t) / t and cos(t) in t^2, highest power first (Horner's scheme)
+_SIN_SERIES = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(9, -1, -1))
+_COS_SERIES = tuple((-1) ** k / math.factorial(2 * k) for k in range(10, -1, -1))
+
 try:
-    from numba import njit
+    from numba import njit, prange
 except ImportError:  # pragma: no cover
-    _resample_numba = _resample_python
+    _prepare_numba = _resample_numba = _regrid_serial = _regrid_parallel = _no_numba
 else:
-    @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "arcp", "reassoc", "nsz"})
-    def _resample_numba(data, good, clean, weight, flags, px, py, a, out, outw, outf):  # type: ignore[no-untyped-def]
+    @njit(cache=True, nogil=True)
+    def _prepare_numba(data, weight, a, dclean, wclean, good, clean):
+        """Values and weights 0 on bad pixels (weight <= 0, non-finite), the good mask, and ``clean``: True at
+        ``(iy, ix)`` when rows and columns ``i - a + 1 .. i + a`` are inside the frame and all good (running
+        counts of good pixels along the rows, then of such rows down the columns). ``dclean`` and ``wclean`` may
+        be ``data`` and ``weight`` themselves (cleaned in place)."""
+        ny, nx = data.shape
+        n = 2 * a
+        run_down = np.zeros(nx, dtype=np.int64)
+        for j in range(ny):
+            run = 0
+            for i in range(nx):
+                d = data[j, i]
+                w = weight[j, i]
+                g = w > 0 and np.isfinite(d) and np.isfinite(w)
+                good[j, i] = g
+                dclean[j, i] = d if g else np.float32(0.0)
+                wclean[j, i] = w if g else np.float32(0.0)
+                clean[j, i] = False
+            if a < 1:
+                continue
+            for i in range(nx):
+                run = run + 1 if good[j, i] else 0
+                # the window of columns i - 2a + 1 .. i (centred on ix = i - a) is all good
+                row_ok = run >= n
+                ix = i - a
+                if ix >= 0:
+                    run_down[ix] = run_down[ix] + 1 if row_ok else 0
+                    if run_down[ix] >= n:  # rows j - 2a + 1 .. j: the window of iy = j - a
+                        clean[j - a, ix] = True
+            # the last a columns have no full window: they are never clean
+            for ix in range(max(0, nx - a), nx):
+                run_down[ix] = 0
+
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+    def _sincos(t):
+        """sin and cos of 0 <= t <= pi / 2 (Taylor series to t^19 and t^20: error < 4e-16), cheaper than libm's."""
+        u = t * t
+        s = _SIN_SERIES[0]
+        for coefficient in _SIN_SERIES[1:]:
+            s = s * u + coefficient
+        c = _COS_SERIES[0]
+        for coefficient in _COS_SERIES[1:]:
+            c = c * u + coefficient
+        return t * s, c
+
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+    def _kernel_row_impl(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow):
+        """One output row at input positions ``xs, ys``: the value per input pixel, the bilinear weight and the
+        flags (inlined with a constant ``a`` by :func:`_kernel_row`: the tap loops unrolled)."""
         ny_in, nx_in = data.shape
-        ny, nx = px.shape
+        n = 2 * a
+        pi = np.pi
         wx = np.empty(8)
         wy = np.empty(8)
-        pi = np.pi
-        # sin(pi (f - m) / a) = sin(pi f / a) cos(pi m / a) - cos(pi f / a) sin(pi m / a), m = k - a + 1
-        cm = np.empty(8)
-        sm = np.empty(8)
-        for k in range(2 * a):
-            cm[k] = np.cos(pi * (k - a + 1) / a) if a > 0 else 1.0
-            sm[k] = np.sin(pi * (k - a + 1) / a) if a > 0 else 0.0
-        for j in range(ny):
-            for i in range(nx):
-                x = px[j, i]
-                y = py[j, i]
-                out[j, i] = 0.0
-                outw[j, i] = 0.0
-                outf[j, i] = 0
-                if not (x >= -0.5 and x < nx_in - 0.5 and y >= -0.5 and y < ny_in - 0.5):
-                    continue
-                # flags: OR over the (up to) 4 input pixels around the position; weight 0 if the nearest is bad
-                ix0 = int(np.floor(x))
-                iy0 = int(np.floor(y))
-                fl = 0
-                wsum = 0.0
+        for i in range(xs.shape[0]):
+            x = xs[i]
+            y = ys[i]
+            vrow[i] = 0.0
+            wrow[i] = 0.0
+            frow[i] = 0
+            if not (x >= -0.5 and x < nx_in - 0.5 and y >= -0.5 and y < ny_in - 0.5):
+                continue
+            # flags: OR over the (up to) 4 input pixels around the position; weight 0 if the nearest is bad
+            ix0 = int(np.floor(x))
+            iy0 = int(np.floor(y))
+            fl = 0
+            wsum = 0.0
+            if iy0 >= 0 and ix0 >= 0 and clean[iy0, ix0]:  # the 4 pixels are inside (and good): no bounds tests
+                fya = 1.0 - abs(y - iy0)
+                fyb = 1.0 - abs(y - (iy0 + 1))
+                fxa = 1.0 - abs(x - ix0)
+                fxb = 1.0 - abs(x - (ix0 + 1))
+                fl = flags[iy0, ix0] | flags[iy0, ix0 + 1] | flags[iy0 + 1, ix0] | flags[iy0 + 1, ix0 + 1]
+                wsum = fxa * fya * weight[iy0, ix0]
+                wsum += fxb * fya * weight[iy0, ix0 + 1]
+                wsum += fxa * fyb * weight[iy0 + 1, ix0]
+                wsum += fxb * fyb * weight[iy0 + 1, ix0 + 1]
+            else:
                 for dj in range(2):
                     yy = iy0 + dj
                     if yy < 0 or yy >= ny_in:
@@ -219,82 +317,161 @@ else:
                         fx = 1.0 - abs(x - xx)
                         fl |= flags[yy, xx]
                         wsum += fx * fy * weight[yy, xx]
-                outf[j, i] = fl
-                nxi = int(np.floor(x + 0.5))
-                nyi = int(np.floor(y + 0.5))
-                if not good[nyi, nxi]:
-                    continue
-                if a == 0:
-                    out[j, i] = data[nyi, nxi]
-                    outw[j, i] = weight[nyi, nxi]
-                    continue
-                fx0 = x - ix0
-                fy0 = y - iy0
-                n = 2 * a
-                if a == 1:
-                    wx[0] = 1.0 - fx0
-                    wx[1] = fx0
-                    wy[0] = 1.0 - fy0
-                    wy[1] = fy0
+            frow[i] = fl
+            nxi = int(np.floor(x + 0.5))
+            nyi = int(np.floor(y + 0.5))
+            if not good[nyi, nxi]:
+                continue
+            if a == 0:
+                vrow[i] = data[nyi, nxi]
+                wrow[i] = weight[nyi, nxi]
+                continue
+            fx0 = x - ix0
+            fy0 = y - iy0
+            if a == 1:
+                wx[0] = 1.0 - fx0
+                wx[1] = fx0
+                wy[0] = 1.0 - fy0
+                wy[1] = fy0
+            else:
+                # the taps up to a common positive factor (the normalisation removes it): at d = f - m,
+                # m = k - a + 1, L(d) = a sin(pi d) sin(pi d / a) / (pi d)^2 with sin(pi (f - m)) = (-1)^m sin(pi f)
+                # (common to all taps) and sin(pi (f - m) / a) = sin(pi f / a) cos(pi m / a)
+                #                                                - cos(pi f / a) sin(pi m / a)
+                if fx0 < 1e-9:
+                    for k in range(n):
+                        wx[k] = 0.0
+                    wx[a - 1] = 1.0
                 else:
-                    # sin(pi (f - k)) = (-1)^k sin(pi f): one sine per axis for the first factor
-                    sx = np.sin(pi * fx0)
-                    sy = np.sin(pi * fy0)
-                    sxa = np.sin(pi * fx0 / a)
-                    cxa = np.cos(pi * fx0 / a)
-                    sya = np.sin(pi * fy0 / a)
-                    cya = np.cos(pi * fy0 / a)
+                    s, c = _sincos(pi * fx0 / a)
                     for k in range(n):
-                        sign = 1.0 if (k - a + 1) % 2 == 0 else -1.0
-                        dx = fx0 - (k - a + 1)
-                        dy = fy0 - (k - a + 1)
-                        if abs(dx) < 1e-9:
-                            wx[k] = 1.0
-                        elif abs(dx) >= a:
-                            wx[k] = 0.0
-                        else:
-                            wx[k] = a * sign * sx * (sxa * cm[k] - cxa * sm[k]) / (pi * pi * dx * dx)
-                        if abs(dy) < 1e-9:
-                            wy[k] = 1.0
-                        elif abs(dy) >= a:
-                            wy[k] = 0.0
-                        else:
-                            wy[k] = a * sign * sy * (sya * cm[k] - cya * sm[k]) / (pi * pi * dy * dy)
-                if clean[iy0, ix0]:
-                    # every tap inside the frame and good: separable sums, no renormalisation bookkeeping
-                    total = 0.0
-                    sumx = 0.0
-                    sumy = 0.0
+                        d = fx0 - (k - a + 1)
+                        v = (s * cm[k] - c * sm[k]) / (d * d)
+                        wx[k] = -v if (k - a + 1) % 2 != 0 else v
+                if fy0 < 1e-9:
                     for k in range(n):
-                        sumx += wx[k]
-                        sumy += wy[k]
-                    for kj in range(n):
-                        yy = iy0 + kj - a + 1
-                        row = 0.0
-                        for ki in range(n):
-                            row += wx[ki] * data[yy, ix0 + ki - a + 1]
-                        total += wy[kj] * row
-                    out[j, i] = total / (sumx * sumy)
-                    outw[j, i] = wsum
-                    continue
+                        wy[k] = 0.0
+                    wy[a - 1] = 1.0
+                else:
+                    s, c = _sincos(pi * fy0 / a)
+                    for k in range(n):
+                        d = fy0 - (k - a + 1)
+                        v = (s * cm[k] - c * sm[k]) / (d * d)
+                        wy[k] = -v if (k - a + 1) % 2 != 0 else v
+            sumx = 0.0
+            sumy = 0.0
+            for k in range(n):
+                sumx += wx[k]
+                sumy += wy[k]
+            if clean[iy0, ix0]:
+                # every tap inside the frame and good: separable sums, no renormalisation bookkeeping
                 total = 0.0
-                norm = 0.0
-                normall = 0.0
                 for kj in range(n):
                     yy = iy0 + kj - a + 1
+                    row = 0.0
                     for ki in range(n):
+                        row += wx[ki] * data[yy, ix0 + ki - a + 1]
+                    total += wy[kj] * row
+                vrow[i] = total / (sumx * sumy)
+                wrow[i] = wsum
+                continue
+            total = 0.0
+            norm = 0.0
+            for kj in range(n):
+                yy = iy0 + kj - a + 1
+                if yy < 0 or yy >= ny_in:
+                    continue
+                for ki in range(n):
+                    xx = ix0 + ki - a + 1
+                    if xx < 0 or xx >= nx_in:
+                        continue
+                    if good[yy, xx]:
                         kw = wx[ki] * wy[kj]
-                        normall += kw
-                        xx = ix0 + ki - a + 1
-                        if yy < 0 or yy >= ny_in or xx < 0 or xx >= nx_in:
-                            continue
-                        if good[yy, xx]:
-                            total += kw * data[yy, xx]
-                            norm += kw
-                if norm > 0.5 * normall:
-                    out[j, i] = total / norm
-                    outw[j, i] = wsum
-                # else: too few good taps around a bad region: weight 0
+                        total += kw * data[yy, xx]
+                        norm += kw
+            if norm > 0.5 * (sumx * sumy):
+                vrow[i] = total / norm
+                wrow[i] = wsum
+            # else: too few good taps around a bad region: weight 0
+
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
+    def _kernel_row(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow):
+        """:func:`_kernel_row_impl` compiled for each kernel half-width as a constant."""
+        if a == 3:
+            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 3, cm, sm, vrow, wrow, frow)
+        elif a == 2:
+            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 2, cm, sm, vrow, wrow, frow)
+        elif a == 1:
+            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 1, cm, sm, vrow, wrow, frow)
+        elif a == 0:
+            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 0, cm, sm, vrow, wrow, frow)
+        else:
+            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow)
+
+    @njit(cache=True, nogil=True)
+    def _cosines(a):
+        """cos(pi m / a) and sin(pi m / a) of the taps m = k - a + 1."""
+        cm = np.ones(8)
+        sm = np.zeros(8)
+        for k in range(2 * a):
+            if a > 0:
+                cm[k] = np.cos(np.pi * (k - a + 1) / a)
+                sm[k] = np.sin(np.pi * (k - a + 1) / a)
+        return cm, sm
+
+    @njit(cache=True, nogil=True)
+    def _resample_numba(data, good, clean, weight, flags, px, py, a, out, outw, outf):
+        """The kernel at given input positions (:func:`resample`)."""
+        cm, sm = _cosines(a)
+        for j in range(px.shape[0]):
+            _kernel_row(data, good, clean, weight, flags, px[j], py[j], a, cm, sm, out[j], outw[j], outf[j])
+
+    @njit(cache=True, nogil=True)
+    def _spline_row(coef, rfirst, rvalues, cfirst, cvalues, j, dest):
+        """A tensor-product spline (:meth:`_Mapping.tables`) on output row ``j``: its coefficients contracted
+        with the row's B-splines, then with each column's."""
+        row = np.zeros(coef.shape[1])
+        for m in range(rvalues.shape[1]):
+            b = rvalues[j, m]
+            for k in range(coef.shape[1]):
+                row[k] += b * coef[rfirst[j] + m, k]
+        for i in range(dest.shape[0]):
+            v = 0.0
+            for m in range(cvalues.shape[1]):
+                v += cvalues[i, m] * row[cfirst[i] + m]
+            dest[i] = v
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _regrid_row(j, data, good, clean, weight, flags, a, cm, sm, tables, fscale, vfs,
+                    out, outw, outf):
+        """Output row ``j``: the mapping (the three splines), the kernel, the flux and weight scaling."""
+        nx = out.shape[1]
+        xs = np.empty(nx)
+        ys = np.empty(nx)
+        area = np.empty(nx)
+        _spline_row(tables[0], tables[1], tables[2], tables[3], tables[4], j, xs)
+        _spline_row(tables[5], tables[6], tables[7], tables[8], tables[9], j, ys)
+        _spline_row(tables[10], tables[11], tables[12], tables[13], tables[14], j, area)
+        vrow = out[j]
+        wrow = outw[j]
+        _kernel_row(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, outf[j])
+        for i in range(nx):
+            # in float32 as the values are stored: per input pixel, times the area, times the flux scale
+            vrow[i] = np.float32(vrow[i] * np.float32(area[i])) * fscale
+            w = wrow[i]
+            wrow[i] = w / (vfs * area[i]) if w > 0 else 0.0
+
+    @njit(cache=True, nogil=True)
+    def _regrid_serial(data, good, clean, weight, flags, a, tables, fscale, vfs, out, outw, outf):
+        cm, sm = _cosines(a)
+        for j in range(out.shape[0]):
+            _regrid_row(j, data, good, clean, weight, flags, a, cm, sm, tables, fscale, vfs, out, outw, outf)
+
+    @njit(cache=True, nogil=True, parallel=True)
+    def _regrid_parallel(data, good, clean, weight, flags, a, tables, fscale, vfs, out, outw, outf):
+        cm, sm = _cosines(a)
+        for j in prange(out.shape[0]):
+            _regrid_row(j, data, good, clean, weight, flags, a, cm, sm, tables, fscale, vfs, out, outw, outf)
 
 
 def resample(data: np.ndarray, weight: np.ndarray, px: np.ndarray, py: np.ndarray, area: np.ndarray,
@@ -308,47 +485,7 @@ def resample(data: np.ndarray, weight: np.ndarray, px: np.ndarray, py: np.ndarra
     pixels around each output pixel (uint8). Pixels of weight 0 (or non-finite data) never contribute.
     """
     a = _kernel_halfwidth(kernel)
-    return _resample_prepared(_prepare(data, weight, flags, a), px, py, area, a)
-
-
-def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None, a: int
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The input as the kernel takes it: values and weights 0 on bad pixels, the good mask, the flags, and
-    ``clean``: True at ``(iy, ix)`` when the kernel's whole window (rows and columns ``i - a + 1 .. i + a``) is
-    inside the frame and good."""
-    data = np.asarray(data, dtype=np.float32)
-    weight = np.asarray(weight, dtype=np.float32)
-    if data.shape != weight.shape:
-        raise ValueError(f"the data {data.shape} and weight {weight.shape} of the frame differ in shape")
-    good = (weight > 0) & np.isfinite(data) & np.isfinite(weight)
-    wclean = np.where(good, weight, np.float32(0.0)).astype(np.float32)
-    dclean = np.where(good, data, np.float32(0.0)).astype(np.float32)
-    fl = np.zeros(data.shape, dtype=np.uint8) if flags is None else np.ascontiguousarray(flags, dtype=np.uint8)
-    if fl.shape != data.shape:
-        raise ValueError(f"the flags {fl.shape} and data {data.shape} of the frame differ in shape")
-    return dclean, good, _clean_windows(good, a), wclean, fl
-
-
-def _clean_windows(good: np.ndarray, a: int) -> np.ndarray:
-    """True where the window of rows and columns ``i - a + 1 .. i + a`` lies inside and is all good."""
-    ny, nx = good.shape
-    clean = np.zeros((ny, nx), dtype=np.bool_)
-    if a < 1:
-        return clean
-    n = 2 * a
-    if ny < n or nx < n:
-        return clean
-    table = np.zeros((ny + 1, nx + 1), dtype=np.int32)
-    table[1:, 1:] = np.cumsum(np.cumsum(good, axis=0, dtype=np.int32), axis=1, dtype=np.int32)
-    # the window of (iy, ix) starts at iy - a + 1 and has n rows: summed-area table lookups
-    counts = table[n:, n:] - table[:-n, n:] - table[n:, :-n] + table[:-n, :-n]
-    clean[a - 1:a - 1 + counts.shape[0], a - 1:a - 1 + counts.shape[1]] = counts == n * n
-    return clean
-
-
-def _resample_prepared(prepared: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], px: np.ndarray,
-                       py: np.ndarray, area: np.ndarray, a: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    dclean, good, clean, wclean, fl = prepared
+    dclean, good, clean, wclean, fl = _prepare(data, weight, flags, a)
     px = np.ascontiguousarray(px, dtype=np.float64)
     py = np.ascontiguousarray(py, dtype=np.float64)
     out = np.empty(px.shape, dtype=np.float32)
@@ -357,6 +494,39 @@ def _resample_prepared(prepared: tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     _resample_numba(dclean, good, clean, wclean, fl, px, py, a, out, outw, outf)
     out *= np.asarray(area, dtype=np.float32)
     return out, outw, outf
+
+
+def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None, a: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The input as the kernel takes it: values and weights 0 on bad pixels, the good mask, the flags, and
+    ``clean``: True at ``(iy, ix)`` when the kernel's whole window (rows and columns ``i - a + 1 .. i + a``) is
+    inside the frame and good."""
+    given_data, given_weight = data, weight
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    weight = np.ascontiguousarray(weight, dtype=np.float32)
+    if data.ndim != 2 or data.shape != weight.shape:
+        raise ValueError(f"the data {data.shape} and weight {weight.shape} of the frame differ in shape")
+    fl = np.zeros(data.shape, dtype=np.uint8) if flags is None else np.ascontiguousarray(flags, dtype=np.uint8)
+    if fl.shape != data.shape:
+        raise ValueError(f"the flags {fl.shape} and data {data.shape} of the frame differ in shape")
+    # a conversion made here (e.g. of a big-endian FITS array) is cleaned in place: no second copy
+    dclean = data if not np.may_share_memory(data, given_data) else np.empty(data.shape, dtype=np.float32)
+    wclean = weight if not np.may_share_memory(weight, given_weight) else np.empty(data.shape, dtype=np.float32)
+    good = np.empty(data.shape, dtype=np.bool_)
+    clean = np.empty(data.shape, dtype=np.bool_)
+    _prepare_numba(data, weight, a, dclean, wclean, good, clean)
+    return dclean, good, clean, wclean, fl
+
+
+def _threads(threads: int) -> int:
+    """The threads to use: ``threads`` (0: all of numba's), at most numba's (``NUMBA_NUM_THREADS``)."""
+    if threads == 1:
+        return 1
+    if threads < 0:
+        raise ValueError(f"regrid: threads must be 0 (all cores) or positive, not {threads!r}")
+    import numba
+    most = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    return most if threads == 0 else min(int(threads), most)
 
 
 # ============================================================================ everything
@@ -375,12 +545,12 @@ class RegridResult:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.data.shape  # type: ignore[return-value]
+        return self.data.shape
 
 
 def regrid(data: np.ndarray, weight: np.ndarray, wcs: Any, grid: TangentGrid, kernel: str = "LANCZOS3",
            flags: np.ndarray | None = None, flux_scale: float = 1.0, variance: float = 1.0, step: int = 16,
-           block_rows: int = 256, box: tuple[int, int, int, int] | None = None) -> RegridResult:
+           box: tuple[int, int, int, int] | None = None, threads: int = 1) -> RegridResult:
     """Resample a frame with its weight (and flags) onto the sub-image of ``grid`` it covers.
 
     ``flux_scale`` multiplies the values (the photometric scaling to the field's zero point); ``variance``
@@ -388,26 +558,35 @@ def regrid(data: np.ndarray, weight: np.ndarray, wcs: Any, grid: TangentGrid, ke
     one output pixel's share of an aperture sum: ``w_in / (variance * flux_scale**2 * area)`` (``area``:
     input pixels per output pixel), so that a sum of N output values over an aperture has variance
     ``N / weight`` for uncorrelated input noise. ``box`` (x0, y0, nx, ny) overrides the footprint.
+    ``threads``: output rows shared among this many threads (0: all cores; the result does not depend on it).
+
+    One compiled pass over the output: per pixel the mapping (the splines through the coarse nodes), the
+    kernel, the flux and weight scaling -- no intermediate arrays of positions.
     """
     if not (flux_scale > 0 and math.isfinite(flux_scale)):
         raise ValueError(f"regrid: flux_scale must be positive and finite, not {flux_scale!r}")
     if not (variance > 0 and math.isfinite(variance)):
         raise ValueError(f"regrid: variance must be positive and finite, not {variance!r}")
     a = _kernel_halfwidth(kernel)
-    prepared = _prepare(data, weight, flags, a)
+    n_threads = _threads(int(threads))
+    dclean, good, clean, wclean, fl = _prepare(data, weight, flags, a)
     x0, y0, nx, ny = box if box is not None else footprint(wcs, np.shape(data), grid)
     mapping = _Mapping(wcs, grid, x0, y0, nx, ny, step)
-    out = np.zeros((ny, nx), dtype=np.float32)
-    outw = np.zeros((ny, nx), dtype=np.float32)
-    outf = np.zeros((ny, nx), dtype=np.uint8)
-    areas = []
-    for r0 in range(0, ny, block_rows):
-        r1 = min(ny, r0 + block_rows)
-        px, py, area = mapping.rows(r0, r1, nx)
-        v, w, f = _resample_prepared(prepared, px, py, area, a)
-        areas.append(float(np.median(area)))
-        out[r0:r1] = v * np.float32(flux_scale)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            outw[r0:r1] = np.where(w > 0, w / (variance * flux_scale ** 2 * area), 0.0)
-        outf[r0:r1] = f
-    return RegridResult(out, outw, outf, x0, y0, float(np.median(areas)) if areas else 1.0)
+    out = np.empty((ny, nx), dtype=np.float32)
+    outw = np.empty((ny, nx), dtype=np.float32)
+    outf = np.empty((ny, nx), dtype=np.uint8)
+    args = (dclean, good, clean, wclean, fl, a, mapping.tables(nx, ny), np.float32(flux_scale),
+            float(variance * flux_scale ** 2), out, outw, outf)
+    if n_threads > 1:
+        import numba
+        before = numba.get_num_threads()
+        numba.set_num_threads(n_threads)
+        try:
+            _regrid_parallel(*args)
+        finally:
+            numba.set_num_threads(before)
+    else:
+        _regrid_serial(*args)
+    # the median number of input pixels per output pixel, from every 8th row
+    area = mapping.sa(np.arange(0, ny, 8, dtype=float), np.arange(nx, dtype=float))
+    return RegridResult(out, outw, outf, x0, y0, float(np.median(area)) if area.size else 1.0)

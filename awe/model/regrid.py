@@ -42,6 +42,8 @@ class SwarpParams(ParamGroup):
                                "(room for the dithers)", unit="arcsec")
     MAPPING_STEP = Param(16, "the exact sky mapping is computed every this many output pixels and interpolated "
                              "(bicubic splines)", unit="pixel")
+    NTHREADS = Param(1, "threads of one frame's resampling (0: all cores; at most NUMBA_NUM_THREADS); 1 when the "
+                        "frames of a night are regridded in parallel jobs (no oversubscription)", affects_output=False)
 
 
 class RegridParams(ParamGroup):

@@ -199,18 +199,23 @@ class RegridTask(Task):
         data = frame.load()
         wmap = weight.load()
         flags = (weight.flags() & FLAG_SATURATED).astype(np.uint8)
-        bad = ~(wmap > 0) | ~np.isfinite(data)
-        sky = measure_background(data, mask=bad, box=int(p.BACKGROUND_MESH),
-                                 return_map=bool(p.BACKGROUND_SUBTRACTION_TYPE))
-        if p.BACKGROUND_SUBTRACTION_TYPE == 1 and sky.map is not None:
-            data = (data - sky.map).astype(np.float32)
-        rms = float(frame.background_rms) if frame.background_rms else float(sky.rms)
+        bad: np.ndarray | None = None
+        rms = float(frame.background_rms) if frame.background_rms else 0.0
+        # the input's background: only to subtract it, or for its noise when the reduced frame has none recorded
+        if p.BACKGROUND_SUBTRACTION_TYPE == 1 or not frame.background_rms:
+            bad = ~(wmap > 0) | ~np.isfinite(data)
+            sky = measure_background(data, mask=bad, box=int(p.BACKGROUND_MESH),
+                                     return_map=bool(p.BACKGROUND_SUBTRACTION_TYPE))
+            if p.BACKGROUND_SUBTRACTION_TYPE == 1 and sky.map is not None:
+                data = (data - sky.map).astype(np.float32)
+            if not frame.background_rms:
+                rms = float(sky.rms)
         # the weight map is relative (flat-field response): a pixel of weight w has variance rms^2 / w
         wgood = wmap[wmap > 0]
         norm = float(np.median(wgood)) if wgood.size else 1.0
         result = regrid(data, wmap / np.float32(norm), solution.wcs, grid.tangent_grid(),
                         kernel=str(sw.RESAMPLING_TYPE), flags=flags, flux_scale=flux_scale, variance=rms * rms,
-                        step=int(sw.MAPPING_STEP))
+                        step=int(sw.MAPPING_STEP), threads=int(sw.NTHREADS))
         obj.grid_x0, obj.grid_y0 = result.x0, result.y0
         obj.pixel_scale = float(sw.PIXEL_SCALE)
         obj.kernel = str(sw.RESAMPLING_TYPE).upper()
@@ -230,6 +235,8 @@ class RegridTask(Task):
             obj.psf_radius, obj.seeing = float(frame.psf_radius), float(frame.seeing)
         else:
             try:
+                if bad is None:
+                    bad = ~(wmap > 0) | ~np.isfinite(data)
                 seeing = measure_seeing(data, mask=bad, pixel_scale=_input_scale(solution.wcs), detect_threshold=5.0,
                                         n_bootstrap=0, min_stars=3)
                 obj.psf_radius, obj.seeing = float(seeing.psf_radius), float(seeing.fwhm_arcsec)
@@ -247,9 +254,8 @@ class RegridTask(Task):
                       "GRIDY0": (result.y0, "0-based row on the field grid"),
                       "KERNEL": (obj.kernel, "resampling kernel"),
                       "BACKSUB": (int(p.BACKGROUND_SUBTRACTION_TYPE), "background subtracted")})
-        data_out = np.where(covered, result.data, np.float32(0.0)).astype(np.float32)
-        path = self.write_product(obj, data_out, cards, hdus={"WEIGHT": result.weight.astype(np.float32),
-                                                              "FLAGS": result.flags.astype(np.uint8)},
+        data_out = np.where(covered, result.data, np.float32(0.0))  # float32, as the weight and the flags (uint8)
+        path = self.write_product(obj, data_out, cards, hdus={"WEIGHT": result.weight, "FLAGS": result.flags},
                                   imstat=_imstat(data_out, covered))
         self.log.info("%s regridded: %d x %d at (%d, %d), flux scale %.5g, psf_radius %s", frame.filename,
                       obj.NAXIS1, obj.NAXIS2, result.x0, result.y0, flux_scale, obj.psf_radius)

@@ -13,7 +13,7 @@ import pytest
 from astropy.wcs import WCS
 
 from awe.image.coadd import CoaddInput, aperture_noise, coadd
-from awe.image.regrid import TangentGrid, regrid
+from awe.image.regrid import TangentGrid, pixel_map, regrid, resample
 
 STARS = [(50.3, 60.7, 1000.0), (130.2, 280.1, 5000.0), (200.8, 450.4, 2000.0)]
 
@@ -67,6 +67,36 @@ def test_bad_pixels_do_not_leak():
     assert np.all(np.isfinite(r.data)) and np.all(np.isfinite(r.weight))
     assert np.count_nonzero(r.weight[r.flags > 0] == 0) >= 4  # the bad pixels: weight 0 and flagged
     assert np.all(r.data[r.weight == 0] == 0)
+
+
+@pytest.mark.parametrize("kernel", ["LANCZOS3", "LANCZOS2", "BILINEAR", "NEAREST"])
+def test_one_pass_equals_the_mapping_then_the_kernel_and_threads_do_not_matter(kernel):
+    """regrid's compiled pass (the splines evaluated per row inside the loop) gives what the pixel map and
+    resample() give, with bad pixels and flags, and the same on 2 threads as on 1."""
+    data, weight, w = _frame(noise=3.0)
+    data[300:303, 100:103] = np.nan
+    weight[300:303, 100:103] = 0.0
+    weight[40:44, 0:5] = 0.0  # at the frame's edge
+    flags = np.zeros(data.shape, np.uint8)
+    flags[200:206, 30:33] = 4
+    grid = TangentGrid(187.3, 2.05, 1.6, 2000, 2000)
+    r = regrid(data, weight, w, grid, kernel=kernel, flags=flags, flux_scale=1.7, variance=4.0)
+    px, py, area = pixel_map(w, grid, r.x0, r.y0, r.shape[1], r.shape[0])
+    values, wts, fl = resample(data, weight, px, py, area, kernel=kernel, flags=flags)
+    np.testing.assert_allclose(r.data, values * np.float32(1.7), rtol=2e-6, atol=1e-6)
+    expected = np.where(wts > 0, wts / (4.0 * 1.7 ** 2 * area), 0.0)
+    np.testing.assert_allclose(r.weight, expected, rtol=2e-6, atol=0)
+    np.testing.assert_array_equal(r.flags, fl)
+    r2 = regrid(data, weight, w, grid, kernel=kernel, flags=flags, flux_scale=1.7, variance=4.0, threads=2)
+    for a, b in ((r.data, r2.data), (r.weight, r2.weight), (r.flags, r2.flags)):
+        np.testing.assert_array_equal(a, b)
+    # a frame converted on the way in (float64, big-endian) is cleaned in the converted copy, never in place
+    wide, before = data.astype(">f8"), data.astype(">f8")
+    r3 = regrid(wide, weight.astype(np.float64), w, grid, kernel=kernel, flags=flags, flux_scale=1.7, variance=4.0)
+    np.testing.assert_array_equal(r3.data, r.data)
+    np.testing.assert_array_equal(wide, before)
+    with pytest.raises(ValueError, match="threads"):
+        regrid(data, weight, w, grid, kernel=kernel, threads=-1)
 
 
 def test_coadd_streams_in_tiles():
