@@ -273,12 +273,28 @@ else:
         return t * s, c
 
     @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
+    def _lanczos_taps(f, a, n, cm, sm, w):
+        """The ``n`` Lanczos taps of fraction ``f`` along one axis, up to a common positive factor (the
+        normalisation removes it), into ``w``: at d = f - m, m = k - a + 1, L(d) = a sin(pi d) sin(pi d / a) /
+        (pi d)^2 with sin(pi (f - m)) = (-1)^m sin(pi f) (common to all taps) and
+        sin(pi (f - m) / a) = sin(pi f / a) cos(pi m / a) - cos(pi f / a) sin(pi m / a)."""
+        if f < 1e-9:
+            for k in range(n):
+                w[k] = 0.0
+            w[a - 1] = 1.0
+        else:
+            s, c = _sincos(np.pi * f / a)
+            for k in range(n):
+                d = f - (k - a + 1)
+                v = (s * cm[k] - c * sm[k]) / (d * d)
+                w[k] = -v if (k - a + 1) % 2 != 0 else v
+
+    @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
     def _kernel_row_impl(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow):
         """One output row at input positions ``xs, ys``: the value per input pixel, the bilinear weight and the
         flags (inlined with a constant ``a`` by :func:`_kernel_row`: the tap loops unrolled)."""
         ny_in, nx_in = data.shape
         n = 2 * a
-        pi = np.pi
         wx = np.empty(8)
         wy = np.empty(8)
         for i in range(xs.shape[0]):
@@ -334,30 +350,8 @@ else:
                 wy[0] = 1.0 - fy0
                 wy[1] = fy0
             else:
-                # the taps up to a common positive factor (the normalisation removes it): at d = f - m,
-                # m = k - a + 1, L(d) = a sin(pi d) sin(pi d / a) / (pi d)^2 with sin(pi (f - m)) = (-1)^m sin(pi f)
-                # (common to all taps) and sin(pi (f - m) / a) = sin(pi f / a) cos(pi m / a)
-                #                                                - cos(pi f / a) sin(pi m / a)
-                if fx0 < 1e-9:
-                    for k in range(n):
-                        wx[k] = 0.0
-                    wx[a - 1] = 1.0
-                else:
-                    s, c = _sincos(pi * fx0 / a)
-                    for k in range(n):
-                        d = fx0 - (k - a + 1)
-                        v = (s * cm[k] - c * sm[k]) / (d * d)
-                        wx[k] = -v if (k - a + 1) % 2 != 0 else v
-                if fy0 < 1e-9:
-                    for k in range(n):
-                        wy[k] = 0.0
-                    wy[a - 1] = 1.0
-                else:
-                    s, c = _sincos(pi * fy0 / a)
-                    for k in range(n):
-                        d = fy0 - (k - a + 1)
-                        v = (s * cm[k] - c * sm[k]) / (d * d)
-                        wy[k] = -v if (k - a + 1) % 2 != 0 else v
+                _lanczos_taps(fx0, a, n, cm, sm, wx)
+                _lanczos_taps(fy0, a, n, cm, sm, wy)
             sumx = 0.0
             sumy = 0.0
             for k in range(n):
