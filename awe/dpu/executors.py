@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 from typing import Any
 
+from awe._threads import limit_threads, thread_environment
 from awe.dpu.worker import JobSpec, run_job
 
 __all__ = ["Executor", "InProcess", "ProcessPool", "Dask", "WorkerLost", "SchedulerGone", "DPUError", "executor"]
@@ -82,16 +83,18 @@ class InProcess(Executor):
 
 
 class ProcessPool(Executor):
-    """A local pool of ``workers`` processes (``spawn``: each imports awe and opens its own session)."""
+    """A local pool of ``workers`` processes (``spawn``: each imports awe and opens its own session) of
+    ``threads`` thread(s) each (:mod:`awe._threads`: so that the workers do not oversubscribe the cores)."""
 
-    def __init__(self, workers: int = 2) -> None:
-        self.workers = int(workers)
-        self.name = f"process pool ({self.workers})"
+    def __init__(self, workers: int = 2, threads: int = 1) -> None:
+        self.workers, self.threads = int(workers), int(threads)
+        self.name = f"process pool ({self.workers}x{self.threads})"
         self._pool: cf.ProcessPoolExecutor | None = None
 
     def _executor(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=limit_threads, initargs=(self.threads,))
         return self._pool
 
     def submit(self, spec: JobSpec) -> Any:
@@ -149,9 +152,11 @@ class Dask(Executor):
                 self.name = f"dask {address}"
                 self.local = address.startswith(("tcp://127.", "tcp://localhost", "inproc://"))
             else:
+                # the dashboard on any free port (None is 8787: two clusters at once would clash)
                 with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
                     self._cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                                                 dashboard_address=None, host="127.0.0.1")
+                                                 dashboard_address=":0", host="127.0.0.1",
+                                                 env=thread_environment(threads))
                 self.client = Client(self._cluster, timeout=timeout)
                 self.name = f"dask LocalCluster ({workers}x{threads})"
         except (OSError, TimeoutError) as exc:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from awe import context
+from awe._threads import THREAD_VARIABLES
 from awe.dpu import DPU
 from awe.dpu.executors import Dask, ProcessPool
 from awe.model import ReducedScienceFrame, WeightFrame
@@ -71,10 +72,20 @@ def _same(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(data, data_b, err_msg=key)
 
 
+def _thread_limits() -> tuple[str | None, ...]:
+    """In a worker: its thread limits."""
+    import os
+    return tuple(os.environ.get(name) for name in THREAD_VARIABLES)
+
+
 def test_process_pool(calibrated, reference, tmp_path):
-    got = _reduce(calibrated, tmp_path, ProcessPool(2))
+    pool = ProcessPool(2)
+    got = _reduce(calibrated, tmp_path, pool)
     _same(reference, got)
     assert all(w.startswith("pid ") for w in got["workers"])
+    # each worker one thread (AWE_THREADS, BLAS, OpenMP): no oversubscription of the cores
+    assert pool._executor().submit(_thread_limits).result(60) == ("1",) * len(THREAD_VARIABLES)
+    pool.close()
 
 
 def test_dask_local_cluster(calibrated, reference, tmp_path):
