@@ -317,20 +317,13 @@ def _batch_best_fits(check: PsfCheck, stamps: np.ndarray, ws: np.ndarray,
         return out
     s = check.steps
     limit = check.reach * s
-    plane = _plane_design(int(round(np.sqrt(size))))
-    cols = np.empty((g_count, size, 4))
-    cols[:, :, :3] = (plane[None, :, :] * ws[:, None, :]).transpose(0, 2, 1)
-    cols[:, :, 3] = ws * stamps
-    b = np.einsum("gnk,gn->gk", cols[:, :, :3], stamps)
-    p_inv = np.zeros((g_count, 3, 3))
-    base_chi2 = np.full(g_count, np.inf)
-    usable = np.zeros(g_count, dtype=bool)
-    normal = np.einsum("gnk,ln->gkl", cols[:, :, :3], plane)
-    for k in range(g_count):
-        inv = _inverse_3x3(normal[k])
-        if inv is not None:
-            p_inv[k], usable[k] = inv, True
-            base_chi2[k] = float(stamps[k] @ cols[k, :, 3] - b[k] @ inv @ b[k])
+    fits = [_PlaneFit(stamps[k], ws[k]) for k in range(g_count)]      # each stamp's plane eliminated
+    plane = fits[0].plane
+    cols = np.stack([f.cols for f in fits])
+    b = np.stack([f.b for f in fits])
+    usable = np.array([not f.singular for f in fits])
+    p_inv = np.stack([np.zeros((3, 3)) if f.p_inv is None else f.p_inv for f in fits])
+    base_chi2 = np.array([f.chi2 for f in fits])
     coarse = 0.2 if span <= 1.0 else max(0.5, check.fwhm / 4.0)
     step = max(int(round(coarse * s)), 1)
     half_grid = max(int(round(span * s / step)), 1)
