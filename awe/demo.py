@@ -108,6 +108,9 @@ class CourseReport:
     steps: list[str] = field(default_factory=list)  # the steps that ran, in order
     chips: list[ChipSummary] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # the jobs or tasks that could not run
+    # the jobs whose task refused its unit with a TaskError saying why the data do not support it (a clouded
+    # standard frame with too few stars for an astrometric solution): the plan went on without them
+    left_out: list[str] = field(default_factory=list)
     # the units target processing found cannot be made from what there is (e.g. a standard field without a
     # standard star on a chip): said, not failures
     not_made: list[str] = field(default_factory=list)
@@ -147,6 +150,7 @@ class CourseReport:
                   "zp: zero point [mag]", _HEADER]
         lines += [c.row() for c in self.chips]
         lines += [f"not made: {reason}" for reason in self.not_made]
+        lines += [f"left out: {job}" for job in self.left_out]
         lines += [f"failed: {failure}" for failure in self.failures]
         return "\n".join(lines)
 
@@ -198,9 +202,12 @@ class CourseReport:
 
     @property
     def failed(self) -> bool:
-        """Whether a file could not be ingested or a step could not run (units that cannot be made from what
-        there is, e.g. a standard field's frame without standards, are not failures)."""
-        return bool(self.ingest_failed or self.failures or any(c.failures for c in self.chips))
+        """Whether a file could not be ingested, a job failed unexpectedly, or the coadd or its source list was
+        not made. Units that cannot be made from what there is (a standard field's frame without standards) and
+        units a task refused for their data (``left_out``) are said, not failures: the night goes on without
+        them, as it would at the telescope."""
+        return bool(self.ingest_failed or self.failures or any(c.failures for c in self.chips)
+                    or self.coadd is None or self.source_list is None)
 
     def __str__(self) -> str:
         return self.summary()
@@ -367,15 +374,19 @@ def _target_processing(report: CourseReport, summaries: dict[str, ChipSummary], 
 
 
 def _record_jobs(jobs: list[Any], summaries: dict[str, ChipSummary], report: CourseReport) -> None:
-    """Each job's products into its chip's summary (or the mosaic's), each failed job with its error."""
+    """Each job's products into its chip's summary (or the mosaic's), each failed job with its error (as left
+    out when its task refused the unit, as a failure when anything else went wrong)."""
     from awe.db.schema import DBObject
     from awe.model import RawStandardFrame
+    from awe.tasks import TaskError
     names = [r["filename"] for j in jobs for r in (j.result or []) if r.get("filename")]
     products = {o.filename: o for o in DBObject.filename.in_(names)} if names else {}
     report.products = len(names)
     for job in jobs:
         if job.state != "done":
-            report.failures.append(f"{job.recipe} {job.label}: {' '.join(str(job.error).split())}")
+            error = " ".join(str(job.error).split())
+            refused = error.startswith(f"{TaskError.__name__}: ")  # the worker writes "ErrorClass: message"
+            (report.left_out if refused else report.failures).append(f"{job.recipe} {job.label}: {error}")
             continue
         for entry in job.result or []:
             product = products.get(entry.get("filename"))

@@ -85,6 +85,10 @@ def test_demo_then_its_prompt_command_opens_its_data(tmp_path, env):
     failures = [line for line in lines if line.startswith("failed: ")]
     assert out.returncode == (1 if failures else 0)
     assert all(re.match(r"failed: \w+ \w+Task\(.*\): \w+Error: ", f) for f in failures), failures
+    # a unit its task refused for its data (the clouded standard exposures' chips with too few stars for an
+    # astrometric solution): said, with the task's reason; the night goes on without it
+    assert all(re.match(r"left out: \w+ \w+Task\(.*\): TaskError: \S", line) for line in lines
+               if line.startswith("left out"))
     # what target processing found cannot be made from what there is: said, with the reason
     assert all(re.match(r"not made: \w+ \w+Task\(.*\): \S", line) for line in lines if line.startswith("not made"))
     # the last line is the command; `awe` in this folder opens the demo's database (awe.toml says where)

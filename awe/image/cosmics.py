@@ -600,11 +600,9 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     star_pixels = np.zeros(data.shape, dtype=bool)
     if n_groups == 0:
         return star_pixels
-    peaks = []
-    for sl, k in zip(ndi.find_objects(groups), range(1, n_groups + 1)):
-        sub = np.where(groups[sl] == k, data[sl], -np.inf)
-        iy, ix = np.unravel_index(int(np.argmax(sub)), sub.shape)
-        peaks.append((sl[0].start + iy, sl[1].start + ix))
+    labels = np.arange(1, n_groups + 1)
+    # each group's brightest pixel (the first in row order on ties)
+    peaks = np.array(ndi.maximum_position(data, groups, labels), dtype=np.int64).reshape(n_groups, 2)
     star_groups = np.zeros(n_groups + 1, dtype=bool)
     padded = np.pad(data, h, mode="constant")
     pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
@@ -612,18 +610,24 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
                       mode="constant", constant_values=True)
     pad_star = np.zeros(padded.shape, dtype=bool)
 
-    judged = []
-    for k, (py, px) in enumerate(peaks, start=1):
-        win = (slice(py, py + n), slice(px, px + n))
-        stamp = padded[win].ravel()
-        g = pad_groups[win].ravel()
-        usable = ~pad_excl[win].ravel() & ((g == 0) | (g == k))
-        own = (g == k) & usable
-        if (usable & ~own).sum() < 6:
-            continue
-        signal = np.clip(stamp, 0.0, None)
-        w = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
-        judged.append((k, px, py, win, stamp, w, own))
+    # the stamps around the peaks (stamp y, x = peak y, x in the padded frame), all at once
+    py, px = peaks[:, 0], peaks[:, 1]
+    stamps = np.lib.stride_tricks.sliding_window_view(padded, (n, n))[py, px].reshape(n_groups, n * n)
+    g = np.lib.stride_tricks.sliding_window_view(pad_groups, (n, n))[py, px].reshape(n_groups, n * n)
+    excl = np.lib.stride_tricks.sliding_window_view(pad_excl, (n, n))[py, px].reshape(n_groups, n * n)
+    usable = ~excl & ((g == 0) | (g == labels[:, None]))
+    own_all = (g == labels[:, None]) & usable
+    signal = np.clip(stamps, 0.0, None)
+    ws = np.where(usable, 1.0 / (sky_rms**2 + signal / gain + (model_error * signal) ** 2), 0.0)
+    judged = [(int(k), int(px[i]), int(py[i]), (slice(py[i], py[i] + n), slice(px[i], px[i] + n)), stamps[i],
+               ws[i], own_all[i])
+              for i, k in enumerate(labels) if (usable[i] & ~own_all[i]).sum() >= 6]
+    # a group far sharper than any star, on empty sky, is a cosmic ray without the fits
+    if judged:
+        sharp = _sharper_than_any_star(check, np.array([j[4] for j in judged]), np.array([j[5] for j in judged]),
+                                       np.array([j[6] for j in judged]))
+        log.debug("%d of %d flagged groups sharper than any star on empty sky", int(sharp.sum()), len(judged))
+        judged = [j for j, obvious in zip(judged, sharp) if not obvious]
     # the three searches every group starts with, all groups at once (in chunks)
     searches: list[tuple] = []
     for start in range(0, len(judged), _BATCH):
@@ -644,6 +648,50 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
             pad_star[win] |= part.reshape(n, n)
             log.debug("group %d at (%d, %d): a star with a cosmic ray", k, px, py)
     return pad_star[h:-h, h:-h] | star_groups[groups]
+
+
+_OBVIOUS_SIGMA = 5.0   # how far (in sigma) the neighbours of a group's brightest pixel must fall short of the
+                       # faintest any star's could be for :func:`_sharper_than_any_star`
+
+
+def _neighbour_ratios(check: PsfCheck) -> np.ndarray:
+    """The PSF's 8 neighbours of its central pixel over that pixel, ``(centres, 8)``, for star centres within
+    0.6 pixel of it (every 0.05 pixel; the range :func:`_best_psf_fit` searches near the brightest pixel)."""
+    n = 2 * check.half + 1
+    offs = np.unique(np.round(np.arange(-0.6, 0.6001, 0.05) * check.steps).astype(int))
+    gx, gy = np.meshgrid(offs, offs)
+    t = check.templates(gx.ravel(), gy.ravel()).reshape(-1, n, n)
+    h = check.half
+    ring = t[:, h - 1:h + 2, h - 1:h + 2].reshape(-1, 9)
+    return np.delete(ring, 4, axis=1) / ring[:, 4:5]
+
+
+def _sharper_than_any_star(check: PsfCheck, stamps: np.ndarray, ws: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Which groups (stamps ``(G, N)`` centred on their brightest pixel, weights, own pixels) are cosmic rays
+    on empty sky beyond doubt, so that the fits of :func:`psf_consistent` can be spared.
+
+    ``S`` = the sum of the usable neighbours of the brightest pixel that are not the group's, minus ``r`` times
+    that pixel, ``r`` being the smallest ratio of those neighbours to the central pixel that the PSF has for
+    any centre within 0.6 pixel: a star (with any local sky above zero) makes ``S >= 0`` but for the noise.
+    A group is obvious when ``S`` lies ``_OBVIOUS_SIGMA`` sigma below 0 and its neighbours hold no
+    significant light (no star under it whose part the full check could release), from at least 3
+    neighbours. On well-sampled frames nearly every single hit is; on undersampled ones only bright hits.
+    """
+    n = 2 * check.half + 1
+    c = check.half * n + check.half
+    idx = np.array([c + dy * n + dx for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    values, w = stamps[:, idx], ws[:, idx]
+    usable = (w > 0) & ~own[:, idx]
+    var = np.divide(1.0, w, where=usable, out=np.zeros_like(w))
+    ratios = _neighbour_ratios(check)                                      # (centres, 8)
+    r = (usable.astype(float) @ ratios.T).min(axis=1)                      # (G,)
+    light = np.where(usable, values, 0.0).sum(axis=1)
+    noise = var.sum(axis=1)
+    centre, centre_w = stamps[:, c], ws[:, c]
+    s_value = light - r * centre
+    s_var = noise + r ** 2 * np.divide(1.0, centre_w, where=centre_w > 0, out=np.full_like(centre_w, np.inf))
+    return ((usable.sum(axis=1) >= 3) & (centre_w > 0) & (s_value < -_OBVIOUS_SIGMA * np.sqrt(s_var))
+            & (light < 3.0 * np.sqrt(noise)))
 
 
 _BATCH = 16        # flagged groups searched at once by :func:`psf_consistent`: small enough products that
@@ -865,6 +913,53 @@ def _sepmed(windows: np.ndarray) -> np.ndarray:
 
 def _scores(e: np.ndarray, lap: np.ndarray, ys: np.ndarray, xs: np.ndarray,
             read_noise2: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_window_scores` of the pixels ``(ys, xs)``: where many lie close together (a star's core, a
+    cosmic-ray track) the medians are computed once over their common box (:func:`_box_scores`), the same
+    values as window by window at a fraction of the cost; the scattered ones window by window."""
+    sp = np.empty(len(ys), dtype=np.float32)
+    contrast = np.empty(len(ys), dtype=np.float32)
+    cell = (ys // _CELL) * (e.shape[1] // _CELL + 1) + xs // _CELL
+    order = np.argsort(cell, kind="stable")
+    cells, starts, counts = np.unique(cell[order], return_index=True, return_counts=True)
+    lone = [order[st:st + n] for st, n in zip(starts, counts) if n < _BOX_MIN]
+    for st, n in zip(starts, counts):
+        if n >= _BOX_MIN:
+            idx = order[st:st + n]
+            sp[idx], contrast[idx] = _box_scores(e, lap, ys[idx], xs[idx], read_noise2)
+    if lone:
+        idx = np.concatenate(lone)
+        sp[idx], contrast[idx] = _window_scores(e, lap, ys[idx], xs[idx], read_noise2)
+    return sp, contrast
+
+
+_CELL = 16         # pixels to score are boxed by cells of this size ...
+_BOX_MIN = 4       # ... when a cell holds at least this many
+
+
+def _box_scores(e: np.ndarray, lap: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                read_noise2: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_window_scores` of pixels within one small box: the running medians over the box (plus the
+    margins the windows need) instead of window by window. Medians of odd counts are exact elements, so
+    the values are the same."""
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    size, m = 2 * _HALF + 1, 2 * _HALF
+    region = e[y0 - m:y1 + m, x0 - m:x1 + m]
+    rows = bn.move_median(region, size, axis=1)[:, size - 1:]                   # columns x0-3 .. x1+3
+    level = bn.move_median(rows, size, axis=0)[size - 1:, :]                    # rows y0-3 .. y1+3
+    noise = np.sqrt(np.maximum(level + read_noise2, 1e-5))
+    s = lap[y0 - _HALF:y1 + _HALF, x0 - _HALF:x1 + _HALF] / (2.0 * noise)
+    s_med = bn.move_median(bn.move_median(s, size, axis=1)[:, size - 1:], size, axis=0)[size - 1:, :]
+    iy, ix = ys - y0, xs - x0
+    sp = s[iy + _HALF, ix + _HALF] - s_med[iy, ix]
+    # the fine structure: the 5 x 5 medians on the box and 4 pixels around, the 9 x 9 medians of those
+    med5 = bn.move_median(bn.move_median(region, 5, axis=1)[:, 4:], 5, axis=0)[4:, :]
+    med9 = bn.move_median(bn.move_median(med5, 9, axis=1)[:, 8:], 9, axis=0)[8:, :]
+    fine = np.maximum((med5[iy + 4, ix + 4] - med9[iy, ix]) / noise[iy + _HALF, ix + _HALF], 0.01)
+    return sp.astype(np.float32), (sp / fine).astype(np.float32)
+
+
+def _window_scores(e: np.ndarray, lap: np.ndarray, ys: np.ndarray, xs: np.ndarray,
+                   read_noise2: float) -> tuple[np.ndarray, np.ndarray]:
     """L.A.Cosmic's Laplacian signal-to-noise ``s'`` and its fine-structure contrast ``s' / f`` at ``(ys, xs)``.
 
     As astroscrappy computes them (``sepmed=True``): the noise model from
@@ -894,6 +989,9 @@ def _around(ys: np.ndarray, xs: np.ndarray, offsets: np.ndarray, shape: tuple[in
     yy = (ys[:, None] + offsets[None, :, 0]).ravel()
     xx = (xs[:, None] + offsets[None, :, 1]).ravel()
     inside = (yy >= border) & (yy < ny - border) & (xx >= border) & (xx < nx - border)
+    if yy.size * 16 < ny * nx:  # few: sorting them is cheaper than a pass over the frame
+        found_y, found_x = np.divmod(np.unique(yy[inside] * nx + xx[inside]), nx)
+        return found_y, found_x
     marks = np.zeros(shape, dtype=bool)
     marks[yy[inside], xx[inside]] = True
     found_y, found_x = np.nonzero(marks)

@@ -156,6 +156,17 @@ class ReducedScienceFrame(BaseFrame):
         return query
 
     @property
+    def seeing_or_assumed(self) -> float:
+        """The measured seeing [arcsec], or where too few stars were found the ``ASSUMED_SEEING`` this frame was
+        reduced with (what its cosmic-ray star check took): the PSF width later extractions size their
+        detection area by."""
+        if self.seeing:
+            return float(self.seeing)
+        groups = self.process_params or {}
+        assumed = (groups.get("process_params") or {}).get("ASSUMED_SEEING")
+        return float(assumed) if assumed else float(ReducedScienceParams.ASSUMED_SEEING.default)
+
+    @property
     def weight(self) -> "WeightFrame | None":
         """The weight map to use with this frame: the newest valid one not superseded by another.
 

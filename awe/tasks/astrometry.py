@@ -120,7 +120,7 @@ class AstrometricParametersTask(Task):
     inputs = (Input(ReducedScienceFrame, "reduced", kind="product"),
               Input(ReferenceCatalog, "reference", kind="product"))
     unit = "per_frame"
-    version = "1"
+    version = "2"  # 2: a frame without a measured seeing is extracted for its reduction's ASSUMED_SEEING (was 2 px)
     algorithm_modules = ("awe.image.extract", "awe.image.astrometry", "awe.tasks.astrometry")
     selection = {
         "red_filenames": "reduced frames by file name",
@@ -172,8 +172,11 @@ class AstrometricParametersTask(Task):
 
         data = frame.load()
         pixel = float(np.sqrt(abs(np.linalg.det(start.pixel_scale_matrix)))) * 3600.0
-        fwhm_pix = (frame.seeing or 2.0 * pixel) / pixel
+        fwhm_pix = frame.seeing_or_assumed / pixel
         minarea = int(p.MINAREA) or (3 if fwhm_pix < 2.0 else 5)
+        if frame.seeing is None:
+            self.log.info("%s: no seeing measured; the extraction assumes the reduction's %.2f\" (%.2f pixels)",
+                          what, frame.seeing_or_assumed, fwhm_pix)
         sources = extract(data, weight.load(), threshold=float(p.DETECT_THRESHOLD), minarea=minarea,
                           saturation=saturation_level(frame), gain=frame.gain)
         flags = np.asarray(sources["flags"], dtype=int)
