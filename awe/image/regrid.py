@@ -227,7 +227,7 @@ _COS_SERIES = tuple((-1) ** k / math.factorial(2 * k) for k in range(10, -1, -1)
 try:
     from numba import njit, prange
 except ImportError:  # pragma: no cover
-    _prepare_numba = _resample_numba = _regrid_serial = _regrid_parallel = _row_span = _no_numba
+    _prepare_numba = _resample_numba = _regrid_serial = _regrid_parallel = _no_numba
 else:
     @njit(cache=True, nogil=True)
     def _prepare_numba(data, weight, a, dclean, wclean, good, clean):
@@ -296,7 +296,7 @@ else:
     def _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, a, cm, sm, vrow, wrow, frow):
         """One output row at input positions ``xs, ys``: the value per input pixel, the bilinear weight and the
         flags (inlined with a constant ``a`` by :func:`_kernel_row`: the tap loops unrolled). The arrays hold
-        rows ``row0 ..`` of a frame of ``ny_in`` rows: every row the taps of ``ys`` reach (:func:`_row_span`)."""
+        rows ``row0 ..`` of a frame of ``ny_in`` rows: every row the taps of ``ys`` reach (:func:`_regrid_bands`)."""
         nx_in = data.shape[1]
         n = 2 * a
         wx = np.empty(8)
@@ -440,26 +440,6 @@ else:
             for m in range(cvalues.shape[1]):
                 v += cvalues[i, m] * row[cfirst[i] + m]
             dest[i] = v
-
-    @njit(cache=True, nogil=True)
-    def _row_span(tables, nx, nx_in, ny_in, lo, hi):
-        """Per output row: the lowest and highest input y of its pixels that fall on the frame (the kernel skips
-        the others), into ``lo`` and ``hi`` (+inf and -inf for a row with none)."""
-        xs = np.empty(nx)
-        ys = np.empty(nx)
-        for j in range(lo.shape[0]):
-            _spline_row(tables[0], tables[1], tables[2], tables[3], tables[4], j, xs)
-            _spline_row(tables[5], tables[6], tables[7], tables[8], tables[9], j, ys)
-            ymin = np.inf
-            ymax = -np.inf
-            for i in range(nx):
-                x = xs[i]
-                y = ys[i]
-                if x >= -0.5 and x < nx_in - 0.5 and y >= -0.5 and y < ny_in - 0.5:
-                    ymin = min(ymin, y)
-                    ymax = max(ymax, y)
-            lo[j] = ymin
-            hi[j] = ymax
 
     @njit(cache=True, nogil=True, error_model="numpy")
     def _regrid_row(j, jj, data, good, clean, weight, flags, row0, ny_in, a, cm, sm, tables, fscale, vfs,
@@ -659,22 +639,21 @@ def _regrid_bands(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: s
     x0, y0, nx, ny = box
     mapping = _Mapping(wcs, grid, x0, y0, nx, ny, step)
     tables = mapping.tables(nx, ny)
-    # per output row the span of input rows it falls on: a band of output rows needs only those input rows
-    lo = np.empty(ny)
-    hi = np.empty(ny)
-    _row_span(tables, nx, nx_in, ny_in, lo, hi)
+    # the input y of a band's output rows lies within the span of the y spline's coefficients those rows use
+    # (B-splines are non-negative and sum to 1): the band needs only those input rows
+    ycoef, yfirst, ydegree = tables[5], tables[6], tables[7].shape[1] - 1
     rows = max(1, min(ny, int(band_pixels) // max(1, nx)))
     reach = max(a, 1) + 1  # the taps of a position y: rows floor(y) - a + 1 .. floor(y) + a (and the 2 bilinear ones)
     fscale = np.float32(flux_scale)
     vfs = float(variance * flux_scale ** 2)
     for j0 in range(0, ny, rows):
         j1 = min(ny, j0 + rows)
-        ylo, yhi = float(np.min(lo[j0:j1])), float(np.max(hi[j0:j1]))
-        if not ylo <= yhi:  # no output pixel of the band on the frame: the kernel reads nothing
-            ylo = yhi = 0.0
-        # the rows the band reads, and a rows more each side: ``clean`` of the rows read is then that of the frame
-        r0 = max(0, int(math.floor(ylo)) - reach - a)
-        r1 = min(ny_in, int(math.floor(yhi)) + reach + a + 1)
+        used = ycoef[int(yfirst[j0]):int(yfirst[j1 - 1]) + ydegree + 1]
+        ylo, yhi = float(np.min(used)), float(np.max(used))
+        # the rows the band reads (those of its pixels on the frame: clipped to it), and a rows more each side:
+        # ``clean`` of the rows read is then that of the whole frame
+        r0 = min(max(0, int(math.floor(ylo)) - reach - a), ny_in - 1)
+        r1 = max(min(ny_in, int(math.floor(yhi)) + reach + a + 1), r0 + 1)
         prepared = _prepare(data[r0:r1], weight[r0:r1], None if flags is None else flags[r0:r1], a)
         out, outw, outf = bands(j0, j1)
         args = (*prepared, r0, ny_in, a, tables, fscale, vfs, j0, out, outw, outf)
