@@ -137,8 +137,8 @@ def run_awe(plan: dict[str, Any], out: Path) -> None:
     from astropy.wcs import WCS
 
     from awe.image.coadd import CoaddInput, coadd
+    from awe.image.fitsbands import ImageBandWriter
     from awe.image.regrid import TangentGrid, footprint, regrid_stream
-    from awe.model._io import ImageBandWriter
     grid = TangentGrid(plan["ra0"], plan["dec0"], plan["pixel"], plan["nx"], plan["ny"])
     inputs, opened = [], []
     planes = ((None, np.float32), ("WEIGHT", np.float32), ("FLAGS", np.uint8))

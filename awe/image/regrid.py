@@ -38,6 +38,8 @@ __all__ = ["KERNELS", "TangentGrid", "footprint", "pixel_map", "resample", "regr
 KERNELS = {"LANCZOS3": 3, "LANCZOS2": 2, "BILINEAR": 1, "NEAREST": 0}
 #: output pixels per band of :func:`regrid` (the input rows of one band are cleaned at a time)
 _BAND_PIXELS = 1 << 20
+#: input pixels read at a time into a band's buffers
+_READ_PIXELS = 1 << 16
 
 
 def _kernel_halfwidth(kernel: str) -> int:
@@ -521,6 +523,37 @@ def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None, a: 
     return dclean, good, clean, wclean, fl
 
 
+class _Window:
+    """The input rows of one band as the kernel takes them (:func:`_prepare`), in buffers kept from band to band
+    (grown when a band needs more rows): the values and weights converted to float32 and cleaned in place."""
+
+    def __init__(self, nx: int, a: int, flagged: bool) -> None:
+        self.nx, self.a, self.flagged, self.rows = nx, a, flagged, 0
+        self.buffers: tuple[np.ndarray, ...] = ()
+
+    def prepare(self, data: Any, weight: Any, flags: Any, r0: int, r1: int) -> tuple[np.ndarray, ...]:
+        n = r1 - r0
+        if n > self.rows:
+            self.buffers = ()  # the old ones go first
+            shape = (n, self.nx)
+            self.buffers = (np.empty(shape, np.float32), np.empty(shape, np.bool_), np.empty(shape, np.bool_),
+                            np.empty(shape, np.float32),
+                            np.empty(shape, np.uint8) if self.flagged else np.zeros(shape, np.uint8))
+            self.rows = n
+        dclean, good, clean, wclean, fl = (b[:n] for b in self.buffers)
+        # the casts of np.asarray(..., dtype): float64 rounded to float32, big-endian swapped; read in pieces of
+        # rows (a file's .section reads each piece into a temporary array)
+        step = max(1, _READ_PIXELS // max(1, self.nx))
+        for k in range(0, n, step):
+            rows = slice(r0 + k, min(r1, r0 + k + step))
+            np.copyto(dclean[k:k + step], data[rows], casting="unsafe")
+            np.copyto(wclean[k:k + step], weight[rows], casting="unsafe")
+            if self.flagged:
+                np.copyto(fl[k:k + step], flags[rows], casting="unsafe")
+        _prepare_numba(dclean, wclean, self.a, dclean, wclean, good, clean)
+        return dclean, good, clean, wclean, fl
+
+
 def _threads(threads: int) -> int:
     """The threads to use: ``threads`` (0: all of numba's), at most numba's (``NUMBA_NUM_THREADS``)."""
     if threads == 1:
@@ -604,11 +637,16 @@ def regrid_stream(data: Any, weight: Any, wcs: Any, grid: TangentGrid, sink: Sin
     out). Never more than a band of the output, and the input rows it needs, in memory."""
     x0, y0, nx, ny = box if box is not None else footprint(wcs, _shape(data), grid)
     rows = max(1, min(ny, int(band_pixels) // max(1, nx)))
-    out = np.empty((rows, nx), dtype=np.float32)
-    outw = np.empty((rows, nx), dtype=np.float32)
-    outf = np.empty((rows, nx), dtype=np.uint8)
+    buffers: list[np.ndarray] = []
+
+    def bands(j0: int, j1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not buffers:  # made with the first band (after the mapping's temporaries are gone)
+            buffers.extend((np.empty((rows, nx), dtype=np.float32), np.empty((rows, nx), dtype=np.float32),
+                            np.empty((rows, nx), dtype=np.uint8)))
+        out, outw, outf = buffers
+        return out[:j1 - j0], outw[:j1 - j0], outf[:j1 - j0]
     area = _regrid_bands(data, weight, wcs, grid, kernel, flags, flux_scale, variance, step, (x0, y0, nx, ny),
-                         threads, band_pixels, lambda j0, j1: (out[:j1 - j0], outw[:j1 - j0], outf[:j1 - j0]), sink)
+                         threads, band_pixels, bands, sink)
     return RegridBox(x0, y0, nx, ny, area)
 
 
@@ -639,6 +677,10 @@ def _regrid_bands(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: s
     x0, y0, nx, ny = box
     mapping = _Mapping(wcs, grid, x0, y0, nx, ny, step)
     tables = mapping.tables(nx, ny)
+    # the median number of input pixels per output pixel, from every 8th row
+    area = mapping.sa(np.arange(0, ny, 8, dtype=float), np.arange(nx, dtype=float))
+    median_area = float(np.median(area)) if area.size else 1.0
+    del area
     # the input y of a band's output rows lies within the span of the y spline's coefficients those rows use
     # (B-splines are non-negative and sum to 1): the band needs only those input rows
     ycoef, yfirst, ydegree = tables[5], tables[6], tables[7].shape[1] - 1
@@ -646,6 +688,7 @@ def _regrid_bands(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: s
     reach = max(a, 1) + 1  # the taps of a position y: rows floor(y) - a + 1 .. floor(y) + a (and the 2 bilinear ones)
     fscale = np.float32(flux_scale)
     vfs = float(variance * flux_scale ** 2)
+    window = _Window(nx_in, a, flags is not None)
     for j0 in range(0, ny, rows):
         j1 = min(ny, j0 + rows)
         used = ycoef[int(yfirst[j0]):int(yfirst[j1 - 1]) + ydegree + 1]
@@ -654,7 +697,7 @@ def _regrid_bands(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: s
         # ``clean`` of the rows read is then that of the whole frame
         r0 = min(max(0, int(math.floor(ylo)) - reach - a), ny_in - 1)
         r1 = max(min(ny_in, int(math.floor(yhi)) + reach + a + 1), r0 + 1)
-        prepared = _prepare(data[r0:r1], weight[r0:r1], None if flags is None else flags[r0:r1], a)
+        prepared = window.prepare(data, weight, flags, r0, r1)
         out, outw, outf = bands(j0, j1)
         args = (*prepared, r0, ny_in, a, tables, fscale, vfs, j0, out, outw, outf)
         if n_threads > 1:
@@ -670,6 +713,4 @@ def _regrid_bands(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: s
         del prepared, args
         if sink is not None:
             sink(j0, j1, out, outw, outf)
-    # the median number of input pixels per output pixel, from every 8th row
-    area = mapping.sa(np.arange(0, ny, 8, dtype=float), np.arange(nx, dtype=float))
-    return float(np.median(area)) if area.size else 1.0
+    return median_area
