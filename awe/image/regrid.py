@@ -19,7 +19,12 @@ Pure array code: no database, no files.
   tensor-product evaluation, no arrays of positions), then the kernel and the flux and weight scaling. The
   Lanczos taps are computed from one sine and one cosine per axis (a series, exact to 4e-16), the kernel
   loops compiled for each half-width as a constant; the values are those of :func:`resample` at
-  :func:`pixel_map`'s positions to float rounding.
+  :func:`pixel_map`'s positions to float rounding. The output is made in bands of rows, each from only the
+  input rows its kernel reaches (bounded by the span of the y spline's coefficients the band uses), converted
+  and cleaned in buffers of that size: the input is never copied whole and need only be sliceable by rows
+  (an array, an astropy ``ImageHDU.section``);
+* :func:`regrid_stream`: the same bands handed to a ``sink`` as they are made (e.g. an
+  :class:`awe.image.fitsbands.ImageBandWriter`), so that neither the input nor the output is held whole.
 """
 
 from __future__ import annotations
