@@ -10,8 +10,9 @@ LANCZOS3 (reproject: bilinear ``reproject_interp``, it has no Lanczos) onto the 
 the input pixel scale and combine by the weighted mean, with the same number of threads (``--threads``, default 1),
 each in its own process (wall and CPU time, peak memory of that process and of the program it runs):
 
-* **awe**: :func:`awe.image.regrid.regrid` per chip (numba kernel, coarse mapping every 16 pixels; ``threads``), the
-  regridded chips written to FITS (as RegridTask does), :func:`awe.image.coadd.coadd` streamed from them
+* **awe**: :func:`awe.image.regrid.regrid_stream` per chip (numba kernel, coarse mapping every 16 pixels;
+  ``threads``), the chip's rows read through ``.section`` and the regridded bands written in place into its FITS
+  file (:class:`awe.image.fitsbands.ImageBandWriter`), :func:`awe.image.coadd.coadd` streamed from them
   into the output file;
 * **SWarp** (Debian ``swarp``, installed with apt when missing): ``RESAMPLING_TYPE LANCZOS3``,
   ``COMBINE_TYPE WEIGHTED``, ``WEIGHT_TYPE MAP_WEIGHT``, ``SUBTRACT_BACK N``, ``NTHREADS`` = ``--threads``;
