@@ -10,8 +10,9 @@ LANCZOS3 (reproject: bilinear ``reproject_interp``, it has no Lanczos) onto the 
 the input pixel scale and combine by the weighted mean, with the same number of threads (``--threads``, default 1),
 each in its own process (wall and CPU time, peak memory of that process and of the program it runs):
 
-* **awe**: :func:`awe.image.regrid.regrid` per chip (numba kernel, coarse mapping every 16 pixels; ``threads``), the
-  regridded chips written to FITS (as RegridTask does), :func:`awe.image.coadd.coadd` streamed from them
+* **awe**: :func:`awe.image.regrid.regrid_stream` per chip (numba kernel, coarse mapping every 16 pixels;
+  ``threads``), the chip's rows read through ``.section`` and the regridded bands written in place into its FITS
+  file (:class:`awe.image.fitsbands.ImageBandWriter`), :func:`awe.image.coadd.coadd` streamed from them
   into the output file;
 * **SWarp** (Debian ``swarp``, installed with apt when missing): ``RESAMPLING_TYPE LANCZOS3``,
   ``COMBINE_TYPE WEIGHTED``, ``WEIGHT_TYPE MAP_WEIGHT``, ``SUBTRACT_BACK N``, ``NTHREADS`` = ``--threads``;
@@ -137,21 +138,26 @@ def run_awe(plan: dict[str, Any], out: Path) -> None:
     from astropy.wcs import WCS
 
     from awe.image.coadd import CoaddInput, coadd
-    from awe.image.regrid import TangentGrid, regrid
+    from awe.image.fitsbands import ImageBandWriter
+    from awe.image.regrid import TangentGrid, footprint, regrid_stream
     grid = TangentGrid(plan["ra0"], plan["dec0"], plan["pixel"], plan["nx"], plan["ny"])
     inputs, opened = [], []
+    planes = ((None, np.float32), ("WEIGHT", np.float32), ("FLAGS", np.uint8))
     for k, item in enumerate(plan["items"]):
-        with fits.open(item["data"]) as hd, fits.open(item["weight"]) as hw:
-            data, weight, wcs = hd[0].data, hw[0].data, WCS(hd[0].header)
-            r = regrid(data, weight, wcs, grid, kernel="LANCZOS3", flux_scale=item["scale"],
-                       threads=int(plan.get("threads", 1)))
         path = out.parent / f"awe-regrid{k:02d}.fits"
-        fits.HDUList([fits.PrimaryHDU(r.data), fits.ImageHDU(r.weight, name="WEIGHT"),
-                      fits.ImageHDU(r.flags, name="FLAGS")]).writeto(path, overwrite=True)
+        # the chip's rows read through .section as the bands need them, the regridded bands written in place:
+        # neither the input nor the output is ever held whole (nothing memory-mapped either)
+        with fits.open(item["data"], memmap=False) as hd, fits.open(item["weight"], memmap=False) as hw:
+            data, weight, wcs = hd[0].section, hw[0].section, WCS(hd[0].header)
+            x0, y0, nx, ny = footprint(wcs, data.shape, grid)
+            with ImageBandWriter(path, ny, nx, planes=planes, fsync=False) as writer:  # scratch, as before
+                r = regrid_stream(data, weight, wcs, grid, lambda r0, r1, v, w, f: writer.write(r0, v, w, f),
+                                  kernel="LANCZOS3", flux_scale=item["scale"], box=(x0, y0, nx, ny),
+                                  threads=int(plan.get("threads", 1)))
         hdul = fits.open(path, memmap=False)  # rows read through .section (as CoaddTask does): nothing mapped
         opened.append(hdul)
         d, w, f = hdul[0].section, hdul["WEIGHT"].section, hdul["FLAGS"].section
-        inputs.append(CoaddInput(r.x0, r.y0, r.data.shape[1], r.data.shape[0],
+        inputs.append(CoaddInput(r.x0, r.y0, r.nx, r.ny,
                                  lambda a, b, d=d, w=w, f=f: (np.asarray(d[a:b]), np.asarray(w[a:b]),
                                                               np.asarray(f[a:b]))))
     header = grid.wcs().to_header()

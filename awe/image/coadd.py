@@ -98,8 +98,9 @@ def coadd(inputs: list[CoaddInput], sink: Callable[[int, int, np.ndarray, np.nda
         raise ValueError(f"coadd: clip_sigma must be positive, not {clip_sigma!r}")
     bx0, by0, nx, ny = box if box is not None else bounding_box(inputs)
     stats = CoaddStats(bx0, by0, nx, ny, len(inputs))
-    # rows per tile: the stack of the inputs overlapping a tile stays under tile_pixels values per plane
-    depth = _max_overlap(inputs, by0, ny) if method != "WEIGHTED" else 1
+    # rows per tile: the stack of the inputs overlapping a tile stays under tile_pixels values per plane; the
+    # weighted mean holds no stack but its two float64 sums per pixel (the room of four float32 values)
+    depth = _max_overlap(inputs, by0, ny) if method != "WEIGHTED" else 4
     rows = max(1, min(ny, int(tile_pixels) // max(1, nx * max(1, depth))))
     stats.tile_rows = rows
     for r0 in range(0, ny, rows):
@@ -113,13 +114,19 @@ def coadd(inputs: list[CoaddInput], sink: Callable[[int, int, np.ndarray, np.nda
             den = np.zeros(shape, dtype=np.float64)
             for inp in members:
                 sl, (v, w, f) = _piece(inp, g0, g1, bx0, nx)
-                w64 = w.astype(np.float64)
-                num[sl] += w64 * v
-                den[sl] += w64
+                num[sl] += np.multiply(w, v, dtype=np.float64)  # in float64, as w.astype(float64) * v
+                den[sl] += w
                 flags[sl] |= f
-            with np.errstate(divide="ignore", invalid="ignore"):
-                data = np.where(den > 0, num / den, 0.0).astype(np.float32)
+                del v, w, f
+            # the mean in place of the sums (no tile-sized temporaries): 0 where nothing has weight
+            covered = den > 0
+            np.divide(num, den, out=num, where=covered)
+            np.copyto(num, 0.0, where=~covered)
+            del covered
+            data = num.astype(np.float32)
+            del num
             weight = den.astype(np.float32)
+            del den
         else:
             n = len(members)
             stats.max_stack = max(stats.max_stack, n)

@@ -19,7 +19,12 @@ Pure array code: no database, no files.
   tensor-product evaluation, no arrays of positions), then the kernel and the flux and weight scaling. The
   Lanczos taps are computed from one sine and one cosine per axis (a series, exact to 4e-16), the kernel
   loops compiled for each half-width as a constant; the values are those of :func:`resample` at
-  :func:`pixel_map`'s positions to float rounding.
+  :func:`pixel_map`'s positions to float rounding. The output is made in bands of rows, each from only the
+  input rows its kernel reaches (bounded by the span of the y spline's coefficients the band uses), converted
+  and cleaned in buffers of that size: the input is never copied whole and need only be sliceable by rows
+  (an array, an astropy ``ImageHDU.section``);
+* :func:`regrid_stream`: the same bands handed to a ``sink`` as they are made (e.g. an
+  :class:`awe.image.fitsbands.ImageBandWriter`), so that neither the input nor the output is held whole.
 """
 
 from __future__ import annotations
@@ -27,14 +32,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["KERNELS", "TangentGrid", "footprint", "pixel_map", "resample", "regrid", "RegridResult"]
+__all__ = ["KERNELS", "TangentGrid", "footprint", "pixel_map", "resample", "regrid", "regrid_stream", "RegridResult",
+           "RegridBox"]
 
 #: kernel name -> half-width a (taps -a+1 .. a); 1 bilinear, 0 nearest
 KERNELS = {"LANCZOS3": 3, "LANCZOS2": 2, "BILINEAR": 1, "NEAREST": 0}
+#: output pixels per band of :func:`regrid` (the input rows of one band are cleaned at a time)
+_BAND_PIXELS = 1 << 20
+#: input pixels read at a time into a band's buffers
+_READ_PIXELS = 1 << 16
 
 
 def _kernel_halfwidth(kernel: str) -> int:
@@ -290,10 +300,11 @@ else:
                 w[k] = -v if (k - a + 1) % 2 != 0 else v
 
     @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST, inline="always")
-    def _kernel_row_impl(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow):
+    def _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, a, cm, sm, vrow, wrow, frow):
         """One output row at input positions ``xs, ys``: the value per input pixel, the bilinear weight and the
-        flags (inlined with a constant ``a`` by :func:`_kernel_row`: the tap loops unrolled)."""
-        ny_in, nx_in = data.shape
+        flags (inlined with a constant ``a`` by :func:`_kernel_row`: the tap loops unrolled). The arrays hold
+        rows ``row0 ..`` of a frame of ``ny_in`` rows: every row the taps of ``ys`` reach (:func:`_regrid_bands`)."""
+        nx_in = data.shape[1]
         n = 2 * a
         wx = np.empty(8)
         wy = np.empty(8)
@@ -308,18 +319,19 @@ else:
             # flags: OR over the (up to) 4 input pixels around the position; weight 0 if the nearest is bad
             ix0 = int(np.floor(x))
             iy0 = int(np.floor(y))
+            ry = iy0 - row0  # the row of iy0 in the arrays
             fl = 0
             wsum = 0.0
-            if iy0 >= 0 and ix0 >= 0 and clean[iy0, ix0]:  # the 4 pixels are inside (and good): no bounds tests
+            if iy0 >= 0 and ix0 >= 0 and clean[ry, ix0]:  # the 4 pixels are inside (and good): no bounds tests
                 fya = 1.0 - abs(y - iy0)
                 fyb = 1.0 - abs(y - (iy0 + 1))
                 fxa = 1.0 - abs(x - ix0)
                 fxb = 1.0 - abs(x - (ix0 + 1))
-                fl = flags[iy0, ix0] | flags[iy0, ix0 + 1] | flags[iy0 + 1, ix0] | flags[iy0 + 1, ix0 + 1]
-                wsum = fxa * fya * weight[iy0, ix0]
-                wsum += fxb * fya * weight[iy0, ix0 + 1]
-                wsum += fxa * fyb * weight[iy0 + 1, ix0]
-                wsum += fxb * fyb * weight[iy0 + 1, ix0 + 1]
+                fl = flags[ry, ix0] | flags[ry, ix0 + 1] | flags[ry + 1, ix0] | flags[ry + 1, ix0 + 1]
+                wsum = fxa * fya * weight[ry, ix0]
+                wsum += fxb * fya * weight[ry, ix0 + 1]
+                wsum += fxa * fyb * weight[ry + 1, ix0]
+                wsum += fxb * fyb * weight[ry + 1, ix0 + 1]
             else:
                 for dj in range(2):
                     yy = iy0 + dj
@@ -331,11 +343,11 @@ else:
                         if xx < 0 or xx >= nx_in:
                             continue
                         fx = 1.0 - abs(x - xx)
-                        fl |= flags[yy, xx]
-                        wsum += fx * fy * weight[yy, xx]
+                        fl |= flags[yy - row0, xx]
+                        wsum += fx * fy * weight[yy - row0, xx]
             frow[i] = fl
             nxi = int(np.floor(x + 0.5))
-            nyi = int(np.floor(y + 0.5))
+            nyi = int(np.floor(y + 0.5)) - row0
             if not good[nyi, nxi]:
                 continue
             if a == 0:
@@ -357,11 +369,11 @@ else:
             for k in range(n):
                 sumx += wx[k]
                 sumy += wy[k]
-            if clean[iy0, ix0]:
+            if clean[ry, ix0]:
                 # every tap inside the frame and good: separable sums, no renormalisation bookkeeping
                 total = 0.0
                 for kj in range(n):
-                    yy = iy0 + kj - a + 1
+                    yy = ry + kj - a + 1
                     row = 0.0
                     for ki in range(n):
                         row += wx[ki] * data[yy, ix0 + ki - a + 1]
@@ -379,9 +391,9 @@ else:
                     xx = ix0 + ki - a + 1
                     if xx < 0 or xx >= nx_in:
                         continue
-                    if good[yy, xx]:
+                    if good[yy - row0, xx]:
                         kw = wx[ki] * wy[kj]
-                        total += kw * data[yy, xx]
+                        total += kw * data[yy - row0, xx]
                         norm += kw
             if norm > 0.5 * (sumx * sumy):
                 vrow[i] = total / norm
@@ -389,18 +401,18 @@ else:
             # else: too few good taps around a bad region: weight 0
 
     @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FAST)
-    def _kernel_row(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow):
+    def _kernel_row(data, good, clean, weight, flags, row0, ny_in, xs, ys, a, cm, sm, vrow, wrow, frow):
         """:func:`_kernel_row_impl` compiled for each kernel half-width as a constant."""
         if a == 3:
-            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 3, cm, sm, vrow, wrow, frow)
+            _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, 3, cm, sm, vrow, wrow, frow)
         elif a == 2:
-            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 2, cm, sm, vrow, wrow, frow)
+            _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, 2, cm, sm, vrow, wrow, frow)
         elif a == 1:
-            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 1, cm, sm, vrow, wrow, frow)
+            _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, 1, cm, sm, vrow, wrow, frow)
         elif a == 0:
-            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, 0, cm, sm, vrow, wrow, frow)
+            _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, 0, cm, sm, vrow, wrow, frow)
         else:
-            _kernel_row_impl(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, frow)
+            _kernel_row_impl(data, good, clean, weight, flags, row0, ny_in, xs, ys, a, cm, sm, vrow, wrow, frow)
 
     @njit(cache=True, nogil=True)
     def _cosines(a):
@@ -418,7 +430,8 @@ else:
         """The kernel at given input positions (:func:`resample`)."""
         cm, sm = _cosines(a)
         for j in range(px.shape[0]):
-            _kernel_row(data, good, clean, weight, flags, px[j], py[j], a, cm, sm, out[j], outw[j], outf[j])
+            _kernel_row(data, good, clean, weight, flags, 0, data.shape[0], px[j], py[j], a, cm, sm, out[j], outw[j],
+                        outf[j])
 
     @njit(cache=True, nogil=True)
     def _spline_row(coef, rfirst, rvalues, cfirst, cvalues, j, dest):
@@ -436,9 +449,10 @@ else:
             dest[i] = v
 
     @njit(cache=True, nogil=True, error_model="numpy")
-    def _regrid_row(j, data, good, clean, weight, flags, a, cm, sm, tables, fscale, vfs,
+    def _regrid_row(j, jj, data, good, clean, weight, flags, row0, ny_in, a, cm, sm, tables, fscale, vfs,
                     out, outw, outf):
-        """Output row ``j``: the mapping (the three splines), the kernel, the flux and weight scaling."""
+        """Output row ``j`` into row ``jj`` of the band ``out``: the mapping (the three splines), the kernel, the
+        flux and weight scaling."""
         nx = out.shape[1]
         xs = np.empty(nx)
         ys = np.empty(nx)
@@ -446,9 +460,9 @@ else:
         _spline_row(tables[0], tables[1], tables[2], tables[3], tables[4], j, xs)
         _spline_row(tables[5], tables[6], tables[7], tables[8], tables[9], j, ys)
         _spline_row(tables[10], tables[11], tables[12], tables[13], tables[14], j, area)
-        vrow = out[j]
-        wrow = outw[j]
-        _kernel_row(data, good, clean, weight, flags, xs, ys, a, cm, sm, vrow, wrow, outf[j])
+        vrow = out[jj]
+        wrow = outw[jj]
+        _kernel_row(data, good, clean, weight, flags, row0, ny_in, xs, ys, a, cm, sm, vrow, wrow, outf[jj])
         for i in range(nx):
             # in float32 as the values are stored: per input pixel, times the area, times the flux scale
             vrow[i] = np.float32(vrow[i] * np.float32(area[i])) * fscale
@@ -456,17 +470,19 @@ else:
             wrow[i] = w / (vfs * area[i]) if w > 0 else 0.0
 
     @njit(cache=True, nogil=True)
-    def _regrid_serial(data, good, clean, weight, flags, a, tables, fscale, vfs, out, outw, outf):
+    def _regrid_serial(data, good, clean, weight, flags, row0, ny_in, a, tables, fscale, vfs, j0, out, outw, outf):
+        """Output rows ``j0 ..`` into the band ``out, outw, outf`` from the input rows ``row0 ..`` in the arrays."""
         cm, sm = _cosines(a)
-        for j in range(out.shape[0]):
-            _regrid_row(j, data, good, clean, weight, flags, a, cm, sm, tables, fscale, vfs, out, outw, outf)
+        for jj in range(out.shape[0]):
+            _regrid_row(j0 + jj, jj, data, good, clean, weight, flags, row0, ny_in, a, cm, sm, tables, fscale, vfs,
+                        out, outw, outf)
 
     @njit(cache=True, nogil=True, parallel=True)
-    def _regrid_parallel(data, good, clean, weight, flags, a, tables, fscale, vfs, out, outw, outf):
+    def _regrid_parallel(data, good, clean, weight, flags, row0, ny_in, a, tables, fscale, vfs, j0, out, outw, outf):
         cm, sm = _cosines(a)
-        for j in prange(out.shape[0]):
-            _regrid_row(j, data, good, clean, weight, flags, a, cm, sm, tables, fscale, vfs, out, outw, outf)
-
+        for jj in prange(out.shape[0]):
+            _regrid_row(j0 + jj, jj, data, good, clean, weight, flags, row0, ny_in, a, cm, sm, tables, fscale, vfs,
+                        out, outw, outf)
 
 def resample(data: np.ndarray, weight: np.ndarray, px: np.ndarray, py: np.ndarray, area: np.ndarray,
              kernel: str = "LANCZOS3", flags: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -512,6 +528,37 @@ def _prepare(data: np.ndarray, weight: np.ndarray, flags: np.ndarray | None, a: 
     return dclean, good, clean, wclean, fl
 
 
+class _Window:
+    """The input rows of one band as the kernel takes them (:func:`_prepare`), in buffers kept from band to band
+    (grown when a band needs more rows): the values and weights converted to float32 and cleaned in place."""
+
+    def __init__(self, nx: int, a: int, flagged: bool) -> None:
+        self.nx, self.a, self.flagged, self.rows = nx, a, flagged, 0
+        self.buffers: tuple[np.ndarray, ...] = ()
+
+    def prepare(self, data: Any, weight: Any, flags: Any, r0: int, r1: int) -> tuple[np.ndarray, ...]:
+        n = r1 - r0
+        if n > self.rows:
+            self.buffers = ()  # the old ones go first
+            shape = (n, self.nx)
+            self.buffers = (np.empty(shape, np.float32), np.empty(shape, np.bool_), np.empty(shape, np.bool_),
+                            np.empty(shape, np.float32),
+                            np.empty(shape, np.uint8) if self.flagged else np.zeros(shape, np.uint8))
+            self.rows = n
+        dclean, good, clean, wclean, fl = (b[:n] for b in self.buffers)
+        # the casts of np.asarray(..., dtype): float64 rounded to float32, big-endian swapped; read in pieces of
+        # rows (a file's .section reads each piece into a temporary array)
+        step = max(1, _READ_PIXELS // max(1, self.nx))
+        for k in range(0, n, step):
+            rows = slice(r0 + k, min(r1, r0 + k + step))
+            np.copyto(dclean[k:k + step], data[rows], casting="unsafe")
+            np.copyto(wclean[k:k + step], weight[rows], casting="unsafe")
+            if self.flagged:
+                np.copyto(fl[k:k + step], flags[rows], casting="unsafe")
+        _prepare_numba(dclean, wclean, self.a, dclean, wclean, good, clean)
+        return dclean, good, clean, wclean, fl
+
+
 def _threads(threads: int) -> int:
     """The threads to use: ``threads`` (0: all of numba's), at most numba's (``NUMBA_NUM_THREADS``)."""
     if threads == 1:
@@ -542,9 +589,13 @@ class RegridResult:
         return self.data.shape
 
 
-def regrid(data: np.ndarray, weight: np.ndarray, wcs: Any, grid: TangentGrid, kernel: str = "LANCZOS3",
-           flags: np.ndarray | None = None, flux_scale: float = 1.0, variance: float = 1.0, step: int = 16,
-           box: tuple[int, int, int, int] | None = None, threads: int = 1) -> RegridResult:
+Sink = Callable[[int, int, np.ndarray, np.ndarray, np.ndarray], None]
+
+
+def regrid(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: str = "LANCZOS3",
+           flags: Any = None, flux_scale: float = 1.0, variance: float = 1.0, step: int = 16,
+           box: tuple[int, int, int, int] | None = None, threads: int = 1,
+           band_pixels: int = _BAND_PIXELS) -> RegridResult:
     """Resample a frame with its weight (and flags) onto the sub-image of ``grid`` it covers.
 
     ``flux_scale`` multiplies the values (the photometric scaling to the field's zero point); ``variance``
@@ -555,32 +606,116 @@ def regrid(data: np.ndarray, weight: np.ndarray, wcs: Any, grid: TangentGrid, ke
     ``threads``: output rows shared among this many threads (0: all cores; the result does not depend on it).
 
     One compiled pass over the output: per pixel the mapping (the splines through the coarse nodes), the
-    kernel, the flux and weight scaling -- no intermediate arrays of positions.
+    kernel, the flux and weight scaling -- no intermediate arrays of positions. The output is made in bands
+    of about ``band_pixels`` pixels, each from only the input rows its kernel reaches (cleaned in a copy of
+    those rows): ``data``, ``weight`` and ``flags`` need only be sliceable by rows (arrays, memory maps, an
+    astropy ``ImageHDU.section``), and the input is never copied whole. See :func:`regrid_stream` to have
+    the bands written out instead of kept.
     """
+    x0, y0, nx, ny = box if box is not None else footprint(wcs, _shape(data), grid)
+    out = np.empty((ny, nx), dtype=np.float32)
+    outw = np.empty((ny, nx), dtype=np.float32)
+    outf = np.empty((ny, nx), dtype=np.uint8)
+    area = _regrid_bands(data, weight, wcs, grid, kernel, flags, flux_scale, variance, step, (x0, y0, nx, ny),
+                         threads, band_pixels, lambda j0, j1: (out[j0:j1], outw[j0:j1], outf[j0:j1]), None)
+    return RegridResult(out, outw, outf, x0, y0, area)
+
+
+@dataclass(frozen=True)
+class RegridBox:
+    """Where :func:`regrid_stream` put a frame: the sub-image ``(x0, y0, nx, ny)`` of the grid, and the median
+    number of input pixels per output pixel (``area``)."""
+
+    x0: int
+    y0: int
+    nx: int
+    ny: int
+    area: float
+
+
+def regrid_stream(data: Any, weight: Any, wcs: Any, grid: TangentGrid, sink: Sink, kernel: str = "LANCZOS3",
+                  flags: Any = None, flux_scale: float = 1.0, variance: float = 1.0, step: int = 16,
+                  box: tuple[int, int, int, int] | None = None, threads: int = 1,
+                  band_pixels: int = _BAND_PIXELS) -> RegridBox:
+    """:func:`regrid` (the same values) band by band into ``sink(r0, r1, data, weight, flags)``, called in order
+    for output rows ``r0:r1`` of the sub-image (the arrays are reused for the next band: copy or write them
+    out). Never more than a band of the output, and the input rows it needs, in memory."""
+    x0, y0, nx, ny = box if box is not None else footprint(wcs, _shape(data), grid)
+    rows = max(1, min(ny, int(band_pixels) // max(1, nx)))
+    buffers: list[np.ndarray] = []
+
+    def bands(j0: int, j1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not buffers:  # made with the first band (after the mapping's temporaries are gone)
+            buffers.extend((np.empty((rows, nx), dtype=np.float32), np.empty((rows, nx), dtype=np.float32),
+                            np.empty((rows, nx), dtype=np.uint8)))
+        out, outw, outf = buffers
+        return out[:j1 - j0], outw[:j1 - j0], outf[:j1 - j0]
+    area = _regrid_bands(data, weight, wcs, grid, kernel, flags, flux_scale, variance, step, (x0, y0, nx, ny),
+                         threads, band_pixels, bands, sink)
+    return RegridBox(x0, y0, nx, ny, area)
+
+
+def _shape(data: Any) -> tuple[int, int]:
+    shape = tuple(int(n) for n in np.shape(data))
+    if len(shape) != 2:
+        raise ValueError(f"regrid: the frame must be 2-d, not of shape {shape}")
+    return shape[0], shape[1]
+
+
+def _regrid_bands(data: Any, weight: Any, wcs: Any, grid: TangentGrid, kernel: str, flags: Any, flux_scale: float,
+                  variance: float, step: int, box: tuple[int, int, int, int], threads: int, band_pixels: int,
+                  bands: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]], sink: Sink | None) -> float:
+    """The output in bands of rows: ``bands(j0, j1)`` gives the arrays of rows ``j0:j1`` to fill, then
+    ``sink`` (if any) gets them. Returns the median number of input pixels per output pixel."""
     if not (flux_scale > 0 and math.isfinite(flux_scale)):
         raise ValueError(f"regrid: flux_scale must be positive and finite, not {flux_scale!r}")
     if not (variance > 0 and math.isfinite(variance)):
         raise ValueError(f"regrid: variance must be positive and finite, not {variance!r}")
     a = _kernel_halfwidth(kernel)
     n_threads = _threads(int(threads))
-    dclean, good, clean, wclean, fl = _prepare(data, weight, flags, a)
-    x0, y0, nx, ny = box if box is not None else footprint(wcs, np.shape(data), grid)
+    ny_in, nx_in = _shape(data)
+    if tuple(np.shape(weight)) != (ny_in, nx_in):
+        raise ValueError(f"the data {(ny_in, nx_in)} and weight {tuple(np.shape(weight))} of the frame differ in "
+                         "shape")
+    if flags is not None and tuple(np.shape(flags)) != (ny_in, nx_in):
+        raise ValueError(f"the flags {tuple(np.shape(flags))} and data {(ny_in, nx_in)} of the frame differ in shape")
+    x0, y0, nx, ny = box
     mapping = _Mapping(wcs, grid, x0, y0, nx, ny, step)
-    out = np.empty((ny, nx), dtype=np.float32)
-    outw = np.empty((ny, nx), dtype=np.float32)
-    outf = np.empty((ny, nx), dtype=np.uint8)
-    args = (dclean, good, clean, wclean, fl, a, mapping.tables(nx, ny), np.float32(flux_scale),
-            float(variance * flux_scale ** 2), out, outw, outf)
-    if n_threads > 1:
-        import numba
-        before = numba.get_num_threads()
-        numba.set_num_threads(n_threads)
-        try:
-            _regrid_parallel(*args)
-        finally:
-            numba.set_num_threads(before)
-    else:
-        _regrid_serial(*args)
+    tables = mapping.tables(nx, ny)
     # the median number of input pixels per output pixel, from every 8th row
     area = mapping.sa(np.arange(0, ny, 8, dtype=float), np.arange(nx, dtype=float))
-    return RegridResult(out, outw, outf, x0, y0, float(np.median(area)) if area.size else 1.0)
+    median_area = float(np.median(area)) if area.size else 1.0
+    del area
+    # the input y of a band's output rows lies within the span of the y spline's coefficients those rows use
+    # (B-splines are non-negative and sum to 1): the band needs only those input rows
+    ycoef, yfirst, ydegree = tables[5], tables[6], tables[7].shape[1] - 1
+    rows = max(1, min(ny, int(band_pixels) // max(1, nx)))
+    reach = max(a, 1) + 1  # the taps of a position y: rows floor(y) - a + 1 .. floor(y) + a (and the 2 bilinear ones)
+    fscale = np.float32(flux_scale)
+    vfs = float(variance * flux_scale ** 2)
+    window = _Window(nx_in, a, flags is not None)
+    for j0 in range(0, ny, rows):
+        j1 = min(ny, j0 + rows)
+        used = ycoef[int(yfirst[j0]):int(yfirst[j1 - 1]) + ydegree + 1]
+        ylo, yhi = float(np.min(used)), float(np.max(used))
+        # the rows the band reads (those of its pixels on the frame: clipped to it), and a rows more each side:
+        # ``clean`` of the rows read is then that of the whole frame
+        r0 = min(max(0, int(math.floor(ylo)) - reach - a), ny_in - 1)
+        r1 = max(min(ny_in, int(math.floor(yhi)) + reach + a + 1), r0 + 1)
+        prepared = window.prepare(data, weight, flags, r0, r1)
+        out, outw, outf = bands(j0, j1)
+        args = (*prepared, r0, ny_in, a, tables, fscale, vfs, j0, out, outw, outf)
+        if n_threads > 1:
+            import numba
+            before = numba.get_num_threads()
+            numba.set_num_threads(n_threads)
+            try:
+                _regrid_parallel(*args)
+            finally:
+                numba.set_num_threads(before)
+        else:
+            _regrid_serial(*args)
+        del prepared, args
+        if sink is not None:
+            sink(j0, j1, out, outw, outf)
+    return median_area

@@ -10,7 +10,9 @@ from typing import Any, Mapping
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["read_image", "read_header", "write_image", "inspect_image", "FitsFormatError"]
+from awe.image.fitsbands import ImageBandWriter
+
+__all__ = ["read_image", "read_header", "write_image", "ImageBandWriter", "inspect_image", "FitsFormatError"]
 
 
 class FitsFormatError(ValueError):

@@ -254,7 +254,8 @@ class RegridTask(Task):
                       "GRIDY0": (result.y0, "0-based row on the field grid"),
                       "KERNEL": (obj.kernel, "resampling kernel"),
                       "BACKSUB": (int(p.BACKGROUND_SUBTRACTION_TYPE), "background subtracted")})
-        data_out = np.where(covered, result.data, np.float32(0.0))  # float32, as the weight and the flags (uint8)
+        data_out = result.data  # float32, as the weight and the flags (uint8); 0 where nothing is covered, in place
+        np.copyto(data_out, np.float32(0.0), where=~covered)
         path = self.write_product(obj, data_out, cards, hdus={"WEIGHT": result.weight, "FLAGS": result.flags},
                                   imstat=_imstat(data_out, covered))
         self.log.info("%s regridded: %d x %d at (%d, %d), flux scale %.5g, psf_radius %s", frame.filename,

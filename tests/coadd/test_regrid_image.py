@@ -13,7 +13,8 @@ import pytest
 from astropy.wcs import WCS
 
 from awe.image.coadd import CoaddInput, aperture_noise, coadd
-from awe.image.regrid import TangentGrid, pixel_map, regrid, resample
+from awe.image.fitsbands import ImageBandWriter
+from awe.image.regrid import TangentGrid, pixel_map, regrid, regrid_stream, resample
 
 STARS = [(50.3, 60.7, 1000.0), (130.2, 280.1, 5000.0), (200.8, 450.4, 2000.0)]
 
@@ -97,6 +98,54 @@ def test_one_pass_equals_the_mapping_then_the_kernel_and_threads_do_not_matter(k
     np.testing.assert_array_equal(wide, before)
     with pytest.raises(ValueError, match="threads"):
         regrid(data, weight, w, grid, kernel=kernel, threads=-1)
+
+
+@pytest.mark.parametrize("kernel", ["LANCZOS3", "NEAREST"])
+def test_bands_give_the_same_pixels_streamed_from_a_file_into_a_file(kernel, tmp_path):
+    """The output made in bands of any size (each from only the input rows it reaches) is bit-identical to the
+    output made in one band, also from rows read through an ImageHDU.section and written band by band into a
+    FITS file (ImageBandWriter)."""
+    from astropy.io import fits
+    data, weight, w = _frame(noise=3.0)
+    weight[300:303, 100:103] = 0.0
+    weight[0:3, :] = 0.0  # at the frame's first rows
+    flags = np.zeros(data.shape, np.uint8)
+    flags[200:206, 30:33] = 4
+    grid = TangentGrid(187.3, 2.05, 1.6, 2000, 2000)
+    args = dict(kernel=kernel, flags=flags, flux_scale=1.3, variance=2.0)
+    whole = regrid(data, weight, w, grid, band_pixels=10 ** 9, **args)
+    for band in (1, 777, 20_000):
+        r = regrid(data, weight, w, grid, band_pixels=band, **args)
+        for a, b in ((r.data, whole.data), (r.weight, whole.weight), (r.flags, whole.flags)):
+            np.testing.assert_array_equal(a, b)
+        assert (r.x0, r.y0, r.area) == (whole.x0, whole.y0, whole.area)
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(weight, name="WEIGHT"),
+                  fits.ImageHDU(flags, name="FLAGS")]).writeto(tmp_path / "in.fits")
+    out = tmp_path / "out.fits"
+    with fits.open(tmp_path / "in.fits", memmap=False) as hdul:
+        ny, nx = whole.shape
+        planes = ((None, np.float32), ("WEIGHT", np.float32), ("FLAGS", np.uint8))
+        with ImageBandWriter(out, ny, nx, {"OBJECT": "test", "GRIDX0": (whole.x0, "column")}, planes) as writer:
+            box = regrid_stream(hdul[0].section, hdul["WEIGHT"].section, w, grid,
+                                lambda r0, r1, v, wt, f: writer.write(r0, v, wt, f), kernel=kernel,
+                                flags=hdul["FLAGS"].section, flux_scale=1.3, variance=2.0, band_pixels=5000)
+    assert (box.x0, box.y0, box.nx, box.ny, box.area) == (whole.x0, whole.y0, nx, ny, whole.area)
+    with fits.open(out) as hdul:
+        hdul.verify("exception")
+        assert hdul[0].header["OBJECT"] == "test" and hdul[0].header["GRIDX0"] == whole.x0
+        np.testing.assert_array_equal(hdul[0].data, whole.data)
+        np.testing.assert_array_equal(hdul["WEIGHT"].data, whole.weight)
+        np.testing.assert_array_equal(hdul["FLAGS"].data, whole.flags)
+    # a writer left on an error leaves nothing behind
+    with pytest.raises(RuntimeError):
+        with ImageBandWriter(tmp_path / "failed.fits", 4, 4) as writer:
+            writer.write(0, np.zeros((2, 4), np.float32))
+            raise RuntimeError("stop")
+    assert not (tmp_path / "failed.fits").exists() and not list(tmp_path.glob(".tmp-*"))
+    small = ImageBandWriter(tmp_path / "x.fits", 4, 4)
+    with pytest.raises(ValueError, match="does not fit"):
+        small.write(3, np.zeros((2, 4), np.float32))
+    small.abort()
 
 
 def test_coadd_streams_in_tiles():
