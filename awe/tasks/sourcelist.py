@@ -206,15 +206,18 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
     """
     from astropy.table import Table
 
-    from awe.image.extract import aperture_flux, background_model, extract
+    from awe.image.extract import extract
     from awe.image.stellarity import class_star, psf_locus
 
-    data = np.asarray(data, dtype=np.float32)
     zp = float(zeropoint)
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
-    background = background_model(data, weight)
+    # the apertures are measured with the extraction (every aperture of every source in one pass, on the
+    # extraction's background, noise map and bad pixels); their flags (bad pixels, edges inside the large
+    # apertures) are not SExtractor's FLAGS, which describe the detection and the AUTO measurement
+    k = len(diameters)
     det = extract(data, weight, threshold=threshold, minarea=minarea, saturation=saturation, gain=gain,
-                  deblend_cont=deblend_cont, background=background, saturated=saturated)
+                  deblend_cont=deblend_cont, saturated=saturated,
+                  apertures=0.5 * np.asarray(diameters, dtype=float) / scale)
     good = np.isfinite(np.asarray(det["x"], float)) & np.isfinite(np.asarray(det["y"], float))
     det = det[good]
     n = len(det)
@@ -234,18 +237,10 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
     rows: dict[str, Any] = {"SID": np.arange(1, n + 1, dtype=np.int64), "RA": np.asarray(ra, float) % 360.0,
                             "DEC": np.asarray(dec, float), "RA_ERR": ra_err, "DEC_ERR": dec_err, "X": x, "Y": y,
                             "X_ERR": xerr, "Y_ERR": yerr}
-    # every aperture of every source in one pass over the image (one background subtraction and noise map);
-    # their flags (bad pixels, edges inside the large apertures) are not SExtractor's FLAGS, which describe
-    # the detection and the AUTO measurement
-    k = len(diameters)
-    if n:
-        radii = np.repeat(0.5 * np.asarray(diameters, float) / scale, n)
-        af_all, ae_all, _ = aperture_flux(data, weight, np.tile(x, k), np.tile(y, k), radii,
-                                          background=background, gain=gain)
-    else:
-        af_all = ae_all = np.zeros(0)
+    af_all = np.asarray(det["flux_aper"], float).reshape(n, k)
+    ae_all = np.asarray(det["flux_aper_err"], float).reshape(n, k)
     for i in range(1, k + 1):
-        af, ae = af_all[(i - 1) * n:i * n], ae_all[(i - 1) * n:i * n]
+        af, ae = af_all[:, i - 1], ae_all[:, i - 1]
         mag, magerr = _magnitudes(af, ae, zp)
         rows.update({f"FLUX_APER_{i}": af, f"FLUXERR_APER_{i}": ae, f"MAG_APER_{i}": mag,
                      f"MAGERR_APER_{i}": magerr})
