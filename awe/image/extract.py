@@ -319,13 +319,15 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
     gy = np.rint(y).astype(int)[:, None] + off[None, :]
     inside = ((gy >= 0) & (gy < ny))[:, :, None] & ((gx >= 0) & (gx < nx))[:, None, :]
     cx, cy = np.clip(gx, 0, nx - 1), np.clip(gy, 0, ny - 1)
-    pix = (cy[:, :, None], cx[:, None, :])
-    data, sky_var = sub[pix].astype(np.float64), err[pix].astype(np.float64) ** 2
-    labels = seg[pix]
-    use = inside & ~bad[pix] & ((labels == 0) | (labels == np.arange(1, n + 1)[:, None, None])) & (sky_var > 0)
+    pix = cy[:, :, None] * nx + cx[:, None, :]  # the stamps' pixels, as indices into the flattened frame
+    data, sky_var = sub.reshape(-1).take(pix).astype(np.float64), err.reshape(-1).take(pix).astype(np.float64) ** 2
+    labels = seg.reshape(-1).take(pix)
+    use = inside & ~bad.reshape(-1).take(pix) & ((labels == 0) | (labels == np.arange(1, n + 1)[:, None, None])) \
+        & (sky_var > 0)
     p = np.column_stack([x, y, np.maximum(np.nan_to_num(flux0), 1.0), s0, np.zeros(n)])
     ux, uy = gx.astype(float), gy.astype(float)
     eye = np.eye(5)[None]
+    size = off.size
 
     def normal_equations(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The weighted normal matrix and gradient of the sources ``idx`` at the current parameters."""
@@ -339,16 +341,23 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
             g1, g0 = _INV_SQRT_2PI * np.exp(-0.5 * a1 ** 2), _INV_SQRT_2PI * np.exp(-0.5 * a0 ** 2)
             edges.append((e, -(g1 - g0) / s[:, None], -(a1 * g1 - a0 * g0) / s[:, None]))
         (ex, dex, sex), (ey, dey, sey) = edges
-        prof = ey[:, :, None] * ex[:, None, :]
+        every = m == n  # idx is then every source in order: their stamps as they are, not gathered
+        # the Jacobian (m, pixels, 5) written in place: d/dx, d/dy, d/dflux (the profile), d/dsigma, d/dsky
+        jac4 = np.empty((m, size, size, 5))
+        prof = jac4[..., 2]
+        np.multiply(ey[:, :, None], ex[:, None, :], out=prof)
         f = flux[:, None, None]
         model = f * prof + b[:, None, None]
-        jac = np.stack([f * ey[:, :, None] * dex[:, None, :], f * dey[:, :, None] * ex[:, None, :], prof,
-                        f * (sey[:, :, None] * ex[:, None, :] + ey[:, :, None] * sex[:, None, :]),
-                        np.ones_like(prof)], axis=-1).reshape(m, -1, 5)
-        total_var = sky_var[idx] + (np.maximum(model - b[:, None, None], 0.0) / gain if gain else 0.0)
-        w = np.where(use[idx], 1.0 / np.where(total_var > 0, total_var, 1.0), 0.0).reshape(m, -1)
-        resid = (data[idx] - model).reshape(m, -1)
-        jw = np.transpose(jac, (0, 2, 1)) * w[:, None, :]
+        np.multiply((flux[:, None] * ey)[:, :, None], dex[:, None, :], out=jac4[..., 0])
+        np.multiply((flux[:, None] * dey)[:, :, None], ex[:, None, :], out=jac4[..., 1])
+        np.multiply(f, sey[:, :, None] * ex[:, None, :] + ey[:, :, None] * sex[:, None, :], out=jac4[..., 3])
+        jac4[..., 4] = 1.0
+        jac = jac4.reshape(m, -1, 5)
+        total_var = (sky_var if every else sky_var[idx]) + \
+            (np.maximum(model - b[:, None, None], 0.0) / gain if gain else 0.0)
+        w = np.where(use if every else use[idx], 1.0 / np.where(total_var > 0, total_var, 1.0), 0.0).reshape(m, -1)
+        resid = ((data if every else data[idx]) - model).reshape(m, -1)
+        jw = (jac * w[:, :, None]).transpose(0, 2, 1)
         return jw @ jac, (jw @ resid[:, :, None])[:, :, 0]
 
     active = np.arange(n)
