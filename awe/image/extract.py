@@ -84,19 +84,20 @@ def _prepare(data: np.ndarray, weight: np.ndarray | None, mask: np.ndarray | Non
     if min(image.shape) < 8:
         raise ValueError(f"image of shape {image.shape} is too small to extract sources from (need >= 8 x 8)")
     image = np.array(image, dtype=np.float32, order="C", copy=True)
-    bad = ~np.isfinite(image)
-    nonfinite = bool(bad.any())
+    good = np.isfinite(image)
+    nonfinite = not good.all()
     w = None
     if weight is not None:
         w = np.asarray(weight, dtype=np.float32)
         if w.shape != image.shape:
             raise ValueError(f"weight map of shape {w.shape} does not match the image's {image.shape}")
-        bad |= ~(w > 0)  # NaN too
+        good &= w > 0  # not NaN either
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
         if m.shape != image.shape:
             raise ValueError(f"mask of shape {m.shape} does not match the image's {image.shape}")
-        bad |= m
+        good &= ~m
+    bad = ~good
     if bad.all():
         raise ValueError("every pixel of the image is masked (weight 0): nothing to extract")
     if nonfinite:
@@ -372,8 +373,9 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
             g1, g0 = _INV_SQRT_2PI * np.exp(-0.5 * a1 ** 2), _INV_SQRT_2PI * np.exp(-0.5 * a0 ** 2)
             edges.append((e, -(g1 - g0) / s[:, None], -(a1 * g1 - a0 * g0) / s[:, None]))
         (ex, dex, sex), (ey, dey, sey) = edges
-        # the Jacobian (m, pixels, 5) written in place: d/dx, d/dy, d/dflux (the profile), d/dsigma, d/dsky
-        jac4 = np.empty((m, size, size, 5))
+        # the Jacobian (m, pixels, 5) written in place: d/dx, d/dy, d/dflux (the profile), d/dsigma, d/dsky (1,
+        # written once in the buffer reused by every block)
+        jac4 = jac_buffer[:m]
         prof = jac4[..., 2]
         np.multiply(ey[:, :, None], ex[:, None, :], out=prof)
         f = flux[:, None, None]
@@ -381,13 +383,16 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
         np.multiply((flux[:, None] * ey)[:, :, None], dex[:, None, :], out=jac4[..., 0])
         np.multiply((flux[:, None] * dey)[:, :, None], ex[:, None, :], out=jac4[..., 1])
         np.multiply(f, sey[:, :, None] * ex[:, None, :] + ey[:, :, None] * sex[:, None, :], out=jac4[..., 3])
-        jac4[..., 4] = 1.0
         jac = jac4.reshape(m, -1, 5)
         total_var = sky_var[idx] + (np.maximum(model - b[:, None, None], 0.0) / gain if gain else 0.0)
         w = np.where(use[idx], 1.0 / np.where(total_var > 0, total_var, 1.0), 0.0).reshape(m, -1)
         resid = (data[idx] - model).reshape(m, -1)
-        jw = (jac * w[:, :, None]).transpose(0, 2, 1)
+        jw = np.multiply(jac, w[:, :, None], out=jw_buffer[:m]).transpose(0, 2, 1)
         return jw @ jac, (jw @ resid[:, :, None])[:, :, 0]
+
+    jac_buffer = np.empty((min(n, _FIT_BLOCK), size, size, 5))
+    jac_buffer[..., 4] = 1.0
+    jw_buffer = np.empty((min(n, _FIT_BLOCK), size * size, 5))
 
     def normal_equations(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:func:`block_equations` of ``idx`` in blocks of sources small enough to stay in the cache (each
@@ -448,8 +453,9 @@ def _mirror_correction(sub: np.ndarray, bad: np.ndarray, err: np.ndarray, bad_yx
     ``inside.contains(i, xx, yy)`` says which pixel centres ``(xx, yy)`` fall in the apertures ``i``
     (an index per pixel); only the sources ``rows`` (those with bad pixels in their aperture) are looked at.
     All of them at once: each source's bad pixels are those of the rows its aperture spans (a slice of
-    ``bad_yx``), cut to its columns and its aperture; the sums are each source's own ``np.sum`` over its
-    mirror pixels in that order (bit-identical to summing source by source).
+    ``bad_yx``), cut to its columns and its aperture; the sums are what each source's own ``np.sum`` over its
+    mirror pixels gives (bit-identical to summing source by source: up to 7 terms added in order, all sources
+    at once; beyond, numpy's pairwise sum, source by source).
     """
     ny, nx = sub.shape
     dflux = np.zeros(x.size)
@@ -487,7 +493,21 @@ def _mirror_correction(sub: np.ndarray, bad: np.ndarray, err: np.ndarray, bad_yx
         values = sub[my, mx]
         variances = err[my, mx].astype(np.float64) ** 2
         bounds = np.searchsorted(owner, np.arange(start, stop + 1))
-        for j in np.flatnonzero(bounds[1:] > bounds[:-1]):
+        first, length = bounds[:-1], np.diff(bounds)
+        # up to 7 pixels np.sum adds them in order: those sums for all such sources at once, in that order
+        few = np.flatnonzero((length > 0) & (length < 8))
+        if few.size:
+            at, k = first[few], length[few]
+            flux_sum = values[at].astype(np.float64)
+            var_sum = variances[at]
+            for c in range(1, int(k.max())):
+                more = c < k
+                j = np.where(more, at + c, at)
+                flux_sum = np.where(more, flux_sum + values[j].astype(np.float64), flux_sum)
+                var_sum = np.where(more, var_sum + variances[j], var_sum)
+            dflux[rows[start + few]] = flux_sum
+            dvar[rows[start + few]] = var_sum
+        for j in np.flatnonzero(length >= 8):  # pairwise beyond: each source's own np.sum
             s, e = bounds[j], bounds[j + 1]
             i = rows[start + j]
             dflux[i] = float(np.sum(values[s:e], dtype=np.float64))

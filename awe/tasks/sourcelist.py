@@ -219,7 +219,8 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
                   deblend_cont=deblend_cont, saturated=saturated,
                   apertures=0.5 * np.asarray(diameters, dtype=float) / scale)
     good = np.isfinite(np.asarray(det["x"], float)) & np.isfinite(np.asarray(det["y"], float))
-    det = det[good]
+    if not good.all():
+        det = det[good]
     n = len(det)
     x, y = np.asarray(det["x"], float), np.asarray(det["y"], float)
     ra, dec = wcs.all_pix2world(x, y, 0) if n else (np.zeros(0), np.zeros(0))
