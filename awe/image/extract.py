@@ -8,7 +8,9 @@ source lists:
 - :func:`extract` -- detection above ``threshold`` sigma of the per-pixel sky noise on the image
   convolved with a filter (SExtractor's ``DETECT_THRESH`` with ``FILTER Y``: sep's
   ``filter_type='conv'``), deblending, centroids (windowed, then refined by a pixel-integrated Gaussian
-  fit), AUTO (Kron) fluxes, half-light radii and SExtractor-like flags;
+  fit), AUTO (Kron) fluxes, half-light radii and SExtractor-like flags, and optionally circular apertures
+  at every source (``apertures=``: :func:`aperture_flux`'s numbers without estimating the background, the
+  noise map and the bad pixels again);
 - :func:`aperture_flux` -- circular-aperture photometry at given positions.
 
 Conventions

@@ -22,10 +22,10 @@ every one of them has (duck-typed, nothing specific to one class):
   (logged as a WARNING: instrumental magnitudes).
 
 Extraction (:func:`awe.image.extract.extract`, SExtractor's detection with the weight map), circular apertures
-(:func:`awe.image.extract.aperture_flux`), the AUTO (Kron) flux, shapes and flags, and a stellarity
-(:mod:`awe.image.stellarity`) calibrated on the image's own stars; one :class:`~awe.model.sourcelist.SourceList`
-with its :class:`~awe.model.sourcelist.Source` rows. A file that is not an image product raises
-:class:`~awe.tasks.base.TaskError` naming it: nothing is made.
+(measured by the extraction: :func:`awe.image.extract.aperture_flux`'s numbers), the AUTO (Kron) flux, shapes
+and flags, and a stellarity (:mod:`awe.image.stellarity`) calibrated on the image's own stars; one
+:class:`~awe.model.sourcelist.SourceList` with its :class:`~awe.model.sourcelist.Source` rows. A file that is
+not an image product raises :class:`~awe.tasks.base.TaskError` naming it: nothing is made.
 
 **AssociateListTask** matches the sources of two or more lists ('s': a SourceList's SLID, 'a': an
 AssociateList's id, whose associations are extended) one-to-one on the sky: every pair of sources of two
