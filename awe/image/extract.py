@@ -265,13 +265,17 @@ def _detection_image(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, saturate
     on_source = (count > 0) & (total > source_snr * np.maximum(count, 1))
     keep = np.zeros(n, dtype=bool)
     if any_saturated:
-        sat = saturated[by, bx]
-        keep[np.unique(comp[sat])] = True
-        # regions next to saturated pixels that are not bad themselves
+        # the regions with a saturated pixel in or next to one of theirs (a bleed trail, the grown saturation
+        # mask): looked up from the saturated pixels, which are fewer, among the sorted bad ones
+        lin = by.astype(np.int64) * nx + bx
+        sy, sx = saturated_yx
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
-                yy, xx = np.clip(by + dy, 0, ny - 1), np.clip(bx + dx, 0, nx - 1)
-                keep[np.unique(comp[saturated[yy, xx]])] = True
+                yy, xx = sy + dy, sx + dx
+                inside = (yy >= 0) & (yy < ny) & (xx >= 0) & (xx < nx)
+                q = yy[inside].astype(np.int64) * nx + xx[inside]
+                j = np.minimum(np.searchsorted(lin, q), lin.size - 1)
+                keep[comp[j[lin[j] == q]]] = True
     fill = on_source & (area <= _MAX_FILL_AREA) & (extent <= _MAX_FILL_EXTENT) & ~keep
     drop = ~keep & ~fill
     # masked: the dropped regions grown by a pixel (saturated pixels never), the filled ones where unfillable
@@ -363,8 +367,9 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
     eye = np.eye(5)[None]
     size = off.size
 
-    def block_equations(idx: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
-        """The weighted normal matrix and gradient of the sources ``idx`` at the current parameters."""
+    def block_equations(idx: np.ndarray | slice, gradient: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """The weighted normal matrix and gradient (``gradient``) of the sources ``idx`` at the current
+        parameters."""
         xc, yc, flux, s, b = (p[idx, i] for i in range(5))
         m = xc.size
         edges = []
@@ -388,24 +393,28 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
         jac = jac4.reshape(m, -1, 5)
         total_var = sky_var[idx] + (np.maximum(model - b[:, None, None], 0.0) / gain if gain else 0.0)
         w = np.where(use[idx], 1.0 / np.where(total_var > 0, total_var, 1.0), 0.0).reshape(m, -1)
-        resid = (data[idx] - model).reshape(m, -1)
         jw = np.multiply(jac, w[:, :, None], out=jw_buffer[:m]).transpose(0, 2, 1)
+        if not gradient:
+            return jw @ jac, None
+        resid = (data[idx] - model).reshape(m, -1)
         return jw @ jac, (jw @ resid[:, :, None])[:, :, 0]
 
     jac_buffer = np.empty((min(n, _FIT_BLOCK), size, size, 5))
     jac_buffer[..., 4] = 1.0
     jw_buffer = np.empty((min(n, _FIT_BLOCK), size * size, 5))
 
-    def normal_equations(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def normal_equations(idx: np.ndarray, gradient: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """:func:`block_equations` of ``idx`` in blocks of sources small enough to stay in the cache (each
         source's numbers are its own: the same in any block); a run of consecutive sources as a slice."""
-        normal, grad = np.empty((idx.size, 5, 5)), np.empty((idx.size, 5))
+        normal, grad = np.empty((idx.size, 5, 5)), np.zeros((idx.size, 5))
         for start in range(0, idx.size, _FIT_BLOCK):
             part = idx[start:start + _FIT_BLOCK]
             sel: np.ndarray | slice = part
             if part[-1] - part[0] == part.size - 1:
                 sel = slice(int(part[0]), int(part[-1]) + 1)
-            normal[start:start + part.size], grad[start:start + part.size] = block_equations(sel)
+            normal[start:start + part.size], g = block_equations(sel, gradient)
+            if g is not None:
+                grad[start:start + part.size] = g
         return normal, grad
 
     active = np.arange(n)
@@ -426,7 +435,7 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
         p[active] += step
         p[active, 3] = np.clip(p[active, 3], 0.15, 3.0 * s0[active] + 1.0)
         active = active[moving]
-    normal, _ = normal_equations(np.arange(n))
+    normal, _ = normal_equations(np.arange(n), gradient=False)
     with np.errstate(all="ignore"):
         cov = np.linalg.pinv(normal)
     xerr, yerr = np.sqrt(np.abs(cov[:, 0, 0])), np.sqrt(np.abs(cov[:, 1, 1]))
