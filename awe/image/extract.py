@@ -363,7 +363,8 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
     use = inside & ~bad.reshape(-1).take(pix) & ((labels == 0) | (labels == np.arange(1, n + 1)[:, None, None])) \
         & (sky_var > 0)
     p = np.column_stack([x, y, np.maximum(np.nan_to_num(flux0), 1.0), s0, np.zeros(n)])
-    ux, uy = gx.astype(float), gy.astype(float)
+    # the pixels' edges: u - 0.5 for each pixel u of the stamp, and the last one's u + 0.5
+    vx, vy = (np.concatenate([u - 0.5, u[:, -1:] + 0.5], axis=1) for u in (gx.astype(float), gy.astype(float)))
     eye = np.eye(5)[None]
     size = off.size
 
@@ -373,11 +374,12 @@ def _gaussian_centroids(sub: np.ndarray, err: np.ndarray, bad: np.ndarray, seg: 
         xc, yc, flux, s, b = (p[idx, i] for i in range(5))
         m = xc.size
         edges = []
-        for u, c in ((ux[idx], xc), (uy[idx], yc)):
-            a1 = (u + 0.5 - c[:, None]) / s[:, None]
-            a0 = (u - 0.5 - c[:, None]) / s[:, None]
-            e = 0.5 * (erf(a1 / _SQRT2) - erf(a0 / _SQRT2))
-            g1, g0 = _INV_SQRT_2PI * np.exp(-0.5 * a1 ** 2), _INV_SQRT_2PI * np.exp(-0.5 * a0 ** 2)
+        for v, c in ((vx[idx], xc), (vy[idx], yc)):
+            # a pixel's upper edge is the next one's lower edge (the same number: u + 0.5 = (u + 1) - 0.5)
+            a = (v - c[:, None]) / s[:, None]
+            ea, ga = erf(a / _SQRT2), _INV_SQRT_2PI * np.exp(-0.5 * a ** 2)
+            a1, a0, g1, g0 = a[:, 1:], a[:, :-1], ga[:, 1:], ga[:, :-1]
+            e = 0.5 * (ea[:, 1:] - ea[:, :-1])
             edges.append((e, -(g1 - g0) / s[:, None], -(a1 * g1 - a0 * g0) / s[:, None]))
         (ex, dex, sex), (ey, dey, sey) = edges
         # the Jacobian (m, pixels, 5) written in place: d/dx, d/dy, d/dflux (the profile), d/dsigma, d/dsky (1,
