@@ -22,10 +22,10 @@ every one of them has (duck-typed, nothing specific to one class):
   (logged as a WARNING: instrumental magnitudes).
 
 Extraction (:func:`awe.image.extract.extract`, SExtractor's detection with the weight map), circular apertures
-(:func:`awe.image.extract.aperture_flux`), the AUTO (Kron) flux, shapes and flags, and a stellarity
-(:mod:`awe.image.stellarity`) calibrated on the image's own stars; one :class:`~awe.model.sourcelist.SourceList`
-with its :class:`~awe.model.sourcelist.Source` rows. A file that is not an image product raises
-:class:`~awe.tasks.base.TaskError` naming it: nothing is made.
+(measured by the extraction: :func:`awe.image.extract.aperture_flux`'s numbers), the AUTO (Kron) flux, shapes
+and flags, and a stellarity (:mod:`awe.image.stellarity`) calibrated on the image's own stars; one
+:class:`~awe.model.sourcelist.SourceList` with its :class:`~awe.model.sourcelist.Source` rows. A file that is
+not an image product raises :class:`~awe.tasks.base.TaskError` naming it: nothing is made.
 
 **AssociateListTask** matches the sources of two or more lists ('s': a SourceList's SLID, 'a': an
 AssociateList's id, whose associations are extended) one-to-one on the sky: every pair of sources of two
@@ -206,17 +206,21 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
     """
     from astropy.table import Table
 
-    from awe.image.extract import aperture_flux, background_model, extract
+    from awe.image.extract import extract
     from awe.image.stellarity import class_star, psf_locus
 
-    data = np.asarray(data, dtype=np.float32)
     zp = float(zeropoint)
     scale = float(np.sqrt(abs(np.linalg.det(wcs.pixel_scale_matrix)))) * 3600.0
-    background = background_model(data, weight)
+    # the apertures are measured with the extraction (every aperture of every source in one pass, on the
+    # extraction's background, noise map and bad pixels); their flags (bad pixels, edges inside the large
+    # apertures) are not SExtractor's FLAGS, which describe the detection and the AUTO measurement
+    k = len(diameters)
     det = extract(data, weight, threshold=threshold, minarea=minarea, saturation=saturation, gain=gain,
-                  deblend_cont=deblend_cont, background=background, saturated=saturated)
+                  deblend_cont=deblend_cont, saturated=saturated,
+                  apertures=0.5 * np.asarray(diameters, dtype=float) / scale)
     good = np.isfinite(np.asarray(det["x"], float)) & np.isfinite(np.asarray(det["y"], float))
-    det = det[good]
+    if not good.all():
+        det = det[good]
     n = len(det)
     x, y = np.asarray(det["x"], float), np.asarray(det["y"], float)
     ra, dec = wcs.all_pix2world(x, y, 0) if n else (np.zeros(0), np.zeros(0))
@@ -234,18 +238,10 @@ def measure_sources(data: np.ndarray, weight: np.ndarray | None, wcs: Any, zerop
     rows: dict[str, Any] = {"SID": np.arange(1, n + 1, dtype=np.int64), "RA": np.asarray(ra, float) % 360.0,
                             "DEC": np.asarray(dec, float), "RA_ERR": ra_err, "DEC_ERR": dec_err, "X": x, "Y": y,
                             "X_ERR": xerr, "Y_ERR": yerr}
-    # every aperture of every source in one pass over the image (one background subtraction and noise map);
-    # their flags (bad pixels, edges inside the large apertures) are not SExtractor's FLAGS, which describe
-    # the detection and the AUTO measurement
-    k = len(diameters)
-    if n:
-        radii = np.repeat(0.5 * np.asarray(diameters, float) / scale, n)
-        af_all, ae_all, _ = aperture_flux(data, weight, np.tile(x, k), np.tile(y, k), radii,
-                                          background=background, gain=gain)
-    else:
-        af_all = ae_all = np.zeros(0)
+    af_all = np.asarray(det["flux_aper"], float).reshape(n, k)
+    ae_all = np.asarray(det["flux_aper_err"], float).reshape(n, k)
     for i in range(1, k + 1):
-        af, ae = af_all[(i - 1) * n:i * n], ae_all[(i - 1) * n:i * n]
+        af, ae = af_all[:, i - 1], ae_all[:, i - 1]
         mag, magerr = _magnitudes(af, ae, zp)
         rows.update({f"FLUX_APER_{i}": af, f"FLUXERR_APER_{i}": ae, f"MAG_APER_{i}": mag,
                      f"MAGERR_APER_{i}": magerr})

@@ -212,6 +212,34 @@ def test_aperture_flux():
         aperture_flux(img, weight, [2.0], [45.0], 0.0)
 
 
+def test_apertures_measured_with_the_extraction_are_aperture_flux():
+    """extract(apertures=...) gives aperture_flux's numbers exactly, on its own background and noise map, the
+    saturated pixels of positive weight included (only the bad ones are masked), the mirror corrections too."""
+    stars = [(30.2, 30.7, 20000.0), (70.6, 50.1, 5000.0), (110.3, 75.4, 4e6), (2.5, 60.0, 8000.0)]
+    img = _gauss_image((100, 130), stars, noise=2.0)
+    weight = np.ones(img.shape)
+    weight[29:31, 31] = 0                  # a cosmic ray on the first star
+    img[29:31, 31] = 1e5
+    weight[:, 90] = 0                      # a bad column
+    weight[74:77, 109:112] = 0             # the saturated core masked, its wings saturated with weight 1
+    saturation = 30000.0
+    img = np.minimum(img, saturation + 100.0)
+    radii = [2.0, 4.5, 9.0]
+    cat = extract(img, weight, threshold=3.0, saturation=saturation, gain=2.0, apertures=radii)
+    assert cat["flux_aper"].shape == (len(cat), 3) and len(cat) >= 4
+    assert np.any(cat["flags_aper"] & FLAG_BAD_PIXELS) and np.any(cat["flags_aper"] & FLAG_TRUNCATED)
+    bkg = background_model(img, weight)
+    for k, r in enumerate(radii):
+        flux, err, flags = aperture_flux(img, weight, cat["x"], cat["y"], r, background=bkg, gain=2.0)
+        assert np.array_equal(cat["flux_aper"][:, k], flux) and np.array_equal(cat["flux_aper_err"][:, k], err)
+        assert np.array_equal(cat["flags_aper"][:, k], flags)
+    # the other columns are those of an extraction without apertures
+    plain = extract(img, weight, threshold=3.0, saturation=saturation, gain=2.0)
+    assert all(np.array_equal(plain[c], cat[c], equal_nan=True) for c in plain.colnames)
+    with pytest.raises(ValueError, match="apertures must be positive"):
+        extract(img, weight, apertures=[3.0, -1.0])
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="2-D"):
         extract(np.zeros(10))
