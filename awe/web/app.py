@@ -47,7 +47,7 @@ from awe.db.rows import Rows, row_registry
 from awe.db.schema import DBObject
 from awe.db.session import Session
 from awe.web import forms, render
-from awe.web.auth import LoginLimiter, check_password, csrf_ok, load_secret, new_csrf_token
+from awe.web.auth import LoginLimiter, SharedLoginLimiter, check_password, csrf_ok, load_secret, new_csrf_token
 
 __all__ = ["create_app", "server_database", "serve"]
 
@@ -136,7 +136,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["ut"] = _ut
     templates.env.globals["flag_names"] = _flag_names
-    web = _Web(settings, database, templates, limiter or LoginLimiter(), max_age_s)
+    web = _Web(settings, database, templates, limiter or SharedLoginLimiter(database), max_age_s)
     routes = [
         Route("/", web.home),
         Route("/login", web.login, methods=["GET", "POST"]),
@@ -181,7 +181,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1, https_
 
     ``workers`` > 1 runs that many server processes on one socket (each with its own database connections
     and thread pool): Python runs one thread at a time per process, so one process uses one core. Sessions
-    are signed cookies, valid in every worker; the failed-login limit is counted per worker.
+    are signed cookies, valid in every worker; the failed logins are counted in the database, for all workers.
     """
     import os
 
@@ -500,16 +500,20 @@ class _Web:
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         back = _local(str(form.get("next", "/")))
         address = request.client.host if request.client else "?"
-        wait = self.limiter.blocked_for(name, address)
+        from starlette.concurrency import run_in_threadpool
+        # the attempt counts as failed until its password is right (attempts sent at once cannot all pass)
+        wait, token = await run_in_threadpool(self.limiter.reserve, name, address)
         if wait:
             return self.page(request, "login.html", 429, error=f"too many failed logins: try again in {wait:.0f} s",
                              next=back)
-        from starlette.concurrency import run_in_threadpool
-        ok = await run_in_threadpool(check_password, self.database, self.settings.database_url, name, password)
+        try:
+            ok = await run_in_threadpool(check_password, self.database, self.settings.database_url, name, password)
+        except BaseException:
+            await run_in_threadpool(self.limiter.release, name, address, token)
+            raise
         if not ok:
-            self.limiter.failed(name, address)
             return self.page(request, "login.html", 401, error="wrong user name or password", next=back)
-        self.limiter.succeeded(name, address)
+        await run_in_threadpool(self.limiter.succeeded, name, address)
         request.session.clear()
         request.session.update(user=name, issued=int(time.time()), csrf=new_csrf_token(), project=None)
         return RedirectResponse(back, 303)
