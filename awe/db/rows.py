@@ -66,6 +66,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.selectable import Alias
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from awe.db.persistent import Field, Float, Integer, PersistentError, Ref, metadata, registry
 from awe.db.query import Attr, Query, QueryError, RefPath, _And, _Compiler, _Cond, _Or
@@ -938,9 +939,14 @@ def visible_rows(parent: sa.FromClause, visible_project_ids: Sequence[int] | Non
 
 
 class _IndexedAlias(Alias):
-    """A table alias that, on SQLite, names the index the planner must use (``INDEXED BY``)."""
+    """A table alias that, on SQLite, names the index the planner must use (``INDEXED BY``).
 
-    inherit_cache = False  # index_name is set after construction: never reuse a cached compilation
+    The index's name is part of the statement's cache key (a compilation is reused only for the same index, or
+    none), so SQLAlchemy compiles a page's statement once, not on every request.
+    """
+
+    inherit_cache = True
+    _traverse_internals = Alias._traverse_internals + [("index_name", InternalTraversal.dp_string)]
     index_name: str | None = None
 
 
@@ -1066,8 +1072,11 @@ class RowQuery(Query):
                 compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
                 params = compiled.params
                 if all(_plain_param(v) for v in params.values()):
+                    raw: Any = conn.connection.driver_connection
+                    if _PIPELINE and raw.info.transaction_status == _IDLE:
+                        return _fetch_pipelined(conn, raw, str(compiled), params)
                     conn.begin()  # the "begin" event runs first (a session of Session.open_as: SET LOCAL ROLE)
-                    with conn.connection.driver_connection.cursor(binary=True) as cursor:  # type: ignore
+                    with raw.cursor(binary=True) as cursor:
                         cursor.execute(str(compiled), params)
                         return cursor.fetchall()
             return conn.execute(stmt).cursor.fetchall()
@@ -1118,6 +1127,44 @@ class RowQuery(Query):
 
 
 Rows._query_class = RowQuery
+
+
+def _pipeline_supported() -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite only
+        return False
+    return bool(psycopg.Pipeline.is_supported())
+
+
+_PIPELINE = _pipeline_supported()
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def _fetch_pipelined(conn: sa.Connection, raw: Any, sql: str, params: Any) -> Sequence[tuple]:
+    """The rows of one query on PostgreSQL in one round trip: ``BEGIN``, the statements of the engine's "begin"
+    event (a session of ``Session.open_as``: ``SET LOCAL ROLE user``, so row-level security applies), the query
+    and ``COMMIT`` sent at once (psycopg's pipeline mode), instead of a round trip each.
+
+    The transaction is opened explicitly (the connection in autocommit for the moment, so psycopg sends no
+    ``BEGIN`` of its own and waits for its answer); it is ended by the ``COMMIT`` (after an error: rolled back
+    here), so SQLAlchemy's own end of the transaction and the pool's reset have nothing left to send.
+    """
+    raw.autocommit = True
+    try:
+        with raw.pipeline() as pipeline:
+            raw.execute("BEGIN")
+            conn.begin()  # the "begin" event's statements, in the transaction just begun
+            with raw.cursor(binary=True) as cursor:
+                cursor.execute(sql, params)
+                raw.execute("COMMIT")
+                pipeline.sync()
+                return cursor.fetchall()
+    finally:
+        if not raw.closed:
+            if raw.info.transaction_status != _IDLE:
+                raw.rollback()
+            raw.autocommit = False
 
 
 def _plain_param(value: Any) -> bool:

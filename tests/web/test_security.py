@@ -116,6 +116,21 @@ def test_failed_logins_are_hidden_from_the_users(web):
                 conn.execute(sa.text(sql))
 
 
+def test_a_rows_page_leaves_no_transaction_nor_role_on_the_pooled_connection(web):
+    """The rows of a page are fetched in one round trip (BEGIN, SET LOCAL ROLE, the query, COMMIT at once on
+    PostgreSQL): afterwards the server's pooled connection is idle and acts as the server's role again."""
+    alice = web.client("alice")
+    cat = web.team.alice_catalog.object_id
+    assert "S1" in alice.get(f"/rows/ReferenceSource?parent={cat}&sort=mag").text
+    assert alice.get("/rows/ReferenceSource?parent=999999").status_code == 404
+    if web.server.is_sqlite:
+        return
+    with web.server.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_user")).scalar() == "awe_web"
+        assert conn.connection.driver_connection.autocommit is False
+    assert web.client("bob").get(f"/rows/ReferenceSource?parent={cat}").status_code == 404  # not bob's
+
+
 def test_html_requests_without_a_session_go_to_the_login_page(web):
     r = web.client().get("/object/1", headers={"accept": "text/html"})
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=/object/1")
