@@ -883,7 +883,7 @@ def _compile_inline(element: _Inline, compiler: Any, **kw: Any) -> str:
     return "".join(p if isinstance(p, str) else compiler.process(p, **kw) for p in element.parts)
 
 
-def _number(value: float) -> str:
+def _number(value: Any) -> str:
     """A finite float as an SQL literal (round-trip exact)."""
     value = float(value)
     if not math.isfinite(value):
