@@ -873,6 +873,7 @@ class _Inline(sa.ColumnElement[bool]):
 
     inherit_cache = False
     type = sa.Boolean()
+    _is_implicitly_boolean = True  # a condition: SQLite gets it as it is, not as "(...) = 1" (no index then)
 
     def __init__(self, *parts: str | sa.ColumnElement) -> None:
         self.parts = parts

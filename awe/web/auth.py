@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 import os
 import secrets
 import threading
@@ -26,6 +27,8 @@ from awe.db.accounts import verify_password
 from awe.db.database import Database
 
 __all__ = ["check_password", "LoginLimiter", "SharedLoginLimiter", "load_secret", "new_csrf_token", "csrf_ok"]
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "web-secret"
 
@@ -142,22 +145,42 @@ class SharedLoginLimiter(LoginLimiter):
     def __init__(self, database: Database, attempts: int = 5, window_s: float = 300.0) -> None:
         super().__init__(attempts, window_s)
         self.database = database
-        self._role: list[str | None] = []  # the role to act as on PostgreSQL (found once)
+        #: (counted in the database, the role to act as for it), found at first use
+        self._mode: tuple[bool, str | None] | None = None
+
+    def _shared(self) -> bool:
+        """Whether the failures are counted in the database. On PostgreSQL the server's role must be an
+        authenticator (the table is granted to their marker role) or the table's owner; any other role (a
+        server run as an ordinary awe user) counts in this process, as before the table, with a warning."""
+        if self._mode is None:
+            if self.database.is_sqlite:
+                self._mode = (True, None)
+            else:
+                from awe.db.rls import authenticator_marker
+                with self.database.engine.connect() as conn:
+                    marker = authenticator_marker(conn)
+                    own, member = conn.execute(sa.text(
+                        "SELECT has_table_privilege('login_failures', 'INSERT') AND "
+                        "has_table_privilege('login_failures', 'DELETE'), "
+                        "CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :m) THEN pg_has_role(:m, 'MEMBER') "
+                        "ELSE false END"),
+                        {"m": marker}).one()
+                self._mode = (True, None) if own else (True, marker) if member else (False, None)
+                if not self._mode[0]:
+                    log.warning("the server's database role is neither an authenticator (awe db authenticator) "
+                                "nor the owner: failed logins are counted in each server process")
+        return self._mode[0]
 
     @contextlib.contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
         """A transaction of the server's own role; on PostgreSQL an authenticator acts as its marker role, the one
         the table is granted to (an authenticator is ``NOINHERIT``); an owner or superuser as itself."""
+        self._shared()
+        assert self._mode is not None
         with self.database.engine.begin() as conn:
-            if not self.database.is_sqlite:
-                if not self._role:
-                    from awe.db.rls import authenticator_marker
-                    own = conn.execute(sa.text("SELECT has_table_privilege('login_failures', 'INSERT') AND "
-                                               "has_table_privilege('login_failures', 'DELETE')")).scalar()
-                    self._role.append(None if own else authenticator_marker(conn))
-                if self._role[0] is not None:
-                    from awe.db.rls import quote
-                    conn.exec_driver_sql(f"SET LOCAL ROLE {quote(self._role[0])}")
+            if self._mode[1] is not None:
+                from awe.db.rls import quote
+                conn.exec_driver_sql(f"SET LOCAL ROLE {quote(self._mode[1])}")
             yield conn
 
     @staticmethod
@@ -175,11 +198,15 @@ class SharedLoginLimiter(LoginLimiter):
         return max(float(recent[-1]) + self.window_s - now, 1.0)
 
     def blocked_for(self, user: str, address: str) -> float:
+        if not self._shared():
+            return super().blocked_for(user, address)
         user, address = self._key(user, address)
         with self._begin() as conn:
             return self._wait(conn, user, address, time.time(), self.attempts)
 
     def reserve(self, user: str, address: str) -> tuple[float, object]:
+        if not self._shared():
+            return super().reserve(user, address)
         from awe.db.schema import login_failures as t
         user, address = self._key(user, address)
         token, now = secrets.token_hex(16), time.time()
@@ -195,11 +222,17 @@ class SharedLoginLimiter(LoginLimiter):
         return 0.0, token
 
     def release(self, user: str, address: str, token: object) -> None:
+        if not self._shared():
+            super().release(user, address, token)
+            return
         from awe.db.schema import login_failures as t
         with self._begin() as conn:
             conn.execute(t.delete().where(t.c.token == str(token)))
 
     def failed(self, user: str, address: str) -> None:
+        if not self._shared():
+            super().failed(user, address)
+            return
         from awe.db.schema import login_failures as t
         user, address = self._key(user, address)
         with self._begin() as conn:
@@ -207,6 +240,9 @@ class SharedLoginLimiter(LoginLimiter):
                                            at=time.time()))
 
     def succeeded(self, user: str, address: str) -> None:
+        if not self._shared():
+            super().succeeded(user, address)
+            return
         from awe.db.schema import login_failures as t
         user, address = self._key(user, address)
         with self._begin() as conn:

@@ -90,8 +90,11 @@ def test_failed_logins_sent_at_once_do_not_pass_the_limit(web):
     limiter = web.app.state.web.limiter
     with ThreadPoolExecutor(8) as pool:
         waits = list(pool.map(lambda _: limiter.reserve("carol", "10.0.0.1")[0], range(12)))
-    assert sum(1 for w in waits if not w) <= 5 and sum(1 for w in waits if w) >= 7
-    assert limiter.blocked_for("carol", "10.0.0.1") > 0
+    passed = sum(1 for w in waits if not w)
+    assert passed <= 5  # (attempts refused in the race are not counted: fewer may pass, never more)
+    for _ in range(5 - passed):
+        assert not limiter.reserve("carol", "10.0.0.1")[0]
+    assert limiter.reserve("carol", "10.0.0.1")[0] and limiter.blocked_for("carol", "10.0.0.1") > 0
     assert not limiter.blocked_for("carol", "10.0.0.2")  # per address
     wait, token = limiter.reserve("dave", "10.0.0.1")
     assert not wait
@@ -114,6 +117,28 @@ def test_failed_logins_are_hidden_from_the_users(web):
                     "INSERT INTO login_failures (token, user_name, address, at) VALUES ('x', 'a', 'b', 0)"):
             with session.engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
                 conn.execute(sa.text(sql))
+
+
+def test_a_server_role_that_may_not_count_in_the_database_counts_in_its_process(web):
+    """PostgreSQL: a server run as an ordinary awe user (neither an authenticator nor the owner) may not touch
+    the failures' table: it still limits failed logins, in its own process (with a warning)."""
+    if web.server.is_sqlite:
+        return
+    from awe.db.database import Database
+    from awe.web.auth import SharedLoginLimiter
+    url = web.server.engine.url.set(username="bob", password="pw-bob")
+    database = Database(url.render_as_string(hide_password=False))
+    try:
+        limiter = SharedLoginLimiter(database)
+        for _ in range(5):
+            assert not limiter.reserve("alice", "10.0.0.9")[0]
+        assert limiter.reserve("alice", "10.0.0.9")[0] and limiter.blocked_for("alice", "10.0.0.9")
+        assert limiter._mode == (False, None)
+        limiter.succeeded("alice", "10.0.0.9")
+        assert not limiter.blocked_for("alice", "10.0.0.9")
+    finally:
+        database.dispose()
+    assert web.app.state.web.limiter._shared() and web.app.state.web.limiter._mode[1].endswith("_authenticators")
 
 
 def test_a_rows_page_leaves_no_transaction_nor_role_on_the_pooled_connection(web):
