@@ -65,6 +65,10 @@ _KEY_COLUMNS = {"links": "child_id"}
 _APPEND_ONLY = ("audit_trail",)
 #: tables whose rows only the user named in ``user_name`` sees and changes (the DPU's jobs)
 _OWN_ROWS = ("dpu_jobs",)
+#: the web server's own tables: read and written by the authenticators only (as their marker role, ``SET LOCAL ROLE``:
+#: they are ``NOINHERIT``), by no awe user (the failed logins: a user who could read them would see who tried which
+#: name, one who could delete them would lift the limit)
+_SERVER_TABLES = {"login_failures": "SELECT, INSERT, DELETE"}
 
 
 def quote(name: str) -> str:
@@ -236,6 +240,10 @@ def install(conn: sa.Connection) -> dict[str, tuple[str, str]]:
     for table in _APPEND_ONLY:
         if table in existing:
             conn.execute(sa.text(f"REVOKE UPDATE, DELETE ON {quote(table)} FROM {quote(group)}"))
+    for table, privileges in _SERVER_TABLES.items():
+        if table in existing:
+            conn.execute(sa.text(f"REVOKE ALL ON {quote(table)} FROM {quote(group)}"))
+            conn.execute(sa.text(f"GRANT {privileges} ON {quote(table)} TO {quote(authenticator_marker(conn))}"))
     for table in _ACCOUNT_TABLES:
         conn.execute(sa.text(f"ALTER TABLE {quote(table)} ENABLE ROW LEVEL SECURITY"))
         conn.execute(sa.text(f"ALTER TABLE {quote(table)} NO FORCE ROW LEVEL SECURITY"))

@@ -66,6 +66,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.selectable import Alias
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from awe.db.persistent import Field, Float, Integer, PersistentError, Ref, metadata, registry
 from awe.db.query import Attr, Query, QueryError, RefPath, _And, _Compiler, _Cond, _Or
@@ -864,13 +865,41 @@ def _box_discs(lo: float, span: float, dec_min: float, dec_max: float) -> list[t
     return discs
 
 
+class _Inline(sa.ColumnElement[bool]):
+    """A condition written as SQL around column references, with inline numbers (computed here: pixel numbers,
+    unit vectors; never a user's text). A cone's SQL this way is built and compiled in a fraction of the time
+    SQLAlchemy takes for the same tree of operators (dozens of them). Not cached: its numbers differ on every
+    query (a cached compilation would never be used again, and would push out those that are)."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+    _is_implicitly_boolean = True  # a condition: SQLite gets it as it is, not as "(...) = 1" (no index then)
+
+    def __init__(self, *parts: str | sa.ColumnElement) -> None:
+        self.parts = parts
+
+
+@compiles(_Inline)
+def _compile_inline(element: _Inline, compiler: Any, **kw: Any) -> str:
+    return "".join(p if isinstance(p, str) else compiler.process(p, **kw) for p in element.parts)
+
+
+def _number(value: Any) -> str:
+    """A finite float as an SQL literal (round-trip exact)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {value}")
+    return f"({value!r})"
+
+
 def _in_ranges(column: sa.ColumnElement, ranges: list[tuple[int, int]]) -> sa.ColumnElement:
     """``column`` in any of the ranges; the pixel numbers are inline integers (the planner sees them)."""
     if not ranges:
         return sa.false()
-    lit = sa.literal_column
-    return sa.or_(*(column == lit(str(a)) if a == b else column.between(lit(str(a)), lit(str(b)))
-                    for a, b in ranges))
+    parts: list[str | sa.ColumnElement] = ["("]
+    for i, (a, b) in enumerate(ranges):
+        parts += [" OR " if i else "", column, f" = {int(a)}" if a == b else f" BETWEEN {int(a)} AND {int(b)}"]
+    return _Inline(*parts, ")")
 
 
 class _Cone(_Cond):
@@ -885,10 +914,11 @@ class _Cone(_Cond):
 
     def sql(self, comp: _Compiler) -> sa.ColumnElement:
         base = comp.base
-        x, y, z = (float(v) for v in _unit_vectors(self.ra, self.dec))
+        x, y, z = (_number(v) for v in _unit_vectors(self.ra, self.dec))
         chord = 2.0 * math.sin(math.radians(min(self.radius_deg, 180.0)) / 2.0)
-        cut = ((base.c.cx - x) * (base.c.cx - x) + (base.c.cy - y) * (base.c.cy - y)
-               + (base.c.cz - z) * (base.c.cz - z)) <= chord * chord
+        cx, cy, cz = base.c.cx, base.c.cy, base.c.cz  # the squared chord to the centre, at most the radius's
+        cut = _Inline("((", cx, f" - {x}) * (", cx, f" - {x}) + (", cy, f" - {y}) * (", cy, f" - {y}) + (",
+                      cz, f" - {z}) * (", cz, f" - {z}) <= {_number(chord * chord)})")
         return cut if self.ranges is None else sa.and_(_in_ranges(base.c.healpix, self.ranges), cut)
 
 
@@ -938,9 +968,14 @@ def visible_rows(parent: sa.FromClause, visible_project_ids: Sequence[int] | Non
 
 
 class _IndexedAlias(Alias):
-    """A table alias that, on SQLite, names the index the planner must use (``INDEXED BY``)."""
+    """A table alias that, on SQLite, names the index the planner must use (``INDEXED BY``).
 
-    inherit_cache = False  # index_name is set after construction: never reuse a cached compilation
+    The index's name is part of the statement's cache key (a compilation is reused only for the same index, or
+    none), so SQLAlchemy compiles a page's statement once, not on every request.
+    """
+
+    inherit_cache = True
+    _traverse_internals = Alias._traverse_internals + [("index_name", InternalTraversal.dp_string)]
     index_name: str | None = None
 
 
@@ -1066,8 +1101,11 @@ class RowQuery(Query):
                 compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
                 params = compiled.params
                 if all(_plain_param(v) for v in params.values()):
+                    raw: Any = conn.connection.driver_connection
+                    if _PIPELINE and raw.info.transaction_status == _IDLE:
+                        return _fetch_pipelined(conn, raw, str(compiled), params)
                     conn.begin()  # the "begin" event runs first (a session of Session.open_as: SET LOCAL ROLE)
-                    with conn.connection.driver_connection.cursor(binary=True) as cursor:  # type: ignore
+                    with raw.cursor(binary=True) as cursor:
                         cursor.execute(str(compiled), params)
                         return cursor.fetchall()
             return conn.execute(stmt).cursor.fetchall()
@@ -1118,6 +1156,44 @@ class RowQuery(Query):
 
 
 Rows._query_class = RowQuery
+
+
+def _pipeline_supported() -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - SQLite only
+        return False
+    return bool(psycopg.Pipeline.is_supported())
+
+
+_PIPELINE = _pipeline_supported()
+_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def _fetch_pipelined(conn: sa.Connection, raw: Any, sql: str, params: Any) -> Sequence[tuple]:
+    """The rows of one query on PostgreSQL in one round trip: ``BEGIN``, the statements of the engine's "begin"
+    event (a session of ``Session.open_as``: ``SET LOCAL ROLE user``, so row-level security applies), the query
+    and ``COMMIT`` sent at once (psycopg's pipeline mode), instead of a round trip each.
+
+    The transaction is opened explicitly (the connection in autocommit for the moment, so psycopg sends no
+    ``BEGIN`` of its own and waits for its answer); it is ended by the ``COMMIT`` (after an error: rolled back
+    here), so SQLAlchemy's own end of the transaction and the pool's reset have nothing left to send.
+    """
+    raw.autocommit = True
+    try:
+        with raw.pipeline() as pipeline:
+            raw.execute("BEGIN")
+            conn.begin()  # the "begin" event's statements, in the transaction just begun
+            with raw.cursor(binary=True) as cursor:
+                cursor.execute(sql, params)
+                raw.execute("COMMIT")
+                pipeline.sync()
+                return cursor.fetchall()
+    finally:
+        if not raw.closed:
+            if raw.info.transaction_status != _IDLE:
+                raw.rollback()
+            raw.autocommit = False
 
 
 def _plain_param(value: Any) -> bool:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from awe.db.persistent import (JSON, DateTime, Embedded, Field, Float, Integer, Persistent, String, metadata,
                                utcnow)
 
-__all__ = ["users", "projects", "memberships", "links", "audit_trail", "exclusions", "DBObject",
+__all__ = ["users", "projects", "memberships", "links", "audit_trail", "exclusions", "login_failures", "DBObject",
            "CURRENT_PRODUCT_INDEX", "Entity", "ImStat", "imstat_field", "inserted_id"]
 
 users = sa.Table(
@@ -160,6 +160,18 @@ audit_trail = sa.Table(
               comment="is_valid, quality_flags, timestamp_start, timestamp_end, project (migrate) or deleted"),
     sa.Column("old_value", String(255), nullable=True, comment="the value before, as JSON"),
     sa.Column("new_value", String(255), nullable=True, comment="the value after, as JSON"),
+)
+
+#: the web server's failed logins, shared by all its worker processes (:class:`awe.web.auth.LoginLimiter`); read and
+#: written by the server's own role only (on PostgreSQL the authenticators: no awe user sees or clears them)
+login_failures = sa.Table(
+    "login_failures", metadata,
+    sa.Column("token", String(32), primary_key=True, comment="random id of the attempt"),
+    sa.Column("user_name", String(64), nullable=False, comment="the user name tried (cut to 64 characters)"),
+    sa.Column("address", String(64), nullable=False, comment="the client's address"),
+    sa.Column("at", Float, nullable=False, comment="when (Unix time [s])"),
+    sa.Index("ix_login_failures_user_name_address_at", "user_name", "address", "at"),
+    sa.Index("ix_login_failures_at", "at"),
 )
 
 exclusions = sa.Table(

@@ -47,7 +47,7 @@ from awe.db.rows import Rows, row_registry
 from awe.db.schema import DBObject
 from awe.db.session import Session
 from awe.web import forms, render
-from awe.web.auth import LoginLimiter, check_password, csrf_ok, load_secret, new_csrf_token
+from awe.web.auth import LoginLimiter, SharedLoginLimiter, check_password, csrf_ok, load_secret, new_csrf_token
 
 __all__ = ["create_app", "server_database", "serve"]
 
@@ -80,9 +80,46 @@ def server_database(settings: Settings) -> Database:
         return database
     from awe.db.session import connect_as
     database = connect_as(settings.database_url, settings.user, settings.password)
-    no_jit(database.engine)
-    database.engine.dispose()  # the connections opened before (the schema check) go: new ones get the setting
+    opened = database.engine
+    database.engine = server_engine(opened.url)
+    opened.dispose()  # the connections opened before (the schema check) go
     return database
+
+
+#: a pooled connection idle for longer than this is pinged (one round trip) before a request uses it [s]
+PING_IDLE_S = 5.0
+
+
+def server_engine(url: sa.URL, ping_idle_s: float = PING_IDLE_S) -> sa.Engine:
+    """The engine of a server's PostgreSQL connections: the fewest round trips a request can do with.
+
+    * no ping on every checkout (``pool_pre_ping``: one round trip per request and connection): a connection
+      idle for more than ``ping_idle_s`` is pinged, and replaced when the server dropped it (a restart, an idle
+      timeout); one in use a moment ago is not. A connection that breaks mid-request fails that request, and
+      SQLAlchemy then replaces every pooled connection (a disconnect invalidates the pool);
+    * no server-side prepared statements (``prepare_threshold=None``): each page's query is planned with its
+      own values anyway (a cone's pixel ranges differ), and psycopg forgets prepared statements at each
+      ``ROLLBACK`` that ends a request, sending ``DEALLOCATE ALL`` the next time (a round trip);
+    * no JIT compilation (:func:`no_jit`).
+    """
+    engine = sa.create_engine(url, pool_pre_ping=False, connect_args={"prepare_threshold": None})
+    no_jit(engine)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["awe_idle_from"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_from = record.info.get("awe_idle_from")
+        if idle_from is None or time.monotonic() - idle_from <= ping_idle_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # noqa: BLE001  (any failure: the pool opens a new connection)
+            raise sa.exc.DisconnectionError(f"pooled connection lost while idle: {exc}") from exc
+
+    return engine
 
 
 #: how much of the embedded database the server's connections read through a memory map [bytes]
@@ -136,7 +173,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["ut"] = _ut
     templates.env.globals["flag_names"] = _flag_names
-    web = _Web(settings, database, templates, limiter or LoginLimiter(), max_age_s)
+    web = _Web(settings, database, templates, limiter or SharedLoginLimiter(database), max_age_s)
     routes = [
         Route("/", web.home),
         Route("/login", web.login, methods=["GET", "POST"]),
@@ -181,7 +218,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1, https_
 
     ``workers`` > 1 runs that many server processes on one socket (each with its own database connections
     and thread pool): Python runs one thread at a time per process, so one process uses one core. Sessions
-    are signed cookies, valid in every worker; the failed-login limit is counted per worker.
+    are signed cookies, valid in every worker; the failed logins are counted in the database, for all workers.
     """
     import os
 
@@ -344,6 +381,8 @@ class _Web:
                          projects.c.description, uid.label("uid")).where(
             sa.or_(projects.c.kind == "public", projects.c.name == private))
         with self.database.engine.connect() as conn:
+            if not self.database.is_sqlite:  # one statement: no BEGIN and ROLLBACK around it (two round trips)
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             rows = conn.execute(stmt).all()
         user_id = rows[0].uid if rows else None
         if user_id is None:
@@ -500,16 +539,20 @@ class _Web:
         name, password = str(form.get("username", "")), str(form.get("password", ""))
         back = _local(str(form.get("next", "/")))
         address = request.client.host if request.client else "?"
-        wait = self.limiter.blocked_for(name, address)
+        from starlette.concurrency import run_in_threadpool
+        # the attempt counts as failed until its password is right (attempts sent at once cannot all pass)
+        wait, token = await run_in_threadpool(self.limiter.reserve, name, address)
         if wait:
             return self.page(request, "login.html", 429, error=f"too many failed logins: try again in {wait:.0f} s",
                              next=back)
-        from starlette.concurrency import run_in_threadpool
-        ok = await run_in_threadpool(check_password, self.database, self.settings.database_url, name, password)
+        try:
+            ok = await run_in_threadpool(check_password, self.database, self.settings.database_url, name, password)
+        except BaseException:
+            await run_in_threadpool(self.limiter.release, name, address, token)
+            raise
         if not ok:
-            self.limiter.failed(name, address)
             return self.page(request, "login.html", 401, error="wrong user name or password", next=back)
-        self.limiter.succeeded(name, address)
+        await run_in_threadpool(self.limiter.succeeded, name, address)
         request.session.clear()
         request.session.update(user=name, issued=int(time.time()), csrf=new_csrf_token(), project=None)
         return RedirectResponse(back, 303)

@@ -10,20 +10,25 @@ over the web: anyone could.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import logging
 import os
 import secrets
 import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import Iterator
 
 import sqlalchemy as sa
 
 from awe.db.accounts import verify_password
 from awe.db.database import Database
 
-__all__ = ["check_password", "LoginLimiter", "load_secret", "new_csrf_token", "csrf_ok"]
+__all__ = ["check_password", "LoginLimiter", "SharedLoginLimiter", "load_secret", "new_csrf_token", "csrf_ok"]
+
+log = logging.getLogger(__name__)
 
 SECRET_FILE = "web-secret"
 
@@ -66,7 +71,12 @@ def _DUMMY_HASH() -> str:  # noqa: N802
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed logins per (user, client address) in ``window_s`` seconds."""
+    """At most ``attempts`` failed logins per (user, client address) in ``window_s`` seconds, in this process.
+
+    :meth:`reserve` before the password is checked counts the attempt as failed at once (so requests sent at the
+    same time cannot all pass the check before any of them fails); :meth:`succeeded` forgets the failures.
+    :class:`SharedLoginLimiter` keeps the count in the database, for all the server's processes.
+    """
 
     def __init__(self, attempts: int = 5, window_s: float = 300.0) -> None:
         self.attempts = attempts
@@ -87,18 +97,156 @@ class LoginLimiter:
             failures = self._recent((user, address), now)
             if len(failures) < self.attempts:
                 return 0.0
-            return max(failures[0] + self.window_s - now, 1.0)
+            return max(failures[-self.attempts] + self.window_s - now, 1.0)
+
+    def reserve(self, user: str, address: str) -> tuple[float, object]:
+        """Count an attempt as failed before its password is checked: (0, its token), or (seconds to wait, None)
+        when the limit is reached (nothing counted). :meth:`release` takes the token back (the check could not
+        run); :meth:`succeeded` forgets every failure."""
+        now = time.monotonic()
+        with self._lock:
+            failures = self._recent((user, address), now)
+            if len(failures) >= self.attempts:
+                return max(failures[-self.attempts] + self.window_s - now, 1.0), None
+            failures.append(now)
+            self._forget_flood()
+        return 0.0, (user, address, now)
+
+    def release(self, user: str, address: str, token: object) -> None:
+        with self._lock:
+            failures = self._failures.get((user, address))
+            if failures is not None and isinstance(token, tuple) and token[2] in failures:
+                failures.remove(token[2])
 
     def failed(self, user: str, address: str) -> None:
         with self._lock:
             self._recent((user, address), time.monotonic()).append(time.monotonic())
-            if len(self._failures) > 100_000:  # a flood of made-up names: forget the oldest keys
-                for key in list(self._failures)[:50_000]:
-                    del self._failures[key]
+            self._forget_flood()
+
+    def _forget_flood(self) -> None:
+        if len(self._failures) > 100_000:  # a flood of made-up names: forget the oldest keys
+            for key in list(self._failures)[:50_000]:
+                del self._failures[key]
 
     def succeeded(self, user: str, address: str) -> None:
         with self._lock:
             self._failures.pop((user, address), None)
+
+
+class SharedLoginLimiter(LoginLimiter):
+    """:class:`LoginLimiter` counted in the database's ``login_failures`` table: one limit for every process of
+    the server (``awe serve --workers N``) and every server on the same database, on SQLite and PostgreSQL.
+
+    The server's own connections (on PostgreSQL the authenticator, which alone may read and write the table)
+    record the failures with the wall-clock time. :meth:`reserve` inserts the attempt and then counts: the k-th
+    attempt committed sees at least k, so of attempts sent at the same time at most ``attempts`` pass.
+    """
+
+    def __init__(self, database: Database, attempts: int = 5, window_s: float = 300.0) -> None:
+        super().__init__(attempts, window_s)
+        self.database = database
+        #: (counted in the database, the role to act as for it), found at first use
+        self._mode: tuple[bool, str | None] | None = None
+
+    def _shared(self) -> bool:
+        """Whether the failures are counted in the database. On PostgreSQL the server's role must be an
+        authenticator (the table is granted to their marker role) or the table's owner; any other role (a
+        server run as an ordinary awe user) counts in this process, as before the table, with a warning."""
+        if self._mode is None:
+            if self.database.is_sqlite:
+                self._mode = (True, None)
+            else:
+                from awe.db.rls import authenticator_marker
+                with self.database.engine.connect() as conn:
+                    marker = authenticator_marker(conn)
+                    own, member = conn.execute(sa.text(
+                        "SELECT has_table_privilege('login_failures', 'INSERT') AND "
+                        "has_table_privilege('login_failures', 'DELETE'), "
+                        "CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :m) THEN pg_has_role(:m, 'MEMBER') "
+                        "ELSE false END"),
+                        {"m": marker}).one()
+                self._mode = (True, None) if own else (True, marker) if member else (False, None)
+                if not self._mode[0]:
+                    log.warning("the server's database role is neither an authenticator (awe db authenticator) "
+                                "nor the owner: failed logins are counted in each server process")
+        return self._mode[0]
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """A transaction of the server's own role; on PostgreSQL an authenticator acts as its marker role, the one
+        the table is granted to (an authenticator is ``NOINHERIT``); an owner or superuser as itself."""
+        self._shared()
+        assert self._mode is not None
+        with self.database.engine.begin() as conn:
+            if self._mode[1] is not None:
+                from awe.db.rls import quote
+                conn.exec_driver_sql(f"SET LOCAL ROLE {quote(self._mode[1])}")
+            yield conn
+
+    @staticmethod
+    def _key(user: str, address: str) -> tuple[str, str]:
+        return user[:64], address[:64]
+
+    def _wait(self, conn: sa.Connection, user: str, address: str, now: float, limit: int) -> float:
+        """Seconds until fewer than ``limit`` failures of (user, address) are in the window (0: now)."""
+        from awe.db.schema import login_failures as t
+        recent = conn.execute(sa.select(t.c.at).where(t.c.user_name == user, t.c.address == address,
+                                                      t.c.at >= now - self.window_s)
+                              .order_by(t.c.at.desc()).limit(limit)).scalars().all()
+        if len(recent) < limit:
+            return 0.0
+        return max(float(recent[-1]) + self.window_s - now, 1.0)
+
+    def blocked_for(self, user: str, address: str) -> float:
+        if not self._shared():
+            return super().blocked_for(user, address)
+        user, address = self._key(user, address)
+        with self._begin() as conn:
+            return self._wait(conn, user, address, time.time(), self.attempts)
+
+    def reserve(self, user: str, address: str) -> tuple[float, object]:
+        if not self._shared():
+            return super().reserve(user, address)
+        from awe.db.schema import login_failures as t
+        user, address = self._key(user, address)
+        token, now = secrets.token_hex(16), time.time()
+        with self._begin() as conn:
+            conn.execute(t.insert().values(token=token, user_name=user, address=address, at=now))
+        with self._begin() as conn:
+            wait = self._wait(conn, user, address, now, self.attempts + 1)  # this attempt's row included
+            if wait:  # over the limit: this attempt is refused, not counted
+                conn.execute(t.delete().where(t.c.token == token))
+                return wait, None
+            if secrets.randbelow(16) == 0:  # now and then: the failures older than the window go
+                conn.execute(t.delete().where(t.c.at < now - self.window_s))
+        return 0.0, token
+
+    def release(self, user: str, address: str, token: object) -> None:
+        if not self._shared():
+            super().release(user, address, token)
+            return
+        from awe.db.schema import login_failures as t
+        with self._begin() as conn:
+            conn.execute(t.delete().where(t.c.token == str(token)))
+
+    def failed(self, user: str, address: str) -> None:
+        if not self._shared():
+            super().failed(user, address)
+            return
+        from awe.db.schema import login_failures as t
+        user, address = self._key(user, address)
+        with self._begin() as conn:
+            conn.execute(t.insert().values(token=secrets.token_hex(16), user_name=user, address=address,
+                                           at=time.time()))
+
+    def succeeded(self, user: str, address: str) -> None:
+        if not self._shared():
+            super().succeeded(user, address)
+            return
+        from awe.db.schema import login_failures as t
+        user, address = self._key(user, address)
+        with self._begin() as conn:
+            conn.execute(t.delete().where(t.c.user_name == user, t.c.address == address))
 
 
 def load_secret(home: Path) -> str:

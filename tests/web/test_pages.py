@@ -162,3 +162,32 @@ def test_awe_serve_starts_on_the_prompts_settings(tmp_path):
     finally:
         child.terminate()
         child.wait(10)
+
+
+def test_server_engine_pings_only_connections_idle_for_a_while(postgres):
+    """The server's PostgreSQL pool: no ping on a connection used a moment ago; one idle for longer is pinged and,
+    dropped by the server meanwhile, replaced (the request gets a working connection); JIT is off."""
+    import time
+
+    import sqlalchemy as sa
+
+    from awe.web.app import server_engine
+    engine = server_engine(sa.make_url(postgres.new_database()), ping_idle_s=0.3)
+    pings = []
+    ping = engine.dialect.do_ping
+    engine.dialect.do_ping = lambda dbapi_connection: pings.append(1) or ping(dbapi_connection)  # type: ignore
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+            assert conn.execute(sa.text("SHOW jit")).scalar() == "off"
+        with engine.connect() as conn:  # at once: the same connection, not pinged
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() == pid
+        assert pings == []
+        with postgres._admin.connect() as admin:
+            admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        time.sleep(0.5)
+        with engine.connect() as conn:  # idle for longer: pinged, found dropped, replaced
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
+        assert pings == [1]
+    finally:
+        engine.dispose()

@@ -63,6 +63,99 @@ def test_login_wrong_password_rate_limit_and_logout(web):
     assert alice.get("/classes").status_code == 401
 
 
+def test_failed_login_limit_is_shared_by_the_server_processes(web):
+    """Two servers on one database (as ``awe serve --workers 2`` runs two processes): one count of failures."""
+    from starlette.testclient import TestClient
+
+    from awe.web import create_app
+    other = create_app(web.app.state.web.settings, web.server, secret="test-secret-" + "x" * 40)
+    one = web.client()
+    two = TestClient(other, base_url="http://testserver", follow_redirects=False)
+    for client in (one, two, one, two, one):  # five failures, spread over both
+        assert client.post("/login", data={"username": "alice", "password": "wrong"}).status_code == 401
+    for client in (one, two):  # both refuse the sixth, even with the right password
+        r = client.post("/login", data={"username": "alice", "password": "pw-alice"})
+        assert r.status_code == 429 and "too many failed logins" in r.text
+    assert web.app.state.web.limiter.blocked_for("alice", "testclient") > 0
+    assert other.state.web.limiter.blocked_for("alice", "testclient") > 0
+    assert two.post("/login", data={"username": "bob", "password": "pw-bob"}).status_code == 303  # bob is not
+    other.state.web.limiter.succeeded("alice", "testclient")  # lifted in one, lifted in both
+    assert one.post("/login", data={"username": "alice", "password": "pw-alice"}).status_code == 303
+
+
+def test_failed_logins_sent_at_once_do_not_pass_the_limit(web):
+    """Attempts racing each other (threads of one server, processes of several) pass the limit at most 5 times."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    limiter = web.app.state.web.limiter
+    with ThreadPoolExecutor(8) as pool:
+        waits = list(pool.map(lambda _: limiter.reserve("carol", "10.0.0.1")[0], range(12)))
+    passed = sum(1 for w in waits if not w)
+    assert passed <= 5  # (attempts refused in the race are not counted: fewer may pass, never more)
+    for _ in range(5 - passed):
+        assert not limiter.reserve("carol", "10.0.0.1")[0]
+    assert limiter.reserve("carol", "10.0.0.1")[0] and limiter.blocked_for("carol", "10.0.0.1") > 0
+    assert not limiter.blocked_for("carol", "10.0.0.2")  # per address
+    wait, token = limiter.reserve("dave", "10.0.0.1")
+    assert not wait
+    limiter.release("dave", "10.0.0.1", token)  # the check could not run: not counted
+    for _ in range(5):
+        assert not limiter.reserve("dave", "10.0.0.1")[0]
+    assert limiter.reserve("dave", "10.0.0.1")[0]
+
+
+def test_failed_logins_are_hidden_from_the_users(web):
+    """On PostgreSQL only the server's role reads and writes the failures: a user's own connection can neither
+    see who tried nor lift the limit."""
+    assert web.client().post("/login", data={"username": "alice", "password": "wrong"}).status_code == 401
+    with web.app.state.web.limiter._begin() as conn:  # the server's role (on PostgreSQL: as the marker role)
+        assert conn.execute(sa.text("SELECT count(*) FROM login_failures")).scalar() == 1
+    if web.server.is_sqlite:
+        return
+    for session in (web.team.alice, web.team.bob):
+        for sql in ("SELECT count(*) FROM login_failures", "DELETE FROM login_failures",
+                    "INSERT INTO login_failures (token, user_name, address, at) VALUES ('x', 'a', 'b', 0)"):
+            with session.engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                conn.execute(sa.text(sql))
+
+
+def test_a_server_role_that_may_not_count_in_the_database_counts_in_its_process(web):
+    """PostgreSQL: a server run as an ordinary awe user (neither an authenticator nor the owner) may not touch
+    the failures' table: it still limits failed logins, in its own process (with a warning)."""
+    if web.server.is_sqlite:
+        return
+    from awe.db.database import Database
+    from awe.web.auth import SharedLoginLimiter
+    url = web.server.engine.url.set(username="bob", password="pw-bob")
+    database = Database(url.render_as_string(hide_password=False))
+    try:
+        limiter = SharedLoginLimiter(database)
+        for _ in range(5):
+            assert not limiter.reserve("alice", "10.0.0.9")[0]
+        assert limiter.reserve("alice", "10.0.0.9")[0] and limiter.blocked_for("alice", "10.0.0.9")
+        assert limiter._mode == (False, None)
+        limiter.succeeded("alice", "10.0.0.9")
+        assert not limiter.blocked_for("alice", "10.0.0.9")
+    finally:
+        database.dispose()
+    assert web.app.state.web.limiter._shared() and web.app.state.web.limiter._mode[1].endswith("_authenticators")
+
+
+def test_a_rows_page_leaves_no_transaction_nor_role_on_the_pooled_connection(web):
+    """The rows of a page are fetched in one round trip (BEGIN, SET LOCAL ROLE, the query, COMMIT at once on
+    PostgreSQL): afterwards the server's pooled connection is idle and acts as the server's role again."""
+    alice = web.client("alice")
+    cat = web.team.alice_catalog.object_id
+    assert "S1" in alice.get(f"/rows/ReferenceSource?parent={cat}&sort=mag").text
+    assert alice.get("/rows/ReferenceSource?parent=999999").status_code == 404
+    if web.server.is_sqlite:
+        return
+    with web.server.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_user")).scalar() == "awe_web"
+        assert conn.connection.driver_connection.autocommit is False
+    assert web.client("bob").get(f"/rows/ReferenceSource?parent={cat}").status_code == 404  # not bob's
+
+
 def test_html_requests_without_a_session_go_to_the_login_page(web):
     r = web.client().get("/object/1", headers={"accept": "text/html"})
     assert r.status_code == 303 and r.headers["location"].startswith("/login?next=/object/1")
