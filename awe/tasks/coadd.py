@@ -45,7 +45,8 @@ class CoaddTask(Task):
     inputs = (Input(RegriddedFrame, "regridded", kind="product"),)
     unit = "per_field"
     version = "1"
-    algorithm_modules = ("awe.image.coadd", "awe.tasks.coadd")
+    # background and extract: the coadd's seeing and depth are measured with them
+    algorithm_modules = ("awe.image.coadd", "awe.image.background", "awe.image.extract", "awe.tasks.coadd")
     selection = {
         "instrument": "instrument name ('WFI')",
         "object": "OBJECT of the field ('3C273')",

@@ -95,7 +95,7 @@ class RegridTask(Task):
               Input(AstrometricParameters, "astrometry", kind="product"))
     unit = "per_frame"
     version = "1"
-    algorithm_modules = ("awe.image.regrid", "awe.tasks.regrid")
+    algorithm_modules = ("awe.image.regrid", "awe.image.background", "awe.tasks.regrid")  # background: psf_radius, sky
     selection = {
         "instrument": "instrument name ('WFI')",
         "chip": "chip name ('ccd50'); all chips when not given",
