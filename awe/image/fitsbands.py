@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["ImageBandWriter"]
+__all__ = ["ImageBandWriter", "fits_value"]
 
 
 class ImageBandWriter:
@@ -49,7 +49,7 @@ class ImageBandWriter:
                                    ("NAXIS2", self.ny), ("EXTEND", True)])
                 for key, value in (header.items() if header is not None else []):
                     if key not in hdr:
-                        hdr[key] = value if isinstance(value, tuple) else _fits_value(value)
+                        hdr[key] = value if isinstance(value, tuple) else fits_value(value)
             else:
                 hdr = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", bitpix), ("NAXIS", 2), ("NAXIS1", self.nx),
                                    ("NAXIS2", self.ny), ("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", str(name))])
@@ -116,8 +116,9 @@ class ImageBandWriter:
             self.abort()
 
 
-def _fits_value(value: Any) -> Any:
-    """A card value FITS can hold (as :func:`awe.model._io.write_image` writes it)."""
+def fits_value(value: Any) -> Any:
+    """A header card's value as FITS can hold it (numpy scalars as Python numbers, dates as ISO text, None as
+    ''); :func:`awe.model._io.write_image` writes its cards the same way."""
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if hasattr(value, "isoformat"):

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 from astropy.io import fits
 
-from awe.image.fitsbands import ImageBandWriter
+from awe.image.fitsbands import ImageBandWriter, fits_value
 
 __all__ = ["read_image", "read_header", "write_image", "ImageBandWriter", "inspect_image", "FitsFormatError"]
 
@@ -58,7 +58,7 @@ def write_image(path: str | Path, data: np.ndarray, header: Mapping[str, Any] | 
         if isinstance(value, tuple):
             hdr[key] = value
         else:
-            hdr[key] = _fits_value(value)
+            hdr[key] = fits_value(value)
     hdus = [fits.PrimaryHDU(np.asarray(data, dtype=dtype), header=hdr)]
     for name, arr in (extra or {}).items():
         hdus.append(fits.ImageHDU(np.asarray(arr), name=name))
@@ -73,16 +73,6 @@ def write_image(path: str | Path, data: np.ndarray, header: Mapping[str, Any] | 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def _fits_value(value: Any) -> Any:
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if value is None:
-        return ""
-    return value
 
 
 def inspect_image(frame: Any, ax: Any = None, path: str | Path | None = None) -> Any:
