@@ -108,8 +108,8 @@ class CourseReport:
     steps: list[str] = field(default_factory=list)  # the steps that ran, in order
     chips: list[ChipSummary] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # the jobs or tasks that could not run
-    # the jobs whose task refused its unit with a TaskError saying why the data do not support it (a clouded
-    # standard frame with too few stars for an astrometric solution): the plan went on without them
+    # the jobs whose task refused its unit with a TaskError saying why the data do not support it (a short
+    # standard-field exposure with too few stars for an astrometric solution): the plan went on without them
     left_out: list[str] = field(default_factory=list)
     # the units target processing found cannot be made from what there is (e.g. a standard field without a
     # standard star on a chip): said, not failures

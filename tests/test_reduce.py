@@ -34,6 +34,7 @@ from awe.image.weights import COLD, COSMIC, HOT, SATELLITE
 from awe.model import (BiasFrame, IlluminationCorrection, IlluminationFit, RawBiasFrame, RawScienceFrame,
                        ReducedScienceFrame, SatelliteMap, WeightFrame)
 from awe.model._io import read_header, write_image
+from awe.model.science import ReducedScienceParams
 from awe.pars import Pars
 from awe.sim import Truth, simulate_night
 from awe.instruments import get_instrument
@@ -686,3 +687,15 @@ def test_calibration_of_another_shape_is_refused(night):
     finally:
         context.delete(small)
     assert _factory.db_state(night.storage)[:2] == before[:2]
+
+
+def test_seeing_or_assumed_is_the_width_later_extractions_use():
+    """A frame whose seeing was not measured (too few stars) offers the ASSUMED_SEEING it was reduced with, as its
+    cosmic-ray check took it; AstrometricParametersTask sizes its detection area by it (not by 2 pixels)."""
+    red = ReducedScienceFrame()
+    red.seeing, red.process_params = None, {"process_params": {"ASSUMED_SEEING": 1.4}}
+    assert red.seeing_or_assumed == 1.4
+    red.process_params = None                                       # reduced before the parameter was recorded
+    assert red.seeing_or_assumed == ReducedScienceParams().ASSUMED_SEEING == 1.0
+    red.seeing = 0.9
+    assert red.seeing_or_assumed == 0.9

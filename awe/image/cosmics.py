@@ -920,7 +920,7 @@ def _scores(e: np.ndarray, lap: np.ndarray, ys: np.ndarray, xs: np.ndarray,
     contrast = np.empty(len(ys), dtype=np.float32)
     cell = (ys // _CELL) * (e.shape[1] // _CELL + 1) + xs // _CELL
     order = np.argsort(cell, kind="stable")
-    cells, starts, counts = np.unique(cell[order], return_index=True, return_counts=True)
+    _, starts, counts = np.unique(cell[order], return_index=True, return_counts=True)
     lone = [order[st:st + n] for st, n in zip(starts, counts) if n < _BOX_MIN]
     for st, n in zip(starts, counts):
         if n >= _BOX_MIN:
@@ -944,8 +944,8 @@ def _box_scores(e: np.ndarray, lap: np.ndarray, ys: np.ndarray, xs: np.ndarray,
     y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     size, m = 2 * _HALF + 1, 2 * _HALF
     region = e[y0 - m:y1 + m, x0 - m:x1 + m]
-    rows = bn.move_median(region, size, axis=1)[:, size - 1:]                   # columns x0-3 .. x1+3
-    level = bn.move_median(rows, size, axis=0)[size - 1:, :]                    # rows y0-3 .. y1+3
+    rows = bn.move_median(region, size, axis=1)[:, size - 1:]                   # columns x0-3 .. x1+2
+    level = bn.move_median(rows, size, axis=0)[size - 1:, :]                    # rows y0-3 .. y1+2
     noise = np.sqrt(np.maximum(level + read_noise2, 1e-5))
     s = lap[y0 - _HALF:y1 + _HALF, x0 - _HALF:x1 + _HALF] / (2.0 * noise)
     s_med = bn.move_median(bn.move_median(s, size, axis=1)[:, size - 1:], size, axis=0)[size - 1:, :]
