@@ -601,8 +601,7 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
     if n_groups == 0:
         return star_pixels
     labels = np.arange(1, n_groups + 1)
-    # each group's brightest pixel (the first in row order on ties)
-    peaks = np.array(ndi.maximum_position(data, groups, labels), dtype=np.int64).reshape(n_groups, 2)
+    peaks = _brightest_pixels(data, groups, n_groups)
     star_groups = np.zeros(n_groups + 1, dtype=bool)
     padded = np.pad(data, h, mode="constant")
     pad_groups = np.pad(groups, h, mode="constant", constant_values=-1)
@@ -648,6 +647,16 @@ def psf_consistent(data: np.ndarray, groups: np.ndarray, n_groups: int, check: P
             pad_star[win] |= part.reshape(n, n)
             log.debug("group %d at (%d, %d): a star with a cosmic ray", k, px, py)
     return pad_star[h:-h, h:-h] | star_groups[groups]
+
+
+def _brightest_pixels(data: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each group's brightest pixel ``(n_groups, 2)`` as (y, x), the first in row order on ties: what
+    ``scipy.ndimage.maximum_position`` gives, from a sort of the grouped pixels only (it sorts the whole frame)."""
+    where = np.flatnonzero(groups)
+    label = groups.ravel()[where]
+    order = np.lexsort((-data.ravel()[where], label))        # stable: row order kept among equal values
+    first = order[np.searchsorted(label[order], np.arange(1, n_groups + 1))]
+    return np.stack(np.unravel_index(where[first], data.shape), axis=1).astype(np.int64)
 
 
 _OBVIOUS_SIGMA = 5.0   # how far (in sigma) the neighbours of a group's brightest pixel must fall short of the
