@@ -19,16 +19,27 @@ in memory. Then, best of ``--repeat`` runs each:
   pixels flagged) at ``--niter`` L.A.Cosmic iterations (default:
   ReducedScienceParams.COSMIC_NITER).
 
+With ``--simulated DATE-OBS`` (e.g. ``2003-03-04T04:43:52.117``, a 240 s 3C273 exposure, or
+``2003-03-04T07:36:40.019``, a 30 s standard field) it also simulates that exposure of the course night at
+full size (:func:`awe.sim.simulate_night`, ``only=``; into ``--workdir``, reused when there) and runs
+``analyse_frame`` on each chip of ``--chips``, calibrated with the simulator's own master bias and flat
+(as ``bench_coadd.py`` does), printing its CPU time and the cosmic-ray figures against the simulator's
+truth: real frames carry other cosmic rays, stars and galaxies than the synthetic one.
+
 Run::
 
     .venv/bin/python benchmarks/bench_reduce.py [--repeat 5] [--niter 2] [--json]
+        [--simulated DATE-OBS [--chips ccd50 ccd53] [--workdir DIR]]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -114,12 +125,56 @@ def best_of(repeat: int, func: Callable[[], object], name: str | None = None) ->
     return best, result
 
 
+def simulated_frames(exposure: str, chips: list[str], workdir: Path, niter: int) -> None:
+    """``analyse_frame`` on chips of one full-size simulated exposure: CPU time and cosmic-ray figures."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from awe.image.background import measure_background
+    from awe.sim import Truth, simulate_night
+    from tests._truth import chip_truth, star_pixels, trim, true_master_bias
+
+    raw_dir = workdir / "raw"
+    name = f"WFI.{exposure}.fits"
+    if not (raw_dir / name).exists():
+        simulate_night(raw_dir, scale=1.0, only=[exposure], overwrite=True)
+    truth = Truth(raw_dir)
+    params, weights, satellites = ReducedScienceParams(COSMIC_NITER=niter), WeightParams(), SatelliteParams()
+    from astropy.io import fits
+    with fits.open(raw_dir / name) as hdul:
+        by_chip = {str(h.header.get("EXTNAME", "")).lower(): h for h in hdul[1:]}
+        for chip in chips:
+            raw = np.asarray(by_chip[chip].data)
+            geometry, section = truth.geometry(chip), trim(truth, chip)
+            bias = true_master_bias(truth, chip).astype(np.float32)
+            flat = truth.flat(chip)
+            flat = (flat[section] if flat.shape != bias.shape else flat).astype(np.float32)
+            image = calibrate_frame(raw, geometry, 6, bias, flat)
+            calibration = CalibrationImages(bias=bias, flat=flat)
+            row = chip_truth(truth, chip)
+            setup = FrameSetup(gain=float(row["gain"]), read_noise=float(row["read_noise_e"]), pixel_scale=0.238,
+                               binning=1.0, saturation=45000.0)
+            _, result = best_of(1, lambda: analyse_frame(image, raw[geometry.trim], calibration, setup, params,
+                                                         weights, satellites), "simulated")
+            rms = measure_background(image, mask=result.flags > 0).rms
+            true_cosmics = truth.cosmics(name, chip)[section] & ~truth.saturated(name, chip)[section]
+            strong = true_cosmics & (image - result.background.level > 5 * rms)
+            stars = star_pixels(truth, name, chip, image.shape, rms)
+            print(f"{exposure} {chip}: analyse_frame {CPU['simulated']:.2f} s CPU; cosmic rays: "
+                  f"{100 * result.cosmics[strong].mean():.2f} % of the true hit pixels above 5 sky sigma masked, "
+                  f"{100 * result.cosmics[stars].mean():.4f} % of the star pixels flagged; seeing "
+                  f"{result.seeing.fwhm_arcsec if result.seeing else float('nan'):.3f}\" "
+                  f"(true {truth.exposure(name)['seeing_arcsec']:.3f}\")")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs of the fast steps (best is reported)")
     parser.add_argument("--niter", type=int, default=ReducedScienceParams().COSMIC_NITER,
                         help="L.A.Cosmic iterations (COSMIC_NITER)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--simulated", default=None, help="also one full-size simulated exposure (its DATE-OBS)")
+    parser.add_argument("--chips", nargs="+", default=["ccd50"], help="its chips to analyse (with --simulated)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where it is simulated (kept; default: a "
+                        "temporary folder)")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -185,6 +240,12 @@ def main() -> None:
           f"pixels, seeing {figures['seeing_fwhm_px']} px (true {FWHM})")
     print(f"cosmic rays at niter {args.niter}: {cosmic_cpu:.2f} s CPU; {100 * cosmic_found:.2f} % of the true hit "
           f"pixels masked, {100 * stars_flagged:.4f} % of the star pixels flagged")
+    if args.simulated:
+        if args.workdir is not None:
+            simulated_frames(args.simulated, args.chips, args.workdir, args.niter)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                simulated_frames(args.simulated, args.chips, Path(tmp), args.niter)
 
 
 if __name__ == "__main__":
