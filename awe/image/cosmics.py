@@ -53,6 +53,7 @@ from scipy.stats import chi2 as chi2_dist
 
 from awe.image.background import (TooFewStarsError, _prepare_image, _sep_background, measure_seeing,
                                   moffat_alpha)
+from awe.image.weights import grow_mask
 
 __all__ = ["find_cosmics", "default_objlim", "default_model_error", "psf_consistent", "PsfCheck"]
 
@@ -848,7 +849,7 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
     # Saturated pixels are the weight map's business, not cosmic rays: release
     # every group touching one (undersampled saturated stars escape
     # astroscrappy's own saturation test, which needs a wide saturated core).
-    saturated = ndi.binary_dilation(data >= sat_level, structure=np.ones((3, 3), bool))
+    saturated = grow_mask(data >= sat_level, 1)
     if saturated.any() and crmask.any():
         groups, n_groups = ndi.label(crmask, structure=np.ones((3, 3), bool))
         hit = np.zeros(n_groups + 1, dtype=bool)

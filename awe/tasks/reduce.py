@@ -51,7 +51,6 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 from astropy.wcs import WCS
-from scipy import ndimage as ndi
 
 from awe.db.schema import DBObject
 from awe.image.background import BackgroundResult, SeeingResult, TooFewStarsError, measure_background, \
@@ -60,7 +59,8 @@ from awe.image.cosmics import find_cosmics
 from awe.image.overscan import OverscanCorrector
 from awe.image.satellites import MosaicChip, SatelliteResult, Track, find_satellite_tracks, follow_tracks, line_ends
 from awe.image.stats import imstat
-from awe.image.weights import COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, saturation_mask, weight_map
+from awe.image.weights import COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, grow_mask, saturation_mask, \
+    weight_map
 from awe.instruments import RawGeometry, get_instrument
 from awe.model._io import read_header, read_image
 from awe.model.calibration import BiasFrame, ColdPixelMap, HotPixelMap, MasterFlatFrame
@@ -264,7 +264,7 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
                            objlim=params.COSMIC_OBJLIM or None, mask=bad, niter=params.COSMIC_NITER,
                            psf_fwhm=psf_fwhm, psf_beta=psf_beta, detector=params.COSMIC_DETECTOR)
     if params.COSMIC_GROW > 0 and cosmics.any():
-        cosmics = ndi.binary_dilation(cosmics, structure=np.ones((3, 3), bool), iterations=params.COSMIC_GROW)
+        cosmics = grow_mask(cosmics, params.COSMIC_GROW)
         cosmics &= ~bad
     satellites = find_satellite_tracks(image, satellite_params.DETECTION_THRESHOLD, satellite_params.HOUGH_THRESHOLD,
                                        mask=bad | cosmics, binning=setup.binning)

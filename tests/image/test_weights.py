@@ -7,7 +7,7 @@ import pytest
 
 from awe.image import _testing as T
 from awe.image.inspect import new_figure, save_figure, show_histogram, show_image
-from awe.image.weights import (COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, mask_bits,
+from awe.image.weights import (COLD, COSMIC, HOT, SATELLITE, SATURATED, combine_masks, grow_mask, mask_bits,
                                saturation_mask, weight_map)
 
 
@@ -80,6 +80,19 @@ def test_saturation_mask_grows_bleed_trails():
                                                                                         grow=2).sum()
     with pytest.raises(ValueError):
         saturation_mask(image, 65000.0, grow=-1)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.002, 0.02, 0.3])
+def test_grow_mask_is_the_binary_dilation(fraction):
+    from scipy import ndimage as ndi
+    rng = np.random.default_rng(7)
+    for shape in ((1, 9), (23, 41), (120, 77)):
+        mask = rng.random(shape) < fraction
+        mask[0, 0] = mask[-1, -1] = True                     # the edges: nothing grows off the frame
+        for pixels in (0, 1, 2):
+            expected = ndi.binary_dilation(mask, structure=np.ones((3, 3), bool), iterations=pixels) \
+                if pixels else mask
+            np.testing.assert_array_equal(grow_mask(mask, pixels), expected)
 
 
 def test_qa_figure_is_written(tmp_path):
