@@ -45,7 +45,12 @@ outside any timing):
 
 Threads: both sides get ``--threads`` (default 2, the machine's two cores):
 NTHREADS of SExtractor, SCAMP and SWarp, and ``AWE_THREADS`` for awe's
-combinations (the rest of awe runs in this one Python process).
+combinations and RegridTask's resampling (NTHREADS); the rest of awe runs in
+this one Python process. With ``--workers N`` (N > 1) awe's steps run instead
+as the DPU runs them: each step's units (chips, frames) as jobs on a process
+pool of N one-thread workers (``dpu.run`` per chip, then ``dpu.wait_for_jobs``),
+so that awe, too, uses the cores the tools' threads use; CPU time and memory
+then include the workers'.
 
 Each step's wall time, CPU time (process and children, ``resource.getrusage``),
 share of the total and peak resident memory (sampled from /proc every 20 ms;
@@ -57,7 +62,7 @@ coadds' sizes and whether the goal, awe's total at most the peer chain's, is
 met. No timing is asserted anywhere.
 
     .venv/bin/python benchmarks/bench_night.py [--scale 1] [--chips ccd50 ccd51] [--seed 1] [--raw DIR]
-        [--until reduce|coadd] [--threads 2] [--workdir DIR]
+        [--until reduce|coadd] [--threads 2] [--workers 1] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -84,9 +89,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from awe import context  # noqa: E402
 from awe.config import load_settings  # noqa: E402
 from awe.instruments import RawGeometry, get_instrument  # noqa: E402
+from awe.model import ReducedScienceFrame  # noqa: E402
 from awe.sim import simulate_night  # noqa: E402
-from awe.tasks import (BiasTask, ColdPixelsTask, DomeFlatTask, HotPixelsTask, MasterFlatTask,  # noqa: E402
-                       ReduceTask, TwilightFlatTask)
 from awe.tasks.ingest import ingest  # noqa: E402
 
 FIELD = "3C273"
@@ -130,14 +134,38 @@ class Measure:
     runs: int = 0
 
 
+def _live_children() -> list:
+    """The running child processes (the DPU pool's workers), whose time ``RUSAGE_CHILDREN`` counts only once
+    they have ended."""
+    import psutil
+    return psutil.Process().children(recursive=True)
+
+
 def _cpu_seconds() -> float:
+    """CPU time of this process, of its ended children and of its running ones."""
+    import psutil
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    live = 0.0
+    for child in _live_children():
+        try:
+            t = child.cpu_times()
+            live += t.user + t.system
+        except psutil.Error:  # ended meanwhile: in RUSAGE_CHILDREN once reaped
+            pass
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime + live
 
 
 def _rss_mib() -> float:
+    """Resident size of this process and its running children."""
+    import psutil
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        own = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    for child in _live_children():
+        try:
+            own += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return own / 2**20
 
 
 class _PeakSampler(threading.Thread):
@@ -171,6 +199,52 @@ def measure(into: dict[str, Measure], step: str):
         m.cpu += _cpu_seconds() - cpu
         m.peak_mib = max(m.peak_mib, sampler.stop())
         m.runs += 1
+
+
+# ============================================================================ awe's steps: here or on the DPU
+class AweSteps:
+    """Runs each awe step over all its selections: in this process one task after the other (``workers`` 1), or
+    as DPU jobs on a process pool of ``workers`` processes of one thread (:class:`awe.dpu.DPU`), all chips at
+    once, as ``dpu.run`` runs them."""
+
+    def __init__(self, measures: dict[str, Measure], workers: int = 1):
+        self.measures, self.workers = measures, int(workers)
+        self.dpu = None
+        if self.workers > 1:
+            from awe.dpu import DPU
+            self.dpu = DPU("pool", workers=self.workers, threads=1, progress=False)
+
+    def close(self) -> None:
+        if self.dpu is not None:
+            self.dpu.close()
+
+    def run(self, step: str, recipe: str, selections: list[dict], refused: bool = False) -> list[dict]:
+        """The task of ``recipe`` for each selection (its keywords), timed as ``step``; returns the selections it
+        refused (a TaskError: too few stars, no standard on the chip, ...) when ``refused``, else raises."""
+        from awe.dpu.runner import recipe_task
+        from awe.tasks import TaskError
+        left_out = []
+        with measure(self.measures, step):
+            if self.dpu is None:
+                task = recipe_task(recipe)
+                for keywords in selections:
+                    try:
+                        task(**keywords).execute()
+                    except TaskError:
+                        if not refused:
+                            raise
+                        left_out.append(keywords)
+            else:
+                ids = [self.dpu.run(recipe, **keywords) for keywords in selections]
+                state = {j.id: j for j in self.dpu.wait_for_jobs(quiet=True)}
+                for keywords, jobs in zip(selections, ids):
+                    failed = [state[i] for i in jobs if state[i].state != "done"]
+                    if any(not (refused and (j.error or "").startswith("TaskError")) for j in failed):
+                        raise RuntimeError(f"{step}: job(s) failed: "
+                                           + "; ".join(f"{j.label}: {j.error}" for j in failed[:3]))
+                    if failed:
+                        left_out.append(keywords)
+        return left_out
 
 
 # ============================================================================ the numpy floor
@@ -272,59 +346,43 @@ def floor_reduce(science: list[Path], chip: str, bias: np.ndarray, flat: np.ndar
 
 
 # ============================================================================ to the coadd: awe
-def awe_coadd_chain(awe: dict[str, Measure], raw_dir: Path, chips: list[str], standards: list[Path],
+def awe_coadd_chain(steps: AweSteps, raw_dir: Path, chips: list[str], standards: list[Path],
                     science: list[Path], scale: float) -> tuple[object, dict[str, int]]:
-    """The chain from the reduced frames to the coadd of :data:`FIELD`, each task its own step in ``awe``;
-    returns the CoaddedRegriddedFrame and how many frames each step skipped (TaskError)."""
+    """The chain from the reduced frames to the coadd of :data:`FIELD`, each task its own step; returns the
+    CoaddedRegriddedFrame and how many units each step left out (a TaskError, as the demo leaves them out)."""
+    from awe.model import CoaddedRegriddedFrame
     from awe.model.refcat import load_refcat
     from awe.pars import Pars
-    from awe.tasks import (AstrometricParametersTask, CoaddTask, GAstromSourceListTask, GAstromTask, PhotcatTask,
-                           PhotomTask, TaskError)
-    from awe.tasks import RegridTask as _RegridTask
-    skipped = {"astrometry": 0, "photcat": 0, "photom": 0}
+    from awe.tasks import RegridTask
     private = context.project.name
-    with measure(awe, "refcats"):
+    with measure(steps.measures, "refcats"):
         context.set_project("ALL")
         try:
             load_refcat(raw_dir / "refcat" / "astrometric.fits", "astrometric")
             load_refcat(raw_dir / "refcat" / "standards.fits", "standard")
         finally:
             context.set_project(private)
-    for chip in chips:
-        index = WFI.chip(chip).index
-        solved = []
-        for path in standards + science:
-            name = f"{path.stem}_{index}.fits"
-            with measure(awe, "AstrometricParametersTask"):
-                try:
-                    AstrometricParametersTask(raw_filenames=[name], commit=1).execute()
-                    solved.append(path)
-                except TaskError:  # few stars: the frame is left out, as the demo does
-                    skipped["astrometry"] += 1
-        for path in [p for p in solved if p in standards]:
-            with measure(awe, "PhotcatTask"):
-                try:
-                    PhotcatTask(instrument="WFI", raw_filenames=[f"{path.stem}_{index}.fits"], commit=1).execute()
-                except TaskError:  # no standard star on the chip
-                    skipped["photcat"] += 1
-    for chip in chips:  # per chip, the night's extinction (fitted on every chip's standards), as target processing
-        with measure(awe, "PhotomTask"):
-            try:
-                PhotomTask(instrument="WFI", chip=chip, date=NIGHT, filter=FILTER, commit=1).execute()
-            except TaskError:
-                skipped["photom"] += 1
-    for chip in chips:
-        with measure(awe, "GAstromSourceListTask"):
-            GAstromSourceListTask(instrument="WFI", chip=chip, object=FIELD, commit=1).execute()
-    with measure(awe, "GAstromTask"):
-        GAstromTask(instrument="WFI", object=FIELD, filter=FILTER, commit=1).execute()
-    pars = Pars(_RegridTask)
+    names = [f"{p.stem}_{WFI.chip(c).index}.fits" for c in chips for p in standards + science]
+    unsolved = steps.run("AstrometricParametersTask", "Astrometry",
+                         [dict(raw_filenames=[n], commit=1) for n in names], refused=True)  # few stars
+    standard_names = {f"{p.stem}_{WFI.chip(c).index}.fits" for c in chips for p in standards}
+    solved = [n for n in names if n in standard_names and [n] not in [k["raw_filenames"] for k in unsolved]]
+    no_standard = steps.run("PhotcatTask", "Photcat",
+                            [dict(instrument="WFI", raw_filenames=[n], commit=1) for n in solved], refused=True)
+    # per chip, the night's extinction (fitted on every chip's standards), as target processing
+    no_photom = steps.run("PhotomTask", "Photom", [dict(instrument="WFI", chip=c, date=NIGHT, filter=FILTER,
+                                                         commit=1) for c in chips], refused=True)
+    steps.run("GAstromSourceListTask", "GAstromSL",
+              [dict(instrument="WFI", chip=c, object=FIELD, commit=1) for c in chips])
+    steps.run("GAstromTask", "GAstrom", [dict(instrument="WFI", object=FIELD, filter=FILTER, commit=1)])
+    pars = Pars(RegridTask)
     pars.RegriddedFrame.swarpconf.PIXEL_SCALE = WFI.pixel_scale / scale
-    with measure(awe, "RegridTask"):
-        _RegridTask(instrument="WFI", object=FIELD, pars=pars, commit=1).execute()
-    with measure(awe, "CoaddTask"):
-        (coadd,) = CoaddTask(instrument="WFI", filter=FILTER, object=FIELD, commit=1).execute()
-    return coadd, skipped
+    # the resampling of a frame on the tools' threads here; one thread in each DPU worker
+    pars.RegriddedFrame.swarpconf.NTHREADS = 1 if steps.dpu is not None else int(os.environ["AWE_THREADS"])
+    steps.run("RegridTask", "Regrid", [dict(instrument="WFI", object=FIELD, pars=pars.get(), commit=1)])
+    steps.run("CoaddTask", "Coadd", [dict(instrument="WFI", filter=FILTER, object=FIELD, commit=1)])
+    coadd = (CoaddedRegriddedFrame.OBJECT == FIELD).max("creation_date")
+    return coadd, {"astrometry": len(unsolved), "photcat": len(no_standard), "photom": len(no_photom)}
 
 
 # ============================================================================ to the coadd: the AstrOmatic peers
@@ -444,10 +502,11 @@ class NightResult:
     peer_coadd: Path | None = None                         # the peer chain's coadd (SWarp)
     peer_frames: int = 0                                   # frames the peer chain coadded
     skipped: dict[str, int] | None = None                  # frames awe's chain left out (TaskError), per step
+    workers: int = 1                                       # awe's steps: here (1) or on a DPU pool of this many
 
 
 def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1,
-              raw: Path | None = None, until: str = "coadd", threads: int = 2) -> NightResult:
+              raw: Path | None = None, until: str = "coadd", threads: int = 2, workers: int = 1) -> NightResult:
     """Simulate the night into ``root`` (or take the one in ``raw``), put it through awe and through the floor,
     to ReduceTask (``until='reduce'``) or to the coadd of :data:`FIELD` (then the peers: AstrOmatic tools
     with ``threads`` threads)."""
@@ -455,7 +514,7 @@ def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, se
     before = os.environ.get("AWE_THREADS")
     os.environ["AWE_THREADS"] = str(threads)  # awe's combinations: the AstrOmatic tools' NTHREADS
     try:
-        return _run_night(root, scale, chips, seed, raw, until, threads)
+        return _run_night(root, scale, chips, seed, raw, until, threads, workers)
     finally:  # the caller's environment as it was (the smoke test runs inside the test suite)
         if before is None:
             os.environ.pop("AWE_THREADS", None)
@@ -464,7 +523,7 @@ def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, se
 
 
 def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path | None, until: str,
-               threads: int) -> NightResult:
+               threads: int, workers: int) -> NightResult:
     awe, floor = {}, {}
     with measure(awe, "simulate"):
         if raw is None:
@@ -486,56 +545,51 @@ def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path 
     context.connect(load_settings(home=str(root / "home"), workdir=str(root / "work"), user="bench",
                                   storage=str(root / "storage")), create_user=True)
     awe_reduced, floor_reduced, floor_medians = {}, {}, {}
+    steps = AweSteps(awe, workers)
     try:
         with measure(awe, "ingest"):
             report = ingest(raw_files)
         assert not report.failed, str(report)
         with measure(floor, "read + write"):
             floor_ingest(raw_files, floor_dir / "ingest")
+        per_chip = [dict(instrument="WFI", chip=chip, commit=1) for chip in chips]
+        flats = [dict(k, date=NIGHT, filter=FILTER) for k in per_chip]
+        steps.run("BiasTask", "Bias", [dict(k, overscan=6) for k in per_chip])
+        steps.run("HotPixelsTask", "HotPixels", [dict(k, date=NIGHT) for k in per_chip])
+        steps.run("DomeFlatTask", "DomeFlat", flats)
+        steps.run("ColdPixelsTask", "ColdPixels", flats)
+        steps.run("TwilightFlatTask", "TwilightFlat", flats)
+        steps.run("MasterFlatTask", "MasterFlat", flats)
+        steps.run("ReduceTask", "Reduce", per_chip)
         for chip in chips:
-            common = dict(instrument="WFI", chip=chip, commit=1)
-            flat = dict(date=NIGHT, filter=FILTER, **common)
-            with measure(awe, "BiasTask"):
-                BiasTask(overscan=6, **common).execute()
             with measure(floor, "master bias"):
                 bias = floor_bias(biases, chip, floor_dir)
-            with measure(awe, "HotPixelsTask"):
-                HotPixelsTask(date=NIGHT, **common).execute()
-            with measure(awe, "DomeFlatTask"):
-                DomeFlatTask(**flat).execute()
             with measure(floor, "dome master"):
                 dome = floor_flat(domes, chip, bias, floor_dir, "dome")
-            with measure(awe, "ColdPixelsTask"):
-                ColdPixelsTask(**flat).execute()
-            with measure(awe, "TwilightFlatTask"):
-                TwilightFlatTask(**flat).execute()
             with measure(floor, "twilight master"):
                 twilight = floor_flat(twilights, chip, bias, floor_dir, "twilight")
-            with measure(awe, "MasterFlatTask"):
-                MasterFlatTask(**flat).execute()
             with measure(floor, "master flat"):
                 master = floor_master_flat(dome, twilight, chip, floor_dir)
-            with measure(awe, "ReduceTask"):
-                products = ReduceTask(**common).execute()
             with measure(floor, "reduce + weight"):
                 floor_reduced.update(floor_reduce(science, chip, bias, master, floor_dir))
-            for product in products:  # outside the timing: what the smoke test compares
-                if type(product).__name__ == "ReducedScienceFrame":
-                    data = product.load()
-                    awe_reduced[product.raw.filename] = (data.shape, float(np.median(data)))
-            floor_medians = {name: float(np.median(fits.getdata(path))) for name, path in floor_reduced.items()}
+        for chip in chips:  # outside the timing: what the smoke test compares
+            for product in ReducedScienceFrame.chip.name == chip:
+                data = product.load()
+                awe_reduced[product.raw.filename] = (data.shape, float(np.median(data)))
+        floor_medians = {name: float(np.median(fits.getdata(path))) for name, path in floor_reduced.items()}
         result = NightResult(awe, floor, awe_reduced, floor_reduced, floor_medians,
-                             sum(p.stat().st_size for p in raw_files), until, threads)
+                             sum(p.stat().st_size for p in raw_files), until, threads, workers=workers)
         if until == "coadd":
             field = [p for p in science if kinds[p] == "OBJECT" and fits.getval(p, "OBJECT").strip() == FIELD]
             standards = [p for p in science if kinds[p] == "STD"]
-            coadd, result.skipped = awe_coadd_chain(awe, raw_dir, chips, standards, field, scale)
+            coadd, result.skipped = awe_coadd_chain(steps, raw_dir, chips, standards, field, scale)
             data = coadd.load()  # outside the timing: what the table reports of it
             result.awe_coadd = (data.shape, int(coadd.n_inputs))
             frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
             result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
             result.peer_frames = len(frames)
     finally:
+        steps.close()
         context.close()
     return result
 
@@ -567,7 +621,9 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
     what = "calibrated and reduced" if result.until == "reduce" else f"calibrated, reduced and coadded ({FIELD})"
     print(f"the course night at scale {scale:g}: {len(chips)} chip(s) {what} ({', '.join(chips)}), "
           f"raw {result.raw_bytes / 1e9:.2f} GB, {len(result.awe_reduced)} frames reduced; {os.cpu_count()} cores"
-          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" else ""))
+          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" else "")
+          + (f"; awe's steps as DPU jobs on {result.workers} one-thread worker processes" if result.workers > 1
+             else "; awe's steps in this process"))
     print(f"{'step':25s} {'awe wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} {'budget':>8s} | {peer:15s} "
           f"{'wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} | {'wall':>7s} {'CPU':>7s}")
     for name, other in steps:
@@ -615,17 +671,21 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
                         "(no AstrOmatic tools needed) or the coadd of 3C273 (default)")
     parser.add_argument("--threads", type=int, default=2, help="NTHREADS of SExtractor, SCAMP and SWarp "
                         "(default 2: the machine's two cores, as awe's libraries use)")
+    parser.add_argument("--workers", type=int, default=1, help="awe's steps in this process (1, default) or as DPU "
+                        "jobs on a process pool of this many one-thread workers (2: the cores the tools' threads use)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temporary "
                         "folder, removed)")
     args = parser.parse_args(argv)
     workdir = workdir if workdir is not None else args.workdir
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw, args.until, args.threads)
+        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw, args.until, args.threads,
+                           args.workers)
         print_table(result, args.scale, args.chips)
     else:
         with tempfile.TemporaryDirectory(prefix="awe-bench-night-") as tmp:
-            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw, args.until, args.threads)
+            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw, args.until, args.threads,
+                               args.workers)
             print_table(result, args.scale, args.chips)  # the coadds still there
     return result
 
