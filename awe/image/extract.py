@@ -716,8 +716,10 @@ def _measure(objects: np.ndarray, seg: np.ndarray, sub: np.ndarray, back: np.nda
         flux = flux + df
         flux_err = np.sqrt(flux_err ** 2 + dv)
 
-    r50, _ = sep.flux_radius(meas, x0, y0, 6.0 * a, 0.5, normflux=np.where(flux > 0, flux, np.nan), mask=masked,
-                             subpix=5)
+    # half the AUTO flux lies within the circle around the AUTO ellipse (its semi-major axis r_auto a), which
+    # bounds the growth curve; sep's radial bins scale with that bound (finer for a tighter one)
+    r50, _ = sep.flux_radius(meas, x0, y0, np.minimum(6.0 * a, r_auto * a), 0.5,
+                             normflux=np.where(flux > 0, flux, np.nan), mask=masked, subpix=5)
     r50 = np.where(np.isfinite(r50) & (r50 > 0), r50, np.sqrt(a * b))
     # Windowed centroid (SExtractor's XWIN): Gaussian window of sigma 2 FLUX_RADIUS / 2.35, never narrower than
     # 1 pixel: on undersampled stars a narrower window locks the centroids onto pixel centres (0.13 pix rms of

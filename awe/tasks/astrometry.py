@@ -120,7 +120,8 @@ class AstrometricParametersTask(Task):
     inputs = (Input(ReducedScienceFrame, "reduced", kind="product"),
               Input(ReferenceCatalog, "reference", kind="product"))
     unit = "per_frame"
-    version = "2"  # 2: a frame without a measured seeing is extracted for its reduction's ASSUMED_SEEING (was 2 px)
+    version = "3"  # 2: a frame without a measured seeing is extracted for its reduction's ASSUMED_SEEING (was 2 px);
+    # 3: FLUX_RADIUS (and the windowed centroid sized by it) from a growth curve bounded by the AUTO aperture
     algorithm_modules = ("awe.image.extract", "awe.image.astrometry", "awe.tasks.astrometry")
     selection = {
         "red_filenames": "reduced frames by file name",

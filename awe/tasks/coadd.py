@@ -44,7 +44,7 @@ class CoaddTask(Task):
     products = (CoaddedRegriddedFrame,)
     inputs = (Input(RegriddedFrame, "regridded", kind="product"),)
     unit = "per_field"
-    version = "1"
+    version = "2"  # 2: its seeing and psf_radius from the extraction's FLUX_RADIUS, bounded by the AUTO aperture
     # background and extract: the coadd's seeing and depth are measured with them
     algorithm_modules = ("awe.image.coadd", "awe.image.background", "awe.image.extract", "awe.tasks.coadd")
     selection = {

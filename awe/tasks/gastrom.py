@@ -105,7 +105,7 @@ class GAstromSourceListTask(Task):
               # the start: the per-chip solution when there is one (start_wcs), else the header WCS
               Input(AstrometricParameters, "start", kind="product", optional=True))
     unit = "per_frame"
-    version = "2"  # 2: the per-chip start solution is a lineage input
+    version = "3"  # 2: the per-chip start solution is a lineage input; 3: FLUX_RADIUS bounded by the AUTO aperture
     algorithm_modules = ("awe.image.extract", "awe.tasks.gastrom")
     selection = dict(_SELECTION, chip="chip name ('ccd50'); all chips when not given",
                      red_filenames="reduced frames by file name", raw_filenames="reduced frames of these raw files")

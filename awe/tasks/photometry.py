@@ -144,7 +144,8 @@ class PhotcatTask(Task):
               Input(ReferenceCatalog, "standards", kind="product"),
               Input(AstrometricParameters, "astrometry", kind="product"))  # the frame's best solution places them
     unit = "per_frame"
-    version = "2"  # 2: positions from the astrometric solution (an input); a standard with a masked core kept, flagged
+    version = "3"  # 2: positions from the astrometric solution (an input); a standard with a masked core kept, flagged;
+    # 3: FLUX_RADIUS bounded by the AUTO aperture (extraction)
     algorithm_modules = ("awe.image.extract", "awe.image.photometry", "awe.tasks.photometry")
     selection = dict(_SELECTION)
 

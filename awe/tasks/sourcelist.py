@@ -273,8 +273,9 @@ class SourceListTask(Task):
     products = (SourceList,)
     inputs = (Input(ReducedScienceFrame, "image", kind="product"),)
     unit = "per_frame"
-    #: 2: a regridded frame's or coadd's own WEIGHT and FLAGS extensions and grid WCS (saturated cores filled)
-    version = "2"
+    #: 2: a regridded frame's or coadd's own WEIGHT and FLAGS extensions and grid WCS (saturated cores filled);
+    #: 3: FLUX_RADIUS (and FWHM, the windowed centroid) from a growth curve bounded by the AUTO aperture
+    version = "3"
     algorithm_modules = ("awe.image.extract", "awe.image.stellarity", "awe.tasks.sourcelist")
     selection = {"filenames": "file names of the image products (reduced, regridded or coadded frames)"}
 
