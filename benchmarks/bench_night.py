@@ -43,6 +43,24 @@ outside any timing):
 * CoaddTask | SWarp combining the resampled frames (``-RESAMPLE N``,
   ``COMBINE_TYPE WEIGHTED``).
 
+Then (``--until coadd``; ``--no-assoc`` leaves it out) awe's association of dithers, measured against the
+simulator's truth (:class:`awe.sim.Truth`), on the first chip of ``--chips``: SourceListTask of the
+RegriddedFrames of :data:`FIELD` (by DATE-OBS) and AssociateListTask (radius 1") of two of their lists --
+the first two dithers (``--pairs first``, the default) or every consecutive pair (``--pairs consecutive``).
+The true pairs are those of ``tests/coadd/test_coadd_sources.py`` (``tests/_truth.py``: :func:`true_pairs`,
+:func:`grid_truth`): true sources of the field on both frames, found (a detection within 1.5 pixels) and
+counted (not at bad or saturated pixels, no brighter true source within 2.5 pixels) on both; matched when
+their two detections share an association id. Printed per pair: the associations matched and single, the
+true pairs matched at true S/N >= 10 and >= 20 (count, fraction, against the issue's 99 %), the rms of the
+RA (times cos Dec) and Dec differences between the two detections of matched true stars at S/N >= 20,
+isolated (no true source less than 5 mag fainter within :data:`ISOLATION_ARCSEC`) and unflagged (per axis
+and total, against the issue's 0.05"; with the mean offset and each list's rms against the truth), and the
+unmatched true pairs at S/N >= 10 (their detections' separation and offsets from the truth). Those two
+tasks' wall and CPU times are extra rows of the table, not counted in awe's total (the peers have none).
+
+``--no-peer`` runs no AstrOmatic tool (the numpy floor of the calibration still runs): the coadd chain's
+peer rows stay empty and no budget or goal is printed.
+
 Threads: both sides get ``--threads`` (default 2, the machine's two cores):
 NTHREADS of SExtractor, SCAMP and SWarp, and ``AWE_THREADS`` for awe's
 combinations (the rest of awe runs in this one Python process).
@@ -57,7 +75,8 @@ coadds' sizes and whether the goal, awe's total at most the peer chain's, is
 met. No timing is asserted anywhere.
 
     .venv/bin/python benchmarks/bench_night.py [--scale 1] [--chips ccd50 ccd51] [--seed 1] [--raw DIR]
-        [--until reduce|coadd] [--threads 2] [--workdir DIR]
+        [--until reduce|coadd] [--no-peer] [--no-assoc] [--pairs first|consecutive] [--threads 2]
+        [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -117,6 +136,14 @@ COADD_STEPS = [
     ("RegridTask", "SWarp resample"),
     ("CoaddTask", "SWarp combine"),
 ]
+#: the extra rows after the coadd (not in awe's total): the association of dithers of the first chip
+ASSOC_STEPS = ["SourceListTask", "AssociateListTask"]
+#: the association's goals (the issue): true pairs matched within 1", positions between dithers consistent
+ASSOC_RADIUS = 1.0
+GOAL_PAIRS = 0.99
+GOAL_POSITION_RMS = 0.05
+#: a true star is isolated when no true source less than 5 mag fainter lies within this [arcsec]
+ISOLATION_ARCSEC = 5.0
 
 
 # ============================================================================ measuring
@@ -327,6 +354,102 @@ def awe_coadd_chain(awe: dict[str, Measure], raw_dir: Path, chips: list[str], st
     return coadd, skipped
 
 
+# ============================================================================ association of dithers: awe
+@dataclass
+class PairFigures:
+    """The association of two dithers' source lists against the truth."""
+
+    frames: tuple[str, str]                  # the two RegriddedFrames' DATE-OBS
+    n_matched: int                           # associations with a member of each list
+    n_single: int                            # associations of one source
+    pairs: dict[int, tuple[int, int]]        # S/N cut -> (true pairs matched, true pairs)
+    n_position: int                          # isolated unflagged true stars at S/N >= 20 matched: the rms's
+    offset: tuple[float, float]              # mean RA cos Dec, Dec difference (2 - 1) [arcsec]
+    rms: tuple[float, float, float]          # rms of the RA cos Dec, Dec, total difference [arcsec]
+    truth_rms: tuple[float, float]           # each list's total rms against the true positions, same stars
+    unmatched: list[dict[str, float]]        # the true pairs at S/N >= 10 not matched
+
+
+def _sky_offsets(ra: np.ndarray, dec: np.ndarray, ra0: np.ndarray, dec0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(RA - RA0) cos Dec0 and Dec - Dec0 [arcsec] (RA wrapped to +-180 degrees)."""
+    dra = (np.asarray(ra, float) - np.asarray(ra0, float) + 180.0) % 360.0 - 180.0
+    return dra * np.cos(np.radians(dec0)) * 3600.0, (np.asarray(dec, float) - np.asarray(dec0, float)) * 3600.0
+
+
+def _isolated(stars, radius_arcsec: float) -> np.ndarray:
+    """True sources with no other true source less than 5 mag fainter within ``radius_arcsec``."""
+    from scipy.spatial import cKDTree
+    mags = np.asarray(stars["mag_R"], float)
+    dec0 = float(np.median(np.asarray(stars["dec"], float)))
+    xy = np.column_stack([np.asarray(stars["ra"], float) * np.cos(np.radians(dec0)),
+                          np.asarray(stars["dec"], float)]) * 3600.0
+    near = cKDTree(xy).query_ball_point(xy, radius_arcsec)
+    return np.array([sum(mags[k] < mags[i] + 5.0 for k in ks if k != i) == 0 for i, ks in enumerate(near)], bool)
+
+
+def pair_figures(truth, frames, lists, al) -> PairFigures:
+    """Compare the association ``al`` of the source lists of two RegriddedFrames with the truth."""
+    from awe.model import Association
+    from tests._truth import true_pairs
+    p = true_pairs(truth, frames, lists, Association.of(al).table(), FIELD)
+    m1, m2, i1 = p["m1"], p["m2"], p["i1"]
+    t1, t2 = m1["table"], m2["table"]
+    r1, r2 = p["rows1"], p["rows2"]
+    both, same, snr = p["both"], p["same"], p["snr"]
+    pairs = {cut: (int((both & same & (snr >= cut)).sum()), int((both & (snr >= cut)).sum())) for cut in (10, 20)}
+    stars = m1["stars"][i1]
+    star = np.asarray(stars["kind"]) == "star"
+    flags = (np.asarray(t1["FLAGS"], int)[r1] == 0) & (np.asarray(t2["FLAGS"], int)[r2] == 0)
+    use = both & same & (snr >= 20) & star & flags & _isolated(m1["stars"], ISOLATION_ARCSEC)[i1]
+    ra1, dec1 = np.asarray(t1["RA"], float)[r1], np.asarray(t1["DEC"], float)[r1]
+    ra2, dec2 = np.asarray(t2["RA"], float)[r2], np.asarray(t2["DEC"], float)[r2]
+    tra, tdec = np.asarray(stars["ra"], float), np.asarray(stars["dec"], float)
+    dra, ddec = _sky_offsets(ra2, dec2, ra1, dec1)
+    e1 = np.hypot(*_sky_offsets(ra1, dec1, tra, tdec))
+    e2 = np.hypot(*_sky_offsets(ra2, dec2, tra, tdec))
+
+    def rms(v: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(v ** 2))) if v.size else float("nan")
+
+    unmatched = [dict(id=int(stars["id"][k]), kind=str(stars["kind"][k]), mag=float(stars["mag_R"][k]),
+                      snr=float(snr[k]), separation=float(np.hypot(dra[k], ddec[k])), err1=float(e1[k]),
+                      err2=float(e2[k]), flags1=int(t1["FLAGS"][r1[k]]), flags2=int(t2["FLAGS"][r2[k]]))
+                 for k in np.flatnonzero(both & ~same & (snr >= 10))]
+    return PairFigures(
+        frames=(str(frames[0].DATE_OBS), str(frames[1].DATE_OBS)), n_matched=int(al.n_matched),
+        n_single=int(al.n_single), pairs=pairs, n_position=int(use.sum()),
+        offset=(float(np.mean(dra[use])) if use.any() else float("nan"),
+                float(np.mean(ddec[use])) if use.any() else float("nan")),
+        rms=(rms(dra[use]), rms(ddec[use]), rms(np.hypot(dra[use], ddec[use]))),
+        truth_rms=(rms(e1[use]), rms(e2[use])), unmatched=unmatched)
+
+
+def awe_association(awe: dict[str, Measure], raw_dir: Path, chip: str, pairs: str = "first") -> list[PairFigures]:
+    """SourceListTask of the RegriddedFrames of :data:`FIELD` on ``chip`` and AssociateListTask of the first two
+    (``pairs='first'``) or of every consecutive two (``'consecutive'``), each its step in ``awe``; then,
+    outside the timing, each association against the truth."""
+    from awe.model import RegriddedFrame
+    from awe.sim import Truth
+    from awe.tasks import AssociateListTask, SourceListTask
+    frames = sorted((f for f in RegriddedFrame.OBJECT == FIELD if f.chip.name == chip), key=lambda f: f.DATE_OBS)
+    if len(frames) < 2:
+        raise RuntimeError(f"awe_association: {len(frames)} RegriddedFrame(s) of {FIELD} on {chip}, not two")
+    frames = frames[:2] if pairs == "first" else frames
+    lists = []
+    for frame in frames:
+        with measure(awe, "SourceListTask"):
+            (sl,) = SourceListTask(filenames=[frame.filename], commit=1).execute()
+        lists.append(sl)
+    truth, figures = Truth(raw_dir), []
+    for k in range(len(frames) - 1):
+        two = lists[k:k + 2]
+        with measure(awe, "AssociateListTask"):
+            (al,) = AssociateListTask(ids=[(two[0].SLID, "s"), (two[1].SLID, "s")], radius=ASSOC_RADIUS,
+                                      commit=1).execute()
+        figures.append(pair_figures(truth, frames[k:k + 2], two, al))
+    return figures
+
+
 # ============================================================================ to the coadd: the AstrOmatic peers
 def _vmhwm_mib(pid: int, program: str) -> float:
     """The peak resident size of process ``pid`` once it runs ``program`` (0 before its exec or after its exit)."""
@@ -444,18 +567,23 @@ class NightResult:
     peer_coadd: Path | None = None                         # the peer chain's coadd (SWarp)
     peer_frames: int = 0                                   # frames the peer chain coadded
     skipped: dict[str, int] | None = None                  # frames awe's chain left out (TaskError), per step
+    peer: bool = True                                      # the AstrOmatic chain run (``--no-peer``: not)
+    association: list[PairFigures] | None = None           # the association of dithers against the truth
+    association_chip: str | None = None
 
 
 def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1,
-              raw: Path | None = None, until: str = "coadd", threads: int = 2) -> NightResult:
+              raw: Path | None = None, until: str = "coadd", threads: int = 2, peer: bool = True,
+              assoc: str | None = "first") -> NightResult:
     """Simulate the night into ``root`` (or take the one in ``raw``), put it through awe and through the floor,
-    to ReduceTask (``until='reduce'``) or to the coadd of :data:`FIELD` (then the peers: AstrOmatic tools
-    with ``threads`` threads)."""
+    to ReduceTask (``until='reduce'``) or to the coadd of :data:`FIELD` (then, unless ``peer`` is false, the
+    peers: AstrOmatic tools with ``threads`` threads; and unless ``assoc`` is None, the association of the
+    dithers of the first chip, ``assoc`` the pairs: 'first' or 'consecutive')."""
     chips = list(chips or [c.name for c in WFI.chips])
     before = os.environ.get("AWE_THREADS")
     os.environ["AWE_THREADS"] = str(threads)  # awe's combinations: the AstrOmatic tools' NTHREADS
     try:
-        return _run_night(root, scale, chips, seed, raw, until, threads)
+        return _run_night(root, scale, chips, seed, raw, until, threads, peer, assoc)
     finally:  # the caller's environment as it was (the smoke test runs inside the test suite)
         if before is None:
             os.environ.pop("AWE_THREADS", None)
@@ -464,7 +592,7 @@ def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, se
 
 
 def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path | None, until: str,
-               threads: int) -> NightResult:
+               threads: int, peer: bool, assoc: str | None) -> NightResult:
     awe, floor = {}, {}
     with measure(awe, "simulate"):
         if raw is None:
@@ -525,16 +653,20 @@ def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path 
                     awe_reduced[product.raw.filename] = (data.shape, float(np.median(data)))
             floor_medians = {name: float(np.median(fits.getdata(path))) for name, path in floor_reduced.items()}
         result = NightResult(awe, floor, awe_reduced, floor_reduced, floor_medians,
-                             sum(p.stat().st_size for p in raw_files), until, threads)
+                             sum(p.stat().st_size for p in raw_files), until, threads, peer=peer)
         if until == "coadd":
             field = [p for p in science if kinds[p] == "OBJECT" and fits.getval(p, "OBJECT").strip() == FIELD]
             standards = [p for p in science if kinds[p] == "STD"]
             coadd, result.skipped = awe_coadd_chain(awe, raw_dir, chips, standards, field, scale)
             data = coadd.load()  # outside the timing: what the table reports of it
             result.awe_coadd = (data.shape, int(coadd.n_inputs))
-            frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
-            result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
-            result.peer_frames = len(frames)
+            if assoc is not None:
+                result.association = awe_association(awe, raw_dir, chips[0], assoc)
+                result.association_chip = chips[0]
+            if peer:
+                frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
+                result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
+                result.peer_frames = len(frames)
     finally:
         context.close()
     return result
@@ -564,24 +696,30 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
     floor_wall = sum(m.wall for m in floor.values())
     floor_cpu = sum(m.cpu for m in floor.values())
     peer = "peer" if result.until == "coadd" else "floor"
+    compared = result.until == "reduce" or result.peer  # the peer chain ran: a budget and a goal
     what = "calibrated and reduced" if result.until == "reduce" else f"calibrated, reduced and coadded ({FIELD})"
     print(f"the course night at scale {scale:g}: {len(chips)} chip(s) {what} ({', '.join(chips)}), "
           f"raw {result.raw_bytes / 1e9:.2f} GB, {len(result.awe_reduced)} frames reduced; {os.cpu_count()} cores"
-          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" else ""))
+          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" and result.peer else "")
+          + ("; no AstrOmatic peers (--no-peer)" if not compared else ""))
     print(f"{'step':25s} {'awe wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} {'budget':>8s} | {peer:15s} "
           f"{'wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} | {'wall':>7s} {'CPU':>7s}")
     for name, other in steps:
         a, f = awe[name], floor.get(other) if other else None
         share = "" if name == "simulate" else _share(a, awe_wall)
         # the budget: the peer chain's total split in proportion to awe's shares
-        budget = "" if name == "simulate" else f"{floor_wall * a.wall / awe_wall:7.2f}s"
+        budget = "" if name == "simulate" or not compared else f"{floor_wall * a.wall / awe_wall:7.2f}s"
         ratios = f"{_ratio(a.wall, f.wall):>7s} {_ratio(a.cpu, f.cpu):>7s}" if f else ""
         print(f"{name:25s} {_cells(a)} {share:>7s} {budget:>8s} | {(other or '–'):15s} {_cells(f)} "
               f"{_share(f, floor_wall):>7s} | {ratios}")
+    budget = f"{floor_wall:7.2f}s" if compared else ""
+    ratios = f"{_ratio(awe_wall, floor_wall):>7s} {_ratio(awe_cpu, floor_cpu):>7s}" if compared else ""
     print(f"{'total (no sim.)':25s} {awe_wall:8.2f}s {awe_cpu:8.2f}s {max(awe[s].peak_mib for s in counted):7.0f}M "
-          f"{'':7s} {floor_wall:7.2f}s | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
-          f"{max(m.peak_mib for m in floor.values()):7.0f}M {'':7s} | {_ratio(awe_wall, floor_wall):>7s} "
-          f"{_ratio(awe_cpu, floor_cpu):>7s}")
+          f"{'':7s} {budget:>8s} | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
+          f"{max(m.peak_mib for m in floor.values()):7.0f}M {'':7s} | {ratios}")
+    for name in ASSOC_STEPS:  # extra rows, not in the total
+        if name in awe:
+            print(f"{name:25s} {_cells(awe[name])} {'':7s} {'':>8s} | {'(not in total)':15s}")
     offsets = [result.floor_medians[name] / median - 1 for name, (_, median) in result.awe_reduced.items()]
     if offsets:
         print(f"reduced sky level (median), floor / awe - 1: {100 * min(offsets):+.2f} % to "
@@ -595,11 +733,48 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
         if result.peer_coadd is not None and result.peer_coadd.is_file():
             ny, nx = fits.getdata(result.peer_coadd).shape
             print(f"the peers' coadd (SWarp): {nx} x {ny} pixels, {result.peer_frames} frames")
-        met = "met" if awe_wall <= floor_wall else "not met"
-        print(f"goal awe total <= peer chain total: {met} ({awe_wall:.2f} s against {floor_wall:.2f} s, "
-              f"awe / peer {awe_wall / floor_wall:.2f})")
+        if result.association:
+            print_association(result.association, result.association_chip, awe)
+        if result.peer:
+            met = "met" if awe_wall <= floor_wall else "not met"
+            print(f"goal awe total <= peer chain total: {met} ({awe_wall:.2f} s against {floor_wall:.2f} s, "
+                  f"awe / peer {awe_wall / floor_wall:.2f})")
+        else:
+            print("the AstrOmatic peer chain was not run (--no-peer): no budget, no goal")
     print(f"process peak resident memory (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
           f"MiB; CPU includes children")
+
+
+def _fraction(good: int, total: int) -> str:
+    return f"{good}/{total} = {100 * good / total:.1f} %" if total else "0/0"
+
+
+def print_association(figures: list[PairFigures], chip: str | None, awe: dict[str, Measure]) -> None:
+    """Per pair of dithers: the counts, the true pairs matched and the position differences, against the goals."""
+    sl, al = awe.get("SourceListTask"), awe.get("AssociateListTask")
+    print(f"association of the dithers of {FIELD} on {chip} within {ASSOC_RADIUS:g}\" ({len(figures)} pair(s); "
+          f"SourceListTask {sl.runs if sl else 0} lists, AssociateListTask {al.runs if al else 0} runs):")
+    for f in figures:
+        print(f"  {f.frames[0]} + {f.frames[1]}: {f.n_matched} matched, {f.n_single} single")
+        for cut, (good, total) in f.pairs.items():
+            met = "met" if total and good / total >= GOAL_PAIRS else "not met"
+            print(f"    true pairs matched at S/N >= {cut}: {_fraction(good, total)} "
+                  f"(goal >= {100 * GOAL_PAIRS:.0f} %: {met})")
+        met = "met" if f.rms[2] < GOAL_POSITION_RMS else "not met"
+        print(f"    positions between the dithers, {f.n_position} isolated unflagged true stars at S/N >= 20: rms "
+              f"RA cos Dec {f.rms[0]:.4f}\", Dec {f.rms[1]:.4f}\", total {f.rms[2]:.4f}\" (goal < "
+              f"{GOAL_POSITION_RMS:g}\": {met}); mean offset {f.offset[0]:+.4f}\", {f.offset[1]:+.4f}\"; "
+              f"against the truth {f.truth_rms[0]:.4f}\" and {f.truth_rms[1]:.4f}\" total rms")
+        for u in f.unmatched[:10]:
+            print(f"    unmatched true pair: {u['kind']} {u['id']} R {u['mag']:.2f} S/N {u['snr']:.1f}: detections "
+                  f"{u['separation']:.2f}\" apart, {u['err1']:.2f}\" and {u['err2']:.2f}\" from the truth, FLAGS "
+                  f"{u['flags1']} {u['flags2']}")
+    if len(figures) > 1:
+        for cut in (10, 20):
+            good, total = (sum(f.pairs[cut][i] for f in figures) for i in (0, 1))
+            print(f"  all pairs: true pairs matched at S/N >= {cut}: {_fraction(good, total)}")
+        worst = max(f.rms[2] for f in figures)
+        print(f"  all pairs: position rms (total) {min(f.rms[2] for f in figures):.4f}\" to {worst:.4f}\"")
 
 
 def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> NightResult:
@@ -613,6 +788,11 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
                         "--scale): not simulated again")
     parser.add_argument("--until", choices=("reduce", "coadd"), default="coadd", help="the last step: ReduceTask "
                         "(no AstrOmatic tools needed) or the coadd of 3C273 (default)")
+    parser.add_argument("--no-peer", action="store_true", help="run no AstrOmatic tool (the coadd chain's peers; "
+                        "the calibration's numpy floor still runs)")
+    parser.add_argument("--no-assoc", action="store_true", help="no association of dithers after the coadd")
+    parser.add_argument("--pairs", choices=("first", "consecutive"), default="first", help="the dithers "
+                        "associated (first chip): the first two (default) or every consecutive two")
     parser.add_argument("--threads", type=int, default=2, help="NTHREADS of SExtractor, SCAMP and SWarp "
                         "(default 2: the machine's two cores, as awe's libraries use)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep everything here (default: a temporary "
@@ -621,11 +801,13 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
     workdir = workdir if workdir is not None else args.workdir
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
-        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw, args.until, args.threads)
+        result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw, args.until, args.threads,
+                           not args.no_peer, None if args.no_assoc else args.pairs)
         print_table(result, args.scale, args.chips)
     else:
         with tempfile.TemporaryDirectory(prefix="awe-bench-night-") as tmp:
-            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw, args.until, args.threads)
+            result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw, args.until, args.threads,
+                               not args.no_peer, None if args.no_assoc else args.pairs)
             print_table(result, args.scale, args.chips)  # the coadds still there
     return result
 
