@@ -368,7 +368,7 @@ class PairFigures:
     offset: tuple[float, float]              # mean RA cos Dec, Dec difference (2 - 1) [arcsec]
     rms: tuple[float, float, float]          # rms of the RA cos Dec, Dec, total difference [arcsec]
     truth_rms: tuple[float, float]           # each list's total rms against the true positions, same stars
-    unmatched: list[dict[str, float]]        # the true pairs at S/N >= 10 not matched
+    unmatched: list[dict]                    # the true pairs at S/N >= 10 not matched
 
 
 def _sky_offsets(ra: np.ndarray, dec: np.ndarray, ra0: np.ndarray, dec0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
