@@ -57,7 +57,10 @@ RA (times cos Dec) and Dec differences between the two detections of matched tru
 isolated (no true source less than 5 mag fainter within :data:`ISOLATION_ARCSEC`) and unflagged (per axis
 and total, against the issue's 0.05"; with the mean offset and each list's rms against the truth), and the
 unmatched true pairs at S/N >= 10 (their detections' separation and offsets from the truth). Those two
-tasks' wall and CPU times are extra rows of the table, not counted in awe's total (the peers have none).
+tasks' wall and CPU times are extra rows of the table, not counted in awe's total. With the peers, the
+same figures from SExtractor's catalogues of the same regridded frames (their WEIGHT as MAP_WEIGHT,
+SourceListTask's threshold and deblending, XWIN/YWIN positions through the frame's WCS), paired by awe's own
+one-to-one matching (SExtractor has no association): SourceListTask's peer row, not in the peer chain's total.
 
 ``--no-peer`` runs no AstrOmatic tool (the numpy floor of the calibration still runs): the coadd chain's
 peer rows stay empty and no budget or goal is printed.
@@ -139,6 +142,8 @@ COADD_STEPS = [
 ]
 #: the extra rows after the coadd (not in awe's total): the association of dithers of the first chip
 ASSOC_STEPS = ["SourceListTask", "AssociateListTask"]
+#: SourceListTask's peer (not in the peer chain's total): SExtractor on the same regridded frames
+ASSOC_PEER = "SExtractor regr."
 #: the association's goals (the issue): true pairs matched within 1", positions between dithers consistent
 ASSOC_RADIUS = 1.0
 GOAL_PAIRS = 0.99
@@ -388,11 +393,11 @@ def _isolated(stars, radius_arcsec: float) -> np.ndarray:
     return np.array([sum(mags[k] < mags[i] + 5.0 for k in ks if k != i) == 0 for i, ks in enumerate(near)], bool)
 
 
-def pair_figures(truth, frames, lists, al) -> PairFigures:
-    """Compare the association ``al`` of the source lists of two RegriddedFrames with the truth."""
-    from awe.model import Association
+def pair_figures(truth, frames, lists, members, n_matched: int, n_single: int) -> PairFigures:
+    """Compare the association of the source lists (``table()``: SID, X, Y, RA, DEC, FLAGS; ``SLID``) of two
+    RegriddedFrames with the truth; ``members``: its AID, SLID, SID table."""
     from tests._truth import true_pairs
-    p = true_pairs(truth, frames, lists, Association.of(al).table(), FIELD)
+    p = true_pairs(truth, frames, lists, members, FIELD)
     m1, m2, i1 = p["m1"], p["m2"], p["i1"]
     t1, t2 = m1["table"], m2["table"]
     r1, r2 = p["rows1"], p["rows2"]
@@ -417,25 +422,31 @@ def pair_figures(truth, frames, lists, al) -> PairFigures:
                       err2=float(e2[k]), flags1=int(t1["FLAGS"][r1[k]]), flags2=int(t2["FLAGS"][r2[k]]))
                  for k in np.flatnonzero(both & ~same & (snr >= 10))]
     return PairFigures(
-        frames=(str(frames[0].DATE_OBS), str(frames[1].DATE_OBS)), n_matched=int(al.n_matched),
-        n_single=int(al.n_single), pairs=pairs, n_position=int(use.sum()),
+        frames=(str(frames[0].DATE_OBS), str(frames[1].DATE_OBS)), n_matched=int(n_matched),
+        n_single=int(n_single), pairs=pairs, n_position=int(use.sum()),
         offset=(float(np.mean(dra[use])) if use.any() else float("nan"),
                 float(np.mean(ddec[use])) if use.any() else float("nan")),
         rms=(rms(dra[use]), rms(ddec[use]), rms(np.hypot(dra[use], ddec[use]))),
         truth_rms=(rms(e1[use]), rms(e2[use])), unmatched=unmatched)
 
 
+def associated_frames(chip: str, pairs: str = "consecutive") -> list:
+    """The RegriddedFrames of :data:`FIELD` on ``chip`` by DATE-OBS: the first two (``pairs='first'``) or all."""
+    from awe.model import RegriddedFrame
+    frames = sorted((f for f in RegriddedFrame.OBJECT == FIELD if f.chip.name == chip), key=lambda f: f.DATE_OBS)
+    if len(frames) < 2:
+        raise RuntimeError(f"the association: {len(frames)} RegriddedFrame(s) of {FIELD} on {chip}, not two")
+    return frames[:2] if pairs == "first" else frames
+
+
 def awe_association(awe: dict[str, Measure], raw_dir: Path, chip: str, pairs: str = "first") -> list[PairFigures]:
     """SourceListTask of the RegriddedFrames of :data:`FIELD` on ``chip`` and AssociateListTask of the first two
     (``pairs='first'``) or of every consecutive two (``'consecutive'``), each its step in ``awe``; then,
     outside the timing, each association against the truth."""
-    from awe.model import RegriddedFrame
+    from awe.model import Association
     from awe.sim import Truth
     from awe.tasks import AssociateListTask, SourceListTask
-    frames = sorted((f for f in RegriddedFrame.OBJECT == FIELD if f.chip.name == chip), key=lambda f: f.DATE_OBS)
-    if len(frames) < 2:
-        raise RuntimeError(f"awe_association: {len(frames)} RegriddedFrame(s) of {FIELD} on {chip}, not two")
-    frames = frames[:2] if pairs == "first" else frames
+    frames = associated_frames(chip, pairs)
     lists = []
     for frame in frames:
         with measure(awe, "SourceListTask"):
@@ -447,7 +458,75 @@ def awe_association(awe: dict[str, Measure], raw_dir: Path, chip: str, pairs: st
         with measure(awe, "AssociateListTask"):
             (al,) = AssociateListTask(ids=[(two[0].SLID, "s"), (two[1].SLID, "s")], radius=ASSOC_RADIUS,
                                       commit=1).execute()
-        figures.append(pair_figures(truth, frames[k:k + 2], two, al))
+        figures.append(pair_figures(truth, frames[k:k + 2], two, Association.of(al).table(), al.n_matched,
+                                    al.n_single))
+    return figures
+
+
+class _Catalogue:
+    """A SExtractor catalogue of a RegriddedFrame as :func:`pair_figures` reads a source list."""
+
+    def __init__(self, slid: int, table) -> None:
+        self.SLID, self._table = slid, table
+
+    def table(self):
+        return self._table
+
+
+def peer_association(floor: dict[str, Measure], raw_dir: Path, frames: list, outdir: Path,
+                     threads: int) -> list[PairFigures]:
+    """SExtractor on the same RegriddedFrames (their WEIGHT as MAP_WEIGHT, SourceListTask's threshold and
+    deblending; positions XWIN/YWIN through the frame's grid WCS), its step in ``floor``; the catalogues of
+    consecutive frames paired by awe's own one-to-one nearest-first matching (:func:`awe.tasks.sourcelist.
+    associate`, within :data:`ASSOC_RADIUS`: SExtractor has no association) outside the timing, then against
+    the truth as awe's lists. The frames and weights are written out as plain FITS before the timing."""
+    from astropy.table import Table
+
+    from awe.model.sourcelist import SourceListParams
+    from awe.sim import Truth
+    from awe.tasks.sourcelist import associate
+    outdir.mkdir(parents=True, exist_ok=True)
+    share = Path("/usr/share/source-extractor")
+    from bench_gastrom import SEX_PARAMS
+    (outdir / "awe.param").write_text(SEX_PARAMS)
+    inputs = []
+    for k, frame in enumerate(frames):
+        image, weight = outdir / f"regridded_{k}.fits", outdir / f"regridded_{k}.weight.fits"
+        _write(image, frame.load(), frame.wcs().to_header())
+        _write(weight, frame.weight_map())
+        inputs.append((image, weight))
+    threshold = float(SourceListParams.DETECT_THRESHOLD.default)
+    mincont = float(SourceListParams.DEBLEND_MINCONT.default)
+    catalogues, peak = [], 0.0
+    with measure(floor, ASSOC_PEER):
+        for image, weight in inputs:
+            cat = image.with_suffix(".cat")
+            peak = max(peak, _tool(
+                ["source-extractor", str(image), "-c", str(share / "default.sex"), "-CATALOG_TYPE", "FITS_1.0",
+                 "-CATALOG_NAME", str(cat), "-PARAMETERS_NAME", "awe.param", "-FILTER", "Y",
+                 "-FILTER_NAME", str(share / "default.conv"), "-STARNNW_NAME", str(share / "default.nnw"),
+                 "-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(weight),
+                 "-DETECT_THRESH", f"{threshold}", "-ANALYSIS_THRESH", f"{threshold}", "-DETECT_MINAREA", "5",
+                 "-DEBLEND_MINCONT", f"{mincont}", "-BACK_SIZE", "64", "-PIXEL_SCALE", "0",
+                 "-NTHREADS", str(threads), "-VERBOSE_TYPE", "QUIET", "-CHECKIMAGE_TYPE", "NONE"], outdir))
+            catalogues.append(cat)
+    _tool_peak(floor, ASSOC_PEER, peak)
+    lists = []
+    for slid, (frame, cat) in enumerate(zip(frames, catalogues), start=1):
+        t = Table.read(cat, hdu=1)
+        x, y = np.asarray(t["XWIN_IMAGE"], float) - 1.0, np.asarray(t["YWIN_IMAGE"], float) - 1.0
+        ra, dec = frame.wcs().all_pix2world(x, y, 0)
+        lists.append(_Catalogue(slid, Table({"SID": np.asarray(t["NUMBER"], np.int64), "X": x, "Y": y, "RA": ra,
+                                             "DEC": dec, "FLAGS": np.asarray(t["FLAGS"], int)})))
+    truth, figures = Truth(raw_dir), []
+    for k in range(len(frames) - 1):
+        groups = [[{"SLID": np.array([sl.SLID]), "SID": np.array([sid]), "RA": np.array([r]), "DEC": np.array([d]),
+                    "distance": np.array([0.0])} for sid, r, d in zip(*(sl.table()[c] for c in ("SID", "RA", "DEC")))]
+                  for sl in lists[k:k + 2]]
+        rows = associate(groups, ASSOC_RADIUS)
+        sizes = np.bincount(rows["AID"])[1:]
+        figures.append(pair_figures(truth, frames[k:k + 2], lists[k:k + 2], rows, int(np.sum(sizes >= 2)),
+                                    int(np.sum(sizes == 1))))
     return figures
 
 
@@ -571,6 +650,7 @@ class NightResult:
     peer: bool = True                                      # the AstrOmatic chain run (``--no-peer``: not)
     association: list[PairFigures] | None = None           # the association of dithers against the truth
     association_chip: str | None = None
+    peer_association: list[PairFigures] | None = None      # the same with SExtractor's catalogues (``peer``)
 
 
 def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1,
@@ -668,6 +748,9 @@ def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path 
                 frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
                 result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
                 result.peer_frames = len(frames)
+                if assoc is not None:
+                    result.peer_association = peer_association(floor, raw_dir, associated_frames(chips[0], assoc),
+                                                               floor_dir / "peer" / "association", threads)
     finally:
         context.close()
     return result
@@ -694,8 +777,9 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
     counted = [name for name, _ in steps if name != "simulate"]
     awe_wall = sum(awe[s].wall for s in counted)
     awe_cpu = sum(awe[s].cpu for s in counted)
-    floor_wall = sum(m.wall for m in floor.values())
-    floor_cpu = sum(m.cpu for m in floor.values())
+    chain = [m for name, m in floor.items() if name != ASSOC_PEER]  # the peers of the steps in awe's total
+    floor_wall = sum(m.wall for m in chain)
+    floor_cpu = sum(m.cpu for m in chain)
     peer = "peer" if result.until == "coadd" else "floor"
     compared = result.until == "reduce" or result.peer  # the peer chain ran: a budget and a goal
     what = "calibrated and reduced" if result.until == "reduce" else f"calibrated, reduced and coadded ({FIELD})"
@@ -717,10 +801,14 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
     ratios = f"{_ratio(awe_wall, floor_wall):>7s} {_ratio(awe_cpu, floor_cpu):>7s}" if compared else ""
     print(f"{'total (no sim.)':25s} {awe_wall:8.2f}s {awe_cpu:8.2f}s {max(awe[s].peak_mib for s in counted):7.0f}M "
           f"{'':7s} {budget:>8s} | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
-          f"{max(m.peak_mib for m in floor.values()):7.0f}M {'':7s} | {ratios}")
-    for name in ASSOC_STEPS:  # extra rows, not in the total
+          f"{max(m.peak_mib for m in chain):7.0f}M {'':7s} | {ratios}")
+    for name in ASSOC_STEPS:  # extra rows, not in the totals
         if name in awe:
-            print(f"{name:25s} {_cells(awe[name])} {'':7s} {'':>8s} | {'(not in total)':15s}")
+            f = floor.get(ASSOC_PEER) if name == "SourceListTask" else None
+            other = ASSOC_PEER if f else "(not in total)"
+            ratios = f"{_ratio(awe[name].wall, f.wall):>7s} {_ratio(awe[name].cpu, f.cpu):>7s}" if f else ""
+            print(f"{name:25s} {_cells(awe[name])} {'':7s} {'':>8s} | {other:15s} {_cells(f) if f else '':28s} "
+                  f"{'':7s} | {ratios}")
     offsets = [result.floor_medians[name] / median - 1 for name, (_, median) in result.awe_reduced.items()]
     if offsets:
         print(f"reduced sky level (median), floor / awe - 1: {100 * min(offsets):+.2f} % to "
@@ -736,6 +824,8 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
             print(f"the peers' coadd (SWarp): {nx} x {ny} pixels, {result.peer_frames} frames")
         if result.association:
             print_association(result.association, result.association_chip, awe)
+        if result.peer_association:
+            print_association(result.peer_association, result.association_chip, None)
         if result.peer:
             met = "met" if awe_wall <= floor_wall else "not met"
             print(f"goal awe total <= peer chain total: {met} ({awe_wall:.2f} s against {floor_wall:.2f} s, "
@@ -750,11 +840,16 @@ def _fraction(good: int, total: int) -> str:
     return f"{good}/{total} = {100 * good / total:.1f} %" if total else "0/0"
 
 
-def print_association(figures: list[PairFigures], chip: str | None, awe: dict[str, Measure]) -> None:
-    """Per pair of dithers: the counts, the true pairs matched and the position differences, against the goals."""
-    sl, al = awe.get("SourceListTask"), awe.get("AssociateListTask")
-    print(f"association of the dithers of {FIELD} on {chip} within {ASSOC_RADIUS:g}\" ({len(figures)} pair(s); "
-          f"SourceListTask {sl.runs if sl else 0} lists, AssociateListTask {al.runs if al else 0} runs):")
+def print_association(figures: list[PairFigures], chip: str | None, awe: dict[str, Measure] | None) -> None:
+    """Per pair of dithers: the counts, the true pairs matched and the position differences, against the goals
+    (``awe`` None: SExtractor's catalogues)."""
+    if awe is None:
+        print(f"the same with SExtractor's catalogues of the regridded frames, paired by awe's matching within "
+              f"{ASSOC_RADIUS:g}\" ({len(figures)} pair(s)):")
+    else:
+        sl, al = awe.get("SourceListTask"), awe.get("AssociateListTask")
+        print(f"association of the dithers of {FIELD} on {chip} within {ASSOC_RADIUS:g}\" ({len(figures)} pair(s); "
+              f"SourceListTask {sl.runs if sl else 0} lists, AssociateListTask {al.runs if al else 0} runs):")
     for f in figures:
         print(f"  {f.frames[0]} + {f.frames[1]}: {f.n_matched} matched, {f.n_single} single")
         for cut, (good, total) in f.pairs.items():
