@@ -46,8 +46,8 @@ outside any timing):
 Then (``--until coadd``; ``--no-assoc`` leaves it out) awe's association of dithers, measured against the
 simulator's truth (:class:`awe.sim.Truth`), on the first chip of ``--chips``: SourceListTask of the
 RegriddedFrames of :data:`FIELD` (by DATE-OBS) and AssociateListTask (radius 1") of two of their lists --
-every consecutive pair (``--pairs consecutive``, the default: at full size on one chip 24 s for the six
-lists, 0.5 s for the five associations) or the first two dithers only (``--pairs first``).
+every consecutive pair (``--pairs consecutive``, the default: at full size on one chip 19-24 s for the
+six lists, under 1 s for the five associations) or the first two dithers only (``--pairs first``).
 The true pairs are those of ``tests/coadd/test_coadd_sources.py`` (``tests/_truth.py``: :func:`true_pairs`,
 :func:`grid_truth`): true sources of the field on both frames, found (a detection within 1.5 pixels) and
 counted (not at bad or saturated pixels, no brighter true source within 2.5 pixels) on both; matched when
