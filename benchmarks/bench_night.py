@@ -62,6 +62,10 @@ same figures from SExtractor's catalogues of the same regridded frames (their WE
 SourceListTask's threshold and deblending, XWIN/YWIN positions through the frame's WCS), paired by awe's own
 one-to-one matching (SExtractor has no association): SourceListTask's peer row, not in the peer chain's total.
 
+At scale 1/8 the coadd chain needs two chips (``--chips ccd50 ccd51``): one chip's standards give its
+PhotometricParameters a zero-point error just above their 0.02 mag QC limit, and RegridTask refuses the
+frames (at full size one chip is enough).
+
 ``--no-peer`` runs no AstrOmatic tool (the numpy floor of the calibration still runs): the coadd chain's
 peer rows stay empty and no budget or goal is printed.
 

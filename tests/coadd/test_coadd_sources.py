@@ -6,7 +6,8 @@ circular aperture of radius ``max(hypot(FWHM, 1.5 r_eff), 1 pixel)`` from the we
 (``sqrt(area / weight)``: the weight is the inverse variance of a pixel's share of an aperture sum).
 **Counted**: true sources more than 3 pixels inside the image, on pixels with weight > 0 within a pixel, more
 than 6 pixels from a pixel flagged saturated and without a brighter true source within 2.5 pixels; a
-detection is a true source's when it lies within 1.5 pixels of it. (This is the S/N of a small, near-optimal
+detection is a true source's when it lies within 1.5 pixels of it (tests/_truth.py: ``grid_truth``, ``true_pairs``,
+shared with benchmarks/bench_night.py). (This is the S/N of a small, near-optimal
 aperture, as in tests/sources; the lists' own SNR is the AUTO flux's, in the larger Kron aperture: measured 0.28
 of it for faint stars.)
 
