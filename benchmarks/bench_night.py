@@ -43,6 +43,32 @@ outside any timing):
 * CoaddTask | SWarp combining the resampled frames (``-RESAMPLE N``,
   ``COMBINE_TYPE WEIGHTED``).
 
+Then (``--until coadd``; ``--no-assoc`` leaves it out) awe's association of dithers, measured against the
+simulator's truth (:class:`awe.sim.Truth`), on the first chip of ``--chips``: SourceListTask of the
+RegriddedFrames of :data:`FIELD` (by DATE-OBS) and AssociateListTask (radius 1") of two of their lists --
+every consecutive pair (``--pairs consecutive``, the default: at full size on one chip 19-24 s for the
+six lists, under 1 s for the five associations) or the first two dithers only (``--pairs first``).
+The true pairs are those of ``tests/coadd/test_coadd_sources.py`` (``tests/_truth.py``: :func:`true_pairs`,
+:func:`grid_truth`): true sources of the field on both frames, found (a detection within 1.5 pixels) and
+counted (not at bad or saturated pixels, no brighter true source within 2.5 pixels) on both; matched when
+their two detections share an association id. Printed per pair: the associations matched and single, the
+true pairs matched at true S/N >= 10 and >= 20 (count, fraction, against the issue's 99 %), the rms of the
+RA (times cos Dec) and Dec differences between the two detections of matched true stars at S/N >= 20,
+isolated (no true source less than 5 mag fainter within :data:`ISOLATION_ARCSEC`) and unflagged (per axis
+and total, against the issue's 0.05"; with the mean offset and each list's rms against the truth), and the
+unmatched true pairs at S/N >= 10 (their detections' separation and offsets from the truth). Those two
+tasks' wall and CPU times are extra rows of the table, not counted in awe's total. With the peers, the
+same figures from SExtractor's catalogues of the same regridded frames (their WEIGHT as MAP_WEIGHT,
+SourceListTask's threshold and deblending, XWIN/YWIN positions through the frame's WCS), paired by awe's own
+one-to-one matching (SExtractor has no association): SourceListTask's peer row, not in the peer chain's total.
+
+At scale 1/8 the coadd chain needs two chips (``--chips ccd50 ccd51``): one chip's standards give its
+PhotometricParameters a zero-point error just above their 0.02 mag QC limit, and RegridTask refuses the
+frames (at full size one chip is enough).
+
+``--no-peer`` runs no AstrOmatic tool (the numpy floor of the calibration still runs): the coadd chain's
+peer rows stay empty and no budget or goal is printed.
+
 Threads: both sides get ``--threads`` (default 2, the machine's two cores):
 NTHREADS of SExtractor, SCAMP and SWarp, and ``AWE_THREADS`` for awe's
 combinations and RegridTask's resampling (NTHREADS); the rest of awe runs in
@@ -62,7 +88,8 @@ coadds' sizes and whether the goal, awe's total at most the peer chain's, is
 met. No timing is asserted anywhere.
 
     .venv/bin/python benchmarks/bench_night.py [--scale 1] [--chips ccd50 ccd51] [--seed 1] [--raw DIR]
-        [--until reduce|coadd] [--threads 2] [--workers 1] [--workdir DIR]
+        [--until reduce|coadd] [--no-peer] [--no-assoc] [--pairs first|consecutive] [--threads 2]
+        [--workers 1] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -78,6 +105,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -121,6 +149,19 @@ COADD_STEPS = [
     ("RegridTask", "SWarp resample"),
     ("CoaddTask", "SWarp combine"),
 ]
+#: SourceListTask's peer (not in the peer chain's total): SExtractor on the same regridded frames
+ASSOC_PEER = "SExtractor regr."
+#: ... and on the coadd: SourceListTask of awe's coadd against SExtractor on the same file
+COADD_LIST, COADD_PEER = "SourceListTask coadd", "SExtractor coadd"
+#: the extra rows after the coadd (not in the totals), with their peers: the source list of the coadd and the
+#: association of dithers of the first chip
+EXTRA_STEPS = [(COADD_LIST, COADD_PEER), ("SourceListTask", ASSOC_PEER), ("AssociateListTask", None)]
+#: the association's goals (the issue): true pairs matched within 1", positions between dithers consistent
+ASSOC_RADIUS = 1.0
+GOAL_PAIRS = 0.99
+GOAL_POSITION_RMS = 0.05
+#: a true star is isolated when no true source less than 5 mag fainter lies within this [arcsec]
+ISOLATION_ARCSEC = 5.0
 
 
 # ============================================================================ measuring
@@ -385,6 +426,235 @@ def awe_coadd_chain(steps: AweSteps, raw_dir: Path, chips: list[str], standards:
     return coadd, {"astrometry": len(unsolved), "photcat": len(no_standard), "photom": len(no_photom)}
 
 
+# ============================================================================ association of dithers: awe
+@dataclass
+class PairFigures:
+    """The association of two dithers' source lists against the truth."""
+
+    frames: tuple[str, str]                  # the two RegriddedFrames' DATE-OBS
+    n_matched: int                           # associations with a member of each list
+    n_single: int                            # associations of one source
+    pairs: dict[int, tuple[int, int]]        # S/N cut -> (true pairs matched, true pairs)
+    n_position: int                          # isolated unflagged true stars at S/N >= 20 matched: the rms's
+    offset: tuple[float, float]              # mean RA cos Dec, Dec difference (2 - 1) [arcsec]
+    rms: tuple[float, float, float]          # rms of the RA cos Dec, Dec, total difference [arcsec]
+    truth_rms: tuple[float, float]           # each list's total rms against the true positions, same stars
+    unmatched: list[dict]                    # the true pairs at S/N >= 10 not matched
+
+
+def _sky_offsets(ra: np.ndarray, dec: np.ndarray, ra0: np.ndarray, dec0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(RA - RA0) cos Dec0 and Dec - Dec0 [arcsec] (RA wrapped to +-180 degrees)."""
+    dra = (np.asarray(ra, float) - np.asarray(ra0, float) + 180.0) % 360.0 - 180.0
+    return dra * np.cos(np.radians(dec0)) * 3600.0, (np.asarray(dec, float) - np.asarray(dec0, float)) * 3600.0
+
+
+def _isolated(stars, radius_arcsec: float) -> np.ndarray:
+    """True sources with no other true source less than 5 mag fainter within ``radius_arcsec``."""
+    from scipy.spatial import cKDTree
+    mags = np.asarray(stars["mag_R"], float)
+    dec0 = float(np.median(np.asarray(stars["dec"], float)))
+    xy = np.column_stack([np.asarray(stars["ra"], float) * np.cos(np.radians(dec0)),
+                          np.asarray(stars["dec"], float)]) * 3600.0
+    near = cKDTree(xy).query_ball_point(xy, radius_arcsec)
+    return np.array([sum(mags[k] < mags[i] + 5.0 for k in ks if k != i) == 0 for i, ks in enumerate(near)], bool)
+
+
+def pair_figures(truth, frames, lists, members, n_matched: int, n_single: int) -> PairFigures:
+    """Compare the association of the source lists (``table()``: SID, X, Y, RA, DEC, FLAGS; ``SLID``) of two
+    RegriddedFrames with the truth; ``members``: its AID, SLID, SID table."""
+    from tests._truth import true_pairs
+    p = true_pairs(truth, frames, lists, members, FIELD)
+    m1, m2, i1 = p["m1"], p["m2"], p["i1"]
+    t1, t2 = m1["table"], m2["table"]
+    r1, r2 = p["rows1"], p["rows2"]
+    both, same, snr = p["both"], p["same"], p["snr"]
+    pairs = {cut: (int((both & same & (snr >= cut)).sum()), int((both & (snr >= cut)).sum())) for cut in (10, 20)}
+    stars = m1["stars"][i1]
+    star = np.asarray(stars["kind"]) == "star"
+    flags = (np.asarray(t1["FLAGS"], int)[r1] == 0) & (np.asarray(t2["FLAGS"], int)[r2] == 0)
+    use = both & same & (snr >= 20) & star & flags & _isolated(m1["stars"], ISOLATION_ARCSEC)[i1]
+    ra1, dec1 = np.asarray(t1["RA"], float)[r1], np.asarray(t1["DEC"], float)[r1]
+    ra2, dec2 = np.asarray(t2["RA"], float)[r2], np.asarray(t2["DEC"], float)[r2]
+    tra, tdec = np.asarray(stars["ra"], float), np.asarray(stars["dec"], float)
+    dra, ddec = _sky_offsets(ra2, dec2, ra1, dec1)
+    e1 = np.hypot(*_sky_offsets(ra1, dec1, tra, tdec))
+    e2 = np.hypot(*_sky_offsets(ra2, dec2, tra, tdec))
+
+    def rms(v: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(v ** 2))) if v.size else float("nan")
+
+    unmatched = [dict(id=int(stars["id"][k]), kind=str(stars["kind"][k]), mag=float(stars["mag_R"][k]),
+                      snr=float(snr[k]), separation=float(np.hypot(dra[k], ddec[k])), err1=float(e1[k]),
+                      err2=float(e2[k]), flags1=int(t1["FLAGS"][r1[k]]), flags2=int(t2["FLAGS"][r2[k]]))
+                 for k in np.flatnonzero(both & ~same & (snr >= 10))]
+    return PairFigures(
+        frames=(str(frames[0].DATE_OBS), str(frames[1].DATE_OBS)), n_matched=int(n_matched),
+        n_single=int(n_single), pairs=pairs, n_position=int(use.sum()),
+        offset=(float(np.mean(dra[use])) if use.any() else float("nan"),
+                float(np.mean(ddec[use])) if use.any() else float("nan")),
+        rms=(rms(dra[use]), rms(ddec[use]), rms(np.hypot(dra[use], ddec[use]))),
+        truth_rms=(rms(e1[use]), rms(e2[use])), unmatched=unmatched)
+
+
+def associated_frames(chip: str, pairs: str = "consecutive") -> list:
+    """The RegriddedFrames of :data:`FIELD` on ``chip`` by DATE-OBS: the first two (``pairs='first'``) or all."""
+    from awe.model import RegriddedFrame
+    frames = sorted((f for f in RegriddedFrame.OBJECT == FIELD if f.chip.name == chip), key=lambda f: f.DATE_OBS)
+    if len(frames) < 2:
+        raise RuntimeError(f"the association: {len(frames)} RegriddedFrame(s) of {FIELD} on {chip}, not two")
+    return frames[:2] if pairs == "first" else frames
+
+
+def awe_association(awe: dict[str, Measure], raw_dir: Path, chip: str, pairs: str = "first") -> list[PairFigures]:
+    """SourceListTask of the RegriddedFrames of :data:`FIELD` on ``chip`` and AssociateListTask of the first two
+    (``pairs='first'``) or of every consecutive two (``'consecutive'``), each its step in ``awe``; then,
+    outside the timing, each association against the truth."""
+    from awe.model import Association
+    from awe.sim import Truth
+    from awe.tasks import AssociateListTask, SourceListTask
+    frames = associated_frames(chip, pairs)
+    lists = []
+    for frame in frames:
+        with measure(awe, "SourceListTask"):
+            (sl,) = SourceListTask(filenames=[frame.filename], commit=1).execute()
+        lists.append(sl)
+    truth, figures = Truth(raw_dir), []
+    for k in range(len(frames) - 1):
+        two = lists[k:k + 2]
+        with measure(awe, "AssociateListTask"):
+            (al,) = AssociateListTask(ids=[(two[0].SLID, "s"), (two[1].SLID, "s")], radius=ASSOC_RADIUS,
+                                      commit=1).execute()
+        figures.append(pair_figures(truth, frames[k:k + 2], two, Association.of(al).table(), al.n_matched,
+                                    al.n_single))
+    return figures
+
+
+class _Catalogue:
+    """A SExtractor catalogue of a RegriddedFrame as :func:`pair_figures` reads a source list."""
+
+    def __init__(self, slid: int, table) -> None:
+        self.SLID, self._table = slid, table
+
+    def table(self):
+        return self._table
+
+
+def _sextractor(image: Path, weight: Path, catalogue: Path, outdir: Path, threads: int) -> float:
+    """SExtractor on a grid image (regridded frame, coadd) as SourceListTask measures it: the weight as
+    MAP_WEIGHT, SourceListTask's threshold and deblending, minarea 5, a 64-pixel background; its peak memory."""
+    from bench_gastrom import SEX_PARAMS
+
+    from awe.model.sourcelist import SourceListParams
+    share = Path("/usr/share/source-extractor")
+    (outdir / "awe.param").write_text(SEX_PARAMS)
+    threshold = float(SourceListParams.DETECT_THRESHOLD.default)
+    mincont = float(SourceListParams.DEBLEND_MINCONT.default)
+    return _tool(["source-extractor", str(image), "-c", str(share / "default.sex"), "-CATALOG_TYPE", "FITS_1.0",
+                  "-CATALOG_NAME", str(catalogue), "-PARAMETERS_NAME", "awe.param", "-FILTER", "Y",
+                  "-FILTER_NAME", str(share / "default.conv"), "-STARNNW_NAME", str(share / "default.nnw"),
+                  "-WEIGHT_TYPE", "MAP_WEIGHT", "-WEIGHT_IMAGE", str(weight),
+                  "-DETECT_THRESH", f"{threshold}", "-ANALYSIS_THRESH", f"{threshold}", "-DETECT_MINAREA", "5",
+                  "-DEBLEND_MINCONT", f"{mincont}", "-BACK_SIZE", "64", "-PIXEL_SCALE", "0",
+                  "-NTHREADS", str(threads), "-VERBOSE_TYPE", "QUIET", "-CHECKIMAGE_TYPE", "NONE"], outdir)
+
+
+def _catalogue(slid: int, frame: Any, path: Path) -> "_Catalogue":
+    """A SExtractor catalogue of a grid image as the truth matching reads a source list (0-based X, Y)."""
+    from astropy.table import Table
+    t = Table.read(path, hdu=1)
+    x, y = np.asarray(t["XWIN_IMAGE"], float) - 1.0, np.asarray(t["YWIN_IMAGE"], float) - 1.0
+    ra, dec = frame.wcs().all_pix2world(x, y, 0)
+    flux, err = np.asarray(t["FLUX_AUTO"], float), np.asarray(t["FLUXERR_AUTO"], float)
+    return _Catalogue(slid, Table({"SID": np.asarray(t["NUMBER"], np.int64), "X": x, "Y": y, "RA": ra, "DEC": dec,
+                                   "FLAGS": np.asarray(t["FLAGS"], int),
+                                   "SNR": np.where(err > 0, flux / np.where(err > 0, err, 1.0), 0.0)}))
+
+
+@dataclass
+class ListFigures:
+    """A source list of the coadd against the truth (``tests/_truth.py`` :func:`grid_truth`, as
+    ``tests/coadd/test_coadd_sources.py`` scores it)."""
+
+    n_sources: int
+    n_true: int            # counted true sources at true S/N >= 10
+    n_found: int           # of those, found (a detection within 1.5 pixels)
+    spurious: int          # detections at S/N >= 10 (not on masked pixels) more than 2 pixels from any true source
+    n_bright: int          # detections at S/N >= 10 not on masked pixels
+    m50: float             # R where the completeness of the counted true sources falls below 50 %
+
+
+def list_figures(truth: Any, coadd: Any, sl: Any) -> ListFigures:
+    from tests._truth import grid_truth
+    m = grid_truth(truth, coadd, sl, float(coadd.seeing), FIELD)
+    sel = m["counted"] & (m["snr"] >= 10)
+    snr = np.asarray(m["table"]["SNR"], float)
+    bright = (snr >= 10) & ~m["det_masked"]
+    mag, hit = np.asarray(m["stars"]["mag_R"], float)[m["counted"]], m["found"][m["counted"]]
+    edges = np.arange(16.0, 27.0, 0.25)
+    rate = np.array([hit[(mag >= a) & (mag < a + 0.25)].mean() if np.any((mag >= a) & (mag < a + 0.25)) else 0.0
+                     for a in edges])
+    return ListFigures(len(m["table"]), int(sel.sum()), int(np.sum(m["found"][sel])),
+                       int(np.sum(bright & (m["d_det"] > 2.0))), int(bright.sum()),
+                       float(edges[np.argmax(rate < 0.5)] + 0.125))
+
+
+def coadd_sources(awe: dict[str, Measure], floor: dict[str, Measure] | None, raw_dir: Path, coadd: Any,
+                  outdir: Path, threads: int) -> tuple[ListFigures, ListFigures | None]:
+    """SourceListTask (commit=1) of awe's coadd, and (``floor`` given) SExtractor on the same coadd and weight
+    (written out as plain FITS before the timing), both against the truth."""
+    from awe.sim import Truth
+    from awe.tasks import SourceListTask
+    truth = Truth(raw_dir)
+    with measure(awe, COADD_LIST):
+        (sl,) = SourceListTask(filenames=[coadd.filename], commit=1).execute()
+    ours = list_figures(truth, coadd, sl)
+    if floor is None:
+        return ours, None
+    outdir.mkdir(parents=True, exist_ok=True)
+    image, weight, cat = outdir / "coadd.fits", outdir / "coadd.weight.fits", outdir / "coadd.cat"
+    _write(image, coadd.load(), coadd.wcs().to_header())
+    _write(weight, coadd.weight_map())
+    with measure(floor, COADD_PEER):
+        peak = _sextractor(image, weight, cat, outdir, threads)
+    _tool_peak(floor, COADD_PEER, peak)
+    return ours, list_figures(truth, coadd, _catalogue(0, coadd, cat))
+
+
+def peer_association(floor: dict[str, Measure], raw_dir: Path, frames: list, outdir: Path,
+                     threads: int) -> list[PairFigures]:
+    """SExtractor on the same RegriddedFrames (their WEIGHT as MAP_WEIGHT, SourceListTask's threshold and
+    deblending; positions XWIN/YWIN through the frame's grid WCS), its step in ``floor``; the catalogues of
+    consecutive frames paired by awe's own one-to-one nearest-first matching (:func:`awe.tasks.sourcelist.
+    associate`, within :data:`ASSOC_RADIUS`: SExtractor has no association) outside the timing, then against
+    the truth as awe's lists. The frames and weights are written out as plain FITS before the timing."""
+    from awe.sim import Truth
+    from awe.tasks.sourcelist import associate
+    outdir.mkdir(parents=True, exist_ok=True)
+    inputs = []
+    for k, frame in enumerate(frames):
+        image, weight = outdir / f"regridded_{k}.fits", outdir / f"regridded_{k}.weight.fits"
+        _write(image, frame.load(), frame.wcs().to_header())
+        _write(weight, frame.weight_map())
+        inputs.append((image, weight))
+    catalogues, peak = [], 0.0
+    with measure(floor, ASSOC_PEER):
+        for image, weight in inputs:
+            catalogues.append(image.with_suffix(".cat"))
+            peak = max(peak, _sextractor(image, weight, catalogues[-1], outdir, threads))
+    _tool_peak(floor, ASSOC_PEER, peak)
+    lists = [_catalogue(slid, frame, cat) for slid, (frame, cat) in enumerate(zip(frames, catalogues), start=1)]
+    truth, figures = Truth(raw_dir), []
+    for k in range(len(frames) - 1):
+        groups = [[{"SLID": np.array([sl.SLID]), "SID": np.array([sid]), "RA": np.array([r]), "DEC": np.array([d]),
+                    "distance": np.array([0.0])} for sid, r, d in zip(*(sl.table()[c] for c in ("SID", "RA", "DEC")))]
+                  for sl in lists[k:k + 2]]
+        rows = associate(groups, ASSOC_RADIUS)
+        sizes = np.bincount(rows["AID"])[1:]
+        figures.append(pair_figures(truth, frames[k:k + 2], lists[k:k + 2], rows, int(np.sum(sizes >= 2)),
+                                    int(np.sum(sizes == 1))))
+    return figures
+
+
 # ============================================================================ to the coadd: the AstrOmatic peers
 def _vmhwm_mib(pid: int, program: str) -> float:
     """The peak resident size of process ``pid`` once it runs ``program`` (0 before its exec or after its exit)."""
@@ -502,19 +772,26 @@ class NightResult:
     peer_coadd: Path | None = None                         # the peer chain's coadd (SWarp)
     peer_frames: int = 0                                   # frames the peer chain coadded
     skipped: dict[str, int] | None = None                  # frames awe's chain left out (TaskError), per step
+    peer: bool = True                                      # the AstrOmatic chain run (``--no-peer``: not)
+    association: list[PairFigures] | None = None           # the association of dithers against the truth
+    association_chip: str | None = None
+    peer_association: list[PairFigures] | None = None      # the same with SExtractor's catalogues (``peer``)
     workers: int = 1                                       # awe's steps: here (1) or on a DPU pool of this many
+    coadd_lists: tuple[ListFigures, ListFigures | None] | None = None  # the coadd's source lists: awe's, SExtractor's
 
 
 def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, seed: int = 1,
-              raw: Path | None = None, until: str = "coadd", threads: int = 2, workers: int = 1) -> NightResult:
+              raw: Path | None = None, until: str = "coadd", threads: int = 2, peer: bool = True,
+              assoc: str | None = "consecutive", workers: int = 1) -> NightResult:
     """Simulate the night into ``root`` (or take the one in ``raw``), put it through awe and through the floor,
-    to ReduceTask (``until='reduce'``) or to the coadd of :data:`FIELD` (then the peers: AstrOmatic tools
-    with ``threads`` threads)."""
+    to ReduceTask (``until='reduce'``) or to the coadd of :data:`FIELD` (then, unless ``peer`` is false, the
+    peers: AstrOmatic tools with ``threads`` threads; and unless ``assoc`` is None, the association of the
+    dithers of the first chip, ``assoc`` the pairs: 'first' or 'consecutive')."""
     chips = list(chips or [c.name for c in WFI.chips])
     before = os.environ.get("AWE_THREADS")
     os.environ["AWE_THREADS"] = str(threads)  # awe's combinations: the AstrOmatic tools' NTHREADS
     try:
-        return _run_night(root, scale, chips, seed, raw, until, threads, workers)
+        return _run_night(root, scale, chips, seed, raw, until, threads, peer, assoc, workers)
     finally:  # the caller's environment as it was (the smoke test runs inside the test suite)
         if before is None:
             os.environ.pop("AWE_THREADS", None)
@@ -523,7 +800,7 @@ def run_night(root: Path, scale: float = 1.0, chips: list[str] | None = None, se
 
 
 def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path | None, until: str,
-               threads: int, workers: int) -> NightResult:
+               threads: int, peer: bool, assoc: str | None, workers: int) -> NightResult:
     awe, floor = {}, {}
     with measure(awe, "simulate"):
         if raw is None:
@@ -578,16 +855,26 @@ def _run_night(root: Path, scale: float, chips: list[str], seed: int, raw: Path 
                 awe_reduced[product.raw.filename] = (data.shape, float(np.median(data)))
         floor_medians = {name: float(np.median(fits.getdata(path))) for name, path in floor_reduced.items()}
         result = NightResult(awe, floor, awe_reduced, floor_reduced, floor_medians,
-                             sum(p.stat().st_size for p in raw_files), until, threads, workers=workers)
+                             sum(p.stat().st_size for p in raw_files), until, threads, peer=peer,
+                             workers=workers)
         if until == "coadd":
             field = [p for p in science if kinds[p] == "OBJECT" and fits.getval(p, "OBJECT").strip() == FIELD]
             standards = [p for p in science if kinds[p] == "STD"]
             coadd, result.skipped = awe_coadd_chain(steps, raw_dir, chips, standards, field, scale)
             data = coadd.load()  # outside the timing: what the table reports of it
             result.awe_coadd = (data.shape, int(coadd.n_inputs))
-            frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
-            result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
-            result.peer_frames = len(frames)
+            result.coadd_lists = coadd_sources(awe, floor if peer else None, raw_dir, coadd,
+                                               floor_dir / "peer" / "coadd-sources", threads)
+            if assoc is not None:
+                result.association = awe_association(awe, raw_dir, chips[0], assoc)
+                result.association_chip = chips[0]
+            if peer:
+                frames = [floor_reduced[f"{p.stem}_{WFI.chip(c).index}.fits"] for c in chips for p in field]
+                result.peer_coadd = peer_coadd_chain(floor, raw_dir, frames, floor_dir / "peer", scale, threads)
+                result.peer_frames = len(frames)
+                if assoc is not None:
+                    result.peer_association = peer_association(floor, raw_dir, associated_frames(chips[0], assoc),
+                                                               floor_dir / "peer" / "association", threads)
     finally:
         steps.close()
         context.close()
@@ -615,13 +902,16 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
     counted = [name for name, _ in steps if name != "simulate"]
     awe_wall = sum(awe[s].wall for s in counted)
     awe_cpu = sum(awe[s].cpu for s in counted)
-    floor_wall = sum(m.wall for m in floor.values())
-    floor_cpu = sum(m.cpu for m in floor.values())
+    chain = [m for name, m in floor.items() if name != ASSOC_PEER]  # the peers of the steps in awe's total
+    floor_wall = sum(m.wall for m in chain)
+    floor_cpu = sum(m.cpu for m in chain)
     peer = "peer" if result.until == "coadd" else "floor"
+    compared = result.until == "reduce" or result.peer  # the peer chain ran: a budget and a goal
     what = "calibrated and reduced" if result.until == "reduce" else f"calibrated, reduced and coadded ({FIELD})"
     print(f"the course night at scale {scale:g}: {len(chips)} chip(s) {what} ({', '.join(chips)}), "
           f"raw {result.raw_bytes / 1e9:.2f} GB, {len(result.awe_reduced)} frames reduced; {os.cpu_count()} cores"
-          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" else "")
+          + (f"; AstrOmatic tools NTHREADS {result.threads}" if result.until == "coadd" and result.peer else "")
+          + ("; no AstrOmatic peers (--no-peer)" if not compared else "")
           + (f"; awe's steps as DPU jobs on {result.workers} one-thread worker processes" if result.workers > 1
              else "; awe's steps in this process"))
     print(f"{'step':25s} {'awe wall':>9s} {'CPU':>9s} {'peak':>8s} {'share':>7s} {'budget':>8s} | {peer:15s} "
@@ -630,14 +920,22 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
         a, f = awe[name], floor.get(other) if other else None
         share = "" if name == "simulate" else _share(a, awe_wall)
         # the budget: the peer chain's total split in proportion to awe's shares
-        budget = "" if name == "simulate" else f"{floor_wall * a.wall / awe_wall:7.2f}s"
+        budget = "" if name == "simulate" or not compared else f"{floor_wall * a.wall / awe_wall:7.2f}s"
         ratios = f"{_ratio(a.wall, f.wall):>7s} {_ratio(a.cpu, f.cpu):>7s}" if f else ""
         print(f"{name:25s} {_cells(a)} {share:>7s} {budget:>8s} | {(other or '–'):15s} {_cells(f)} "
               f"{_share(f, floor_wall):>7s} | {ratios}")
+    budget = f"{floor_wall:7.2f}s" if compared else ""
+    ratios = f"{_ratio(awe_wall, floor_wall):>7s} {_ratio(awe_cpu, floor_cpu):>7s}" if compared else ""
     print(f"{'total (no sim.)':25s} {awe_wall:8.2f}s {awe_cpu:8.2f}s {max(awe[s].peak_mib for s in counted):7.0f}M "
-          f"{'':7s} {floor_wall:7.2f}s | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
-          f"{max(m.peak_mib for m in floor.values()):7.0f}M {'':7s} | {_ratio(awe_wall, floor_wall):>7s} "
-          f"{_ratio(awe_cpu, floor_cpu):>7s}")
+          f"{'':7s} {budget:>8s} | {'':15s} {floor_wall:8.2f}s {floor_cpu:8.2f}s "
+          f"{max(m.peak_mib for m in chain):7.0f}M {'':7s} | {ratios}")
+    for name, peer_step in EXTRA_STEPS:  # extra rows, not in the totals
+        if name in awe:
+            f = floor.get(peer_step) if peer_step else None
+            other = peer_step if f else "(not in total)"
+            ratios = f"{_ratio(awe[name].wall, f.wall):>7s} {_ratio(awe[name].cpu, f.cpu):>7s}" if f else ""
+            print(f"{name:25s} {_cells(awe[name])} {'':7s} {'':>8s} | {other:15s} {_cells(f) if f else '':28s} "
+                  f"{'':7s} | {ratios}")
     offsets = [result.floor_medians[name] / median - 1 for name, (_, median) in result.awe_reduced.items()]
     if offsets:
         print(f"reduced sky level (median), floor / awe - 1: {100 * min(offsets):+.2f} % to "
@@ -651,11 +949,61 @@ def print_table(result: NightResult, scale: float, chips: list[str]) -> None:
         if result.peer_coadd is not None and result.peer_coadd.is_file():
             ny, nx = fits.getdata(result.peer_coadd).shape
             print(f"the peers' coadd (SWarp): {nx} x {ny} pixels, {result.peer_frames} frames")
-        met = "met" if awe_wall <= floor_wall else "not met"
-        print(f"goal awe total <= peer chain total: {met} ({awe_wall:.2f} s against {floor_wall:.2f} s, "
-              f"awe / peer {awe_wall / floor_wall:.2f})")
+        if result.coadd_lists:
+            for who, f in zip(("SourceListTask", "SExtractor"), result.coadd_lists):
+                if f is not None:
+                    print(f"{who} on awe's coadd: {f.n_sources} sources; {_fraction(f.n_found, f.n_true)} of the "
+                          f"counted true sources at S/N >= 10 found; spurious at S/N >= 10: {f.spurious} of "
+                          f"{f.n_bright}; 50 %-completeness R = {f.m50:.2f}")
+        if result.association:
+            print_association(result.association, result.association_chip, awe)
+        if result.peer_association:
+            print_association(result.peer_association, result.association_chip, None)
+        if result.peer:
+            met = "met" if awe_wall <= floor_wall else "not met"
+            print(f"goal awe total <= peer chain total: {met} ({awe_wall:.2f} s against {floor_wall:.2f} s, "
+                  f"awe / peer {awe_wall / floor_wall:.2f})")
+        else:
+            print("the AstrOmatic peer chain was not run (--no-peer): no budget, no goal")
     print(f"process peak resident memory (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} "
           f"MiB; CPU includes children")
+
+
+def _fraction(good: int, total: int) -> str:
+    return f"{good}/{total} = {100 * good / total:.1f} %" if total else "0/0"
+
+
+def print_association(figures: list[PairFigures], chip: str | None, awe: dict[str, Measure] | None) -> None:
+    """Per pair of dithers: the counts, the true pairs matched and the position differences, against the goals
+    (``awe`` None: SExtractor's catalogues)."""
+    if awe is None:
+        print(f"the same with SExtractor's catalogues of the regridded frames, paired by awe's matching within "
+              f"{ASSOC_RADIUS:g}\" ({len(figures)} pair(s)):")
+    else:
+        sl, al = awe.get("SourceListTask"), awe.get("AssociateListTask")
+        print(f"association of the dithers of {FIELD} on {chip} within {ASSOC_RADIUS:g}\" ({len(figures)} pair(s); "
+              f"SourceListTask {sl.runs if sl else 0} lists, AssociateListTask {al.runs if al else 0} runs):")
+    for f in figures:
+        print(f"  {f.frames[0]} + {f.frames[1]}: {f.n_matched} matched, {f.n_single} single")
+        for cut, (good, total) in f.pairs.items():
+            met = "met" if total and good / total >= GOAL_PAIRS else "not met"
+            print(f"    true pairs matched at S/N >= {cut}: {_fraction(good, total)} "
+                  f"(goal >= {100 * GOAL_PAIRS:.0f} %: {met})")
+        met = "met" if f.rms[2] < GOAL_POSITION_RMS else "not met"
+        print(f"    positions between the dithers, {f.n_position} isolated unflagged true stars at S/N >= 20: rms "
+              f"RA cos Dec {f.rms[0]:.4f}\", Dec {f.rms[1]:.4f}\", total {f.rms[2]:.4f}\" (goal < "
+              f"{GOAL_POSITION_RMS:g}\": {met}); mean offset {f.offset[0]:+.4f}\", {f.offset[1]:+.4f}\"; "
+              f"against the truth {f.truth_rms[0]:.4f}\" and {f.truth_rms[1]:.4f}\" total rms")
+        for u in f.unmatched[:10]:
+            print(f"    unmatched true pair: {u['kind']} {u['id']} R {u['mag']:.2f} S/N {u['snr']:.1f}: detections "
+                  f"{u['separation']:.2f}\" apart, {u['err1']:.2f}\" and {u['err2']:.2f}\" from the truth, FLAGS "
+                  f"{u['flags1']} {u['flags2']}")
+    if len(figures) > 1:
+        for cut in (10, 20):
+            good, total = (sum(f.pairs[cut][i] for f in figures) for i in (0, 1))
+            print(f"  all pairs: true pairs matched at S/N >= {cut}: {_fraction(good, total)}")
+        worst = max(f.rms[2] for f in figures)
+        print(f"  all pairs: position rms (total) {min(f.rms[2] for f in figures):.4f}\" to {worst:.4f}\"")
 
 
 def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> NightResult:
@@ -669,6 +1017,11 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
                         "--scale): not simulated again")
     parser.add_argument("--until", choices=("reduce", "coadd"), default="coadd", help="the last step: ReduceTask "
                         "(no AstrOmatic tools needed) or the coadd of 3C273 (default)")
+    parser.add_argument("--no-peer", action="store_true", help="run no AstrOmatic tool (the coadd chain's peers; "
+                        "the calibration's numpy floor still runs)")
+    parser.add_argument("--no-assoc", action="store_true", help="no association of dithers after the coadd")
+    parser.add_argument("--pairs", choices=("first", "consecutive"), default="consecutive", help="the dithers "
+                        "associated (first chip): every consecutive two (default) or the first two")
     parser.add_argument("--threads", type=int, default=2, help="NTHREADS of SExtractor, SCAMP and SWarp "
                         "(default 2: the machine's two cores, as awe's libraries use)")
     parser.add_argument("--workers", type=int, default=1, help="awe's steps in this process (1, default) or as DPU "
@@ -680,12 +1033,12 @@ def main(argv: list[str] | None = None, workdir: str | Path | None = None) -> Ni
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
         result = run_night(Path(workdir), args.scale, args.chips, args.seed, args.raw, args.until, args.threads,
-                           args.workers)
+                           not args.no_peer, None if args.no_assoc else args.pairs, args.workers)
         print_table(result, args.scale, args.chips)
     else:
         with tempfile.TemporaryDirectory(prefix="awe-bench-night-") as tmp:
             result = run_night(Path(tmp), args.scale, args.chips, args.seed, args.raw, args.until, args.threads,
-                               args.workers)
+                               not args.no_peer, None if args.no_assoc else args.pairs, args.workers)
             print_table(result, args.scale, args.chips)  # the coadds still there
     return result
 

@@ -6,7 +6,8 @@ circular aperture of radius ``max(hypot(FWHM, 1.5 r_eff), 1 pixel)`` from the we
 (``sqrt(area / weight)``: the weight is the inverse variance of a pixel's share of an aperture sum).
 **Counted**: true sources more than 3 pixels inside the image, on pixels with weight > 0 within a pixel, more
 than 6 pixels from a pixel flagged saturated and without a brighter true source within 2.5 pixels; a
-detection is a true source's when it lies within 1.5 pixels of it. (This is the S/N of a small, near-optimal
+detection is a true source's when it lies within 1.5 pixels of it (tests/_truth.py: ``grid_truth``, ``true_pairs``,
+shared with benchmarks/bench_night.py). (This is the S/N of a small, near-optimal
 aperture, as in tests/sources; the lists' own SNR is the AUTO flux's, in the larger Kron aperture: measured 0.28
 of it for faint stars.)
 
@@ -21,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from awe.model import (Association, CoaddedRegriddedFrame, RawScienceFrame, RegridGrid, RegriddedFrame,
                        SourceList)
 from awe.tasks import AssociateListTask, SourceListTask, TaskError
 from tests._factory import db_state
+from tests._truth import grid_truth, true_pairs
 
 FIELD = "3C273"
 #: completeness at true S/N >= 10 on the coadd (measured 0.941 of 950; the issue's >= 90 %); the
@@ -80,43 +81,9 @@ def regridded_lists(regridded):
     return [by_image[f.filename] for f in regridded]
 
 
-def _truth(truth, image, sl, seeing_arcsec):
-    """True sources on a grid image with their true S/N, which count, and the matches with the list."""
-    stars = truth.stars(field=FIELD)
-    wcs = image.wcs()
-    x, y = wcs.all_world2pix(np.asarray(stars["ra"], float), np.asarray(stars["dec"], float), 0)
-    weight, flags = image.weight_map(), image.flag_map()
-    ny, nx = weight.shape
-    inside = (x > 3) & (x < nx - 4) & (y > 3) & (y < ny - 4)
-    stars, x, y = stars[inside], x[inside], y[inside]
-    scale = float(image.pixel_scale)
-    galaxy = np.asarray(stars["kind"]) == "galaxy"
-    r_eff = np.where(galaxy, np.nan_to_num(np.asarray(stars["r_eff_arcsec"], float)), 0.0) / scale
-    radius = np.maximum(np.hypot(seeing_arcsec / scale, 1.5 * r_eff), 1.0)
-    ix, iy = np.rint(x).astype(int), np.rint(y).astype(int)
-    flux = 10.0 ** (-0.4 * (np.asarray(stars["mag_R"], float) - float(image.zeropoint)))
-    w = weight[iy, ix]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = np.where(w > 0, flux / np.sqrt(math.pi * radius ** 2 / np.where(w > 0, w, 1.0)), 0.0)
-    bad = ndi.binary_dilation(weight <= 0, iterations=1)
-    saturated = ndi.binary_dilation((flags & 4) != 0, iterations=6)
-    tree = cKDTree(np.column_stack([x, y]))
-    crowded = np.array([any(flux[k] > flux[i] for k in near if k != i)
-                        for i, near in enumerate(tree.query_ball_point(np.column_stack([x, y]), 2.5))], dtype=bool)
-    counted = ~bad[iy, ix] & ~saturated[iy, ix] & ~crowded
-    table = sl.table()
-    det = np.column_stack([np.asarray(table["X"], float), np.asarray(table["Y"], float)])
-    d_true, j_true = cKDTree(det).query(np.column_stack([x, y]))
-    d_det, _ = tree.query(det)
-    dx = np.clip(np.rint(det[:, 0]).astype(int), 0, nx - 1)
-    dy = np.clip(np.rint(det[:, 1]).astype(int), 0, ny - 1)
-    return dict(stars=stars, x=x, y=y, snr=snr, counted=counted, galaxy=galaxy, found=d_true < 1.5, match=j_true,
-                table=table, d_det=d_det, det_masked=saturated[dy, dx] | bad[dy, dx], flux=flux)
-
-
 @pytest.fixture(scope="module")
 def coadd_truth(coadd_night, coadd, coadd_list):
-    return _truth(coadd_night.truth, coadd, coadd_list, float(coadd.seeing))
+    return grid_truth(coadd_night.truth, coadd, coadd_list, float(coadd.seeing), FIELD)
 
 
 # ============================================================================ 1. the coadd's source list
@@ -217,16 +184,8 @@ def test_associate_two_dithers(coadd_night, regridded, regridded_lists):
     sl1, sl2 = regridded_lists
     (al,) = AssociateListTask(ids=[(sl1.SLID, 's'), (sl2.SLID, 's')], commit=1).execute()
     assert al.n_lists == 2 and al.n_matched > 100 and al.search_distance == pytest.approx(1.0)
-    members = Association.of(al).table()
-    aid = {(int(s), int(i)): int(a) for a, s, i in zip(members["AID"], members["SLID"], members["SID"])}
-    m1, m2 = (_truth(coadd_night.truth, f, sl, float(f.seeing)) for f, sl in zip(regridded, regridded_lists))
-    ids1, ids2 = np.asarray(m1["stars"]["id"]), np.asarray(m2["stars"]["id"])
-    common, i1, i2 = np.intersect1d(ids1, ids2, return_indices=True)
-    both = m1["found"][i1] & m2["found"][i2] & m1["counted"][i1] & m2["counted"][i2]
-    sid1 = np.asarray(m1["table"]["SID"])[m1["match"][i1]]
-    sid2 = np.asarray(m2["table"]["SID"])[m2["match"][i2]]
-    same = np.array([aid[(sl1.SLID, int(a))] == aid[(sl2.SLID, int(b))] for a, b in zip(sid1, sid2)])
-    snr = np.minimum(m1["snr"][i1], m2["snr"][i2])
+    pairs = true_pairs(coadd_night.truth, regridded, regridded_lists, Association.of(al).table(), FIELD)
+    both, same, snr = pairs["both"], pairs["same"], pairs["snr"]
     rates = {}
     for cut in (10.0, 20.0):
         sel = both & (snr >= cut)
@@ -237,6 +196,25 @@ def test_associate_two_dithers(coadd_night, regridded, regridded_lists):
     assert total >= 50 and good / total >= MIN_PAIRS_MATCHED
     good, total = rates[10.0]
     assert total >= 100 and good / total >= MIN_PAIRS_MATCHED_SNR10
+
+
+def test_bench_night_association(coadd_night, regridded, regridded_lists, capsys):
+    """benchmarks/bench_night.py's association of dithers (run there after the coadd, e.g. at full size) on this
+    night: the same two lists (SourceListTask finds them made) and the same true pairs (tests/_truth.py)."""
+    from tests.test_bench_night import _load_bench
+    bench = _load_bench()
+    awe: dict = {}
+    (fig,) = bench.awe_association(awe, coadd_night.raw, "ccd50", "first")
+    assert fig.frames == tuple(str(f.DATE_OBS) for f in regridded)
+    assert awe["SourceListTask"].runs == 2 and awe["AssociateListTask"].runs == 1
+    good, total = fig.pairs[20]
+    assert total >= 50 and good / total >= MIN_PAIRS_MATCHED
+    assert fig.pairs[10][1] >= 100 and fig.n_matched > 100
+    assert fig.n_position >= 5 and 0 < fig.rms[2] < 1.0  # 1.9" pixels: centroid errors of tenths of an arcsec
+    bench.print_association([fig], "ccd50", awe)
+    out = capsys.readouterr().out
+    assert "true pairs matched at S/N >= 20" in out and "positions between the dithers" in out
+    print(out)
 
 
 # ============================================================================ 3. stamps through the lineage
