@@ -884,18 +884,13 @@ def _lplus(e: np.ndarray) -> np.ndarray:
 
     The Laplacian of the image subsampled 2 x 2, negative values set to 0
     and averaged back over each 2 x 2 block: per pixel the mean over its
-    four corners of ``max(0, 2 v - vertical neighbour - horizontal neighbour)``.
+    four corners of ``max(0, 2 v - vertical neighbour - horizontal neighbour)``
+    (one compiled pass, :func:`awe.image.cosmics_kernels.lplus`, imported on first use: numba is slow to load).
     """
+    from awe.image.cosmics_kernels import lplus
+    e = np.ascontiguousarray(e, dtype=np.float32)
     out = np.zeros_like(e)
-    v2 = 2.0 * e[1:-1, 1:-1]
-    inner = out[1:-1, 1:-1]
-    for vertical in (e[:-2, 1:-1], e[2:, 1:-1]):
-        t = v2 - vertical
-        for horizontal in (e[1:-1, :-2], e[1:-1, 2:]):
-            d = t - horizontal
-            np.maximum(d, 0.0, out=d)
-            inner += d
-    inner *= 0.25
+    lplus(e, out)
     return out
 
 

@@ -343,8 +343,9 @@ class ReduceTask(Task):
     version = "5"  # 2: COSMIC_NITER 2 (was 4); 3: COSMIC_DETECTOR 'candidates' (was astroscrappy); 4: seeing fits by
     # a plain Levenberg-Marquardt (the same minimum to ~1e-4 in the FWHM); 5: the PSF check spares the fits of groups
     # sharper than any star on empty sky (17 more pixels flagged of 20,300 on a full-size frame)
-    algorithm_modules = ("awe.image.overscan", "awe.image.background", "awe.image.cosmics", "awe.image.satellites",
-                         "awe.image.weights", "awe.image.stats", "awe.tasks.base", "awe.tasks.reduce")
+    algorithm_modules = ("awe.image.overscan", "awe.image.background", "awe.image.cosmics", "awe.image.cosmics_kernels",
+                         "awe.image.satellites", "awe.image.weights", "awe.image.stats", "awe.tasks.base",
+                         "awe.tasks.reduce")
     #: the task a distributed executor runs after this one's units (the in-process gather() does its pass)
     followed_by = "FollowSatellitesTask"
     selection = {
