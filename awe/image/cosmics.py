@@ -48,6 +48,7 @@ from dataclasses import dataclass
 import astroscrappy
 import bottleneck as bn
 import numpy as np
+import sep
 from scipy import ndimage as ndi
 from scipy.stats import chi2 as chi2_dist
 
@@ -711,11 +712,11 @@ _FILL = 5          # bad pixels are filled from the good ones of this box around
 _FILL_CHUNK = 65536
 
 
-def _fill_bad(data: np.ndarray, bad: np.ndarray) -> np.ndarray:
+def _fill_bad(data: np.ndarray, bad: np.ndarray, sky: sep.Background | None = None) -> np.ndarray:
     """``data`` with each bad pixel replaced by the median of the good ones in the ``_FILL``-pixel box around it.
 
     Bad pixels with no good pixel that close (inside large defects) take the
-    sky of a coarse background mesh.
+    sky of the frame's coarse background mesh (``sky``, made here when not given).
     """
     if not bad.any():
         return data
@@ -731,14 +732,16 @@ def _fill_bad(data: np.ndarray, bad: np.ndarray) -> np.ndarray:
         values[part][some] = np.nanmedian(boxes[some], axis=1)
     empty = np.isnan(values)
     if empty.any():
-        values[empty] = _sep_background(data, bad, 64, 3).back()[ys[empty], xs[empty]]
+        model = sky if sky is not None else _sep_background(data, bad, 64, 3)
+        values[empty] = model.back()[ys[empty], xs[empty]]
     filled = data.copy()
     filled[ys, xs] = values
     return filled
 
 
 def _lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noise: float, sat_level: float,
-              sigclip: float, sigfrac: float, objlim: float, niter: int) -> np.ndarray:
+              sigclip: float, sigfrac: float, objlim: float, niter: int, sky: sep.Background | None = None
+              ) -> np.ndarray:
     """astroscrappy's L.A.Cosmic mask of ``data``, blind spots removed.
 
     astroscrappy never flags the outer 3 pixels of an image, nor the
@@ -747,7 +750,7 @@ def _lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noise: float,
     pixels, instead of being masked, are filled from their good neighbours
     (:func:`_fill_bad`); they are left out of the result.
     """
-    image = np.pad(_fill_bad(data, bad), _EDGE, mode="reflect").astype(np.float32)
+    image = np.pad(_fill_bad(data, bad, sky), _EDGE, mode="reflect").astype(np.float32)
     crmask, _ = astroscrappy.detect_cosmics(
         image, sigclip=sigclip, sigfrac=sigfrac, objlim=objlim, gain=gain, readnoise=read_noise,
         satlevel=sat_level * gain, niter=niter, sepmed=True, cleantype="meanmask", fsmode="median")
@@ -759,7 +762,8 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
                  mask: np.ndarray | None = None, psf_fwhm: float | None = None,
                  psf_beta: float | None = None, niter: int = 2,
                  protect_stars: bool = True, significance: float = 1e-3,
-                 model_error: float | None = None, detector: str = "candidates") -> np.ndarray:
+                 model_error: float | None = None, detector: str = "candidates",
+                 sky: sep.Background | None = None) -> np.ndarray:
     """Mask the cosmic-ray hits of a single exposure.
 
     Parameters
@@ -817,6 +821,9 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         Who runs L.A.Cosmic: :func:`_candidate_lacosmic` (its tests on the
         ~0.5 % of the pixels that can pass them: ~1 s of CPU for a full-size
         WFI chip) or astroscrappy on the whole frame (~10 s).
+    sky : sep.Background, optional
+        The frame's sky model with ``mask`` (:func:`awe.image.background.sky_model`, mesh 64), when made
+        already: the level of bad pixels far from any good one, and of the seeing measured here.
 
     Returns
     -------
@@ -828,7 +835,7 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
     data, bad = _prepare_image(image, mask)
     if psf_fwhm is None or (psf_beta is None and protect_stars):
         try:
-            seeing = measure_seeing(data, mask=bad, saturation=sat_level, max_stars=40)
+            seeing = measure_seeing(data, mask=bad, saturation=sat_level, max_stars=40, sky=sky)
             psf_fwhm = seeing.fwhm_pixels if psf_fwhm is None else psf_fwhm
             psf_beta = seeing.beta if psf_beta is None else psf_beta
         except TooFewStarsError as exc:
@@ -840,10 +847,10 @@ def find_cosmics(image: np.ndarray, gain: float, read_noise: float, sat_level: f
         objlim = default_objlim(psf_fwhm)
     if detector == "candidates":
         crmask = _candidate_lacosmic(data, bad, gain=gain, read_noise=read_noise, sigclip=sigclip, sigfrac=sigfrac,
-                                     objlim=objlim, niter=niter)
+                                     objlim=objlim, niter=niter, sky=sky)
     elif detector == "astroscrappy":
         crmask = _lacosmic(data, bad, gain=gain, read_noise=read_noise, sat_level=sat_level, sigclip=sigclip,
-                           sigfrac=sigfrac, objlim=objlim, niter=niter)
+                           sigfrac=sigfrac, objlim=objlim, niter=niter, sky=sky)
     else:
         raise ValueError(f"unknown cosmic-ray detector {detector!r}: use 'candidates' or 'astroscrappy'")
     # Saturated pixels are the weight map's business, not cosmic rays: release
@@ -1057,7 +1064,7 @@ def _clean(e: np.ndarray, flagged: np.ndarray, fallback: float) -> None:
 
 
 def _candidate_lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noise: float, sigclip: float,
-                        sigfrac: float, objlim: float, niter: int) -> np.ndarray:
+                        sigfrac: float, objlim: float, niter: int, sky: sep.Background | None = None) -> np.ndarray:
     """L.A.Cosmic evaluated on its candidate pixels only (COSMIC_DETECTOR ``'candidates'``).
 
     The positive Laplacian ``L+`` is computed everywhere (a few array
@@ -1073,7 +1080,7 @@ def _candidate_lacosmic(data: np.ndarray, bad: np.ndarray, gain: float, read_noi
     """
     sigcliplow = sigfrac * sigclip
     read_noise2 = float(read_noise) ** 2
-    e = np.pad(_fill_bad(data, bad), _MARGIN, mode="reflect").astype(np.float32) * np.float32(gain)
+    e = np.pad(_fill_bad(data, bad, sky), _MARGIN, mode="reflect").astype(np.float32) * np.float32(gain)
     shape = e.shape
     lap = _lplus(e)
     # the faintest 8 x 8 block median within 8 to 16 pixels: about the lowest 7 x 7 median (the noise

@@ -54,7 +54,7 @@ from astropy.wcs import WCS
 
 from awe.db.schema import DBObject
 from awe.image.background import BackgroundResult, SeeingResult, TooFewStarsError, measure_background, \
-    measure_seeing
+    measure_seeing, sky_model
 from awe.image.cosmics import find_cosmics
 from awe.image.overscan import OverscanCorrector
 from awe.image.satellites import MosaicChip, SatelliteResult, Track, find_satellite_tracks, follow_tracks, line_ends
@@ -252,7 +252,8 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
         if pixels is not None:
             bad |= pixels
     level = _reduced_level(setup.saturation, image, raw_trimmed, calibration)
-    seeing = _seeing(image, bad, setup, level, params)
+    sky = sky_model(image, bad, params.BACKGROUND_MESH)  # the seeing's and the cosmic-ray fill's
+    seeing = _seeing(image, bad, setup, level, params, sky)
     if seeing is not None:
         psf_fwhm, psf_beta = seeing.fwhm_pixels, seeing.beta
     else:
@@ -262,7 +263,7 @@ def analyse_frame(image: np.ndarray, raw_trimmed: np.ndarray, calibration: Calib
     cosmics = find_cosmics(image, gain=setup.gain, read_noise=setup.read_noise, sat_level=level,
                            sigclip=params.COSMIC_SIGCLIP, sigfrac=params.COSMIC_SIGFRAC,
                            objlim=params.COSMIC_OBJLIM or None, mask=bad, niter=params.COSMIC_NITER,
-                           psf_fwhm=psf_fwhm, psf_beta=psf_beta, detector=params.COSMIC_DETECTOR)
+                           psf_fwhm=psf_fwhm, psf_beta=psf_beta, detector=params.COSMIC_DETECTOR, sky=sky)
     if params.COSMIC_GROW > 0 and cosmics.any():
         cosmics = grow_mask(cosmics, params.COSMIC_GROW)
         cosmics &= ~bad
@@ -292,13 +293,13 @@ def _reduced_level(raw_level: float, image: np.ndarray, raw_trimmed: np.ndarray,
 
 
 def _seeing(image: np.ndarray, bad: np.ndarray, setup: FrameSetup, level: float,
-            params: ParamGroup) -> SeeingResult | None:
+            params: ParamGroup, sky: Any = None) -> SeeingResult | None:
     """The seeing from stars above SEEING_DETECT_THRESHOLD sigma, or, if too few, above half of it."""
     threshold = params.SEEING_DETECT_THRESHOLD
     for attempt in (threshold, threshold / 2):
         try:
             return measure_seeing(image, mask=bad, pixel_scale=setup.pixel_scale, saturation=level,
-                                  detect_threshold=attempt, box=params.BACKGROUND_MESH)
+                                  detect_threshold=attempt, box=params.BACKGROUND_MESH, sky=sky)
         except TooFewStarsError as exc:
             log.info("seeing not measured from stars above %g sigma: %s", attempt, exc)
     log.warning("seeing not measured: too few stars, even above %g sigma", threshold / 2)
