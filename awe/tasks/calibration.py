@@ -39,8 +39,8 @@ from awe.db.query import night_of, observing_night
 from awe.db.schema import DBObject
 from awe.db.session import current_session
 from awe.image.combine import CombineResult, Combiner
-from awe.image.flat import central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, normalise_flat, \
-    read_noise_from_pairs
+from awe.image.flat import BiasPair, central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, \
+    normalise_flat, read_noise_from_pairs
 from awe.image.overscan import OverscanCorrector
 from awe.image.pixels import cold_pixels, hot_pixels
 from awe.image.stats import difference_stdev, imstat, sigma_clipped_stats, subwin_stats
@@ -628,14 +628,15 @@ class _FlatTask(_CalibrationTask):
         bad = _union_mask([m for role, m in inputs.items() if role.endswith("_pixels") and m is not None])
         self.log.info("combining %d %s with OVERSCAN_CORRECTION=%d, SIGMA_CLIP=%g, master bias %s: %s", len(raws),
                       self.what, mode, p.SIGMA_CLIP, bias.filename, [f.filename for f in raws])
+        raw_files = [RawFile.of(f) for f in raws]
         with self._temporary() as tmp:
-            staged = stage_corrected([RawFile.of(f) for f in raws], mode, tmp)
+            staged = stage_corrected(raw_files, mode, tmp)
             if staged[0].image_shape != bias_data.shape:
                 raise TaskError(f"the {self.what} are {staged[0].image_shape} after trimming but the master bias "
                                 f"{bias.filename} is {bias_data.shape}; make a master bias of the same layout")
             result = combine_flats(staged, bias_data, statistic="mean", reject_stars=True, sigma=p.SIGMA_CLIP,
                                    shape=staged[0].image_shape)
-            product.gain = self._gain(staged, bias, mode, p.GAIN_SECTION, _binning(first))
+            product.gain = self._gain(staged, bias, mode, p.GAIN_SECTION, _binning(first, raw_files[0]))
         flat = normalise_flat(result.data, bad) if bad is not None else result.data
         levels = [float(v) for v in result.levels]
         product.levels, product.level, product.n_rejected = levels, float(np.mean(levels)), result.n_rejected
@@ -671,10 +672,18 @@ class _FlatTask(_CalibrationTask):
                           "pixels (fewer than %d)", staged[0].image_shape[1], staged[0].image_shape[0],
                           _pixels(section), MINIMUM_GAIN_PIXELS)
             section = None
+        try:  # the bias pair's level and variance: measured once for all the flat pairs
+            biases = BiasPair.of(b1, b2, section)
+        except ValueError as exc:
+            self.log.info("gain not measured: the raw biases of %s give no variance: %s", bias.filename, exc)
+            return None
+        del b1, b2
+        rows, columns = section if section is not None else (slice(None), slice(None))
+        cut = [f(rows)[:, columns] for f in staged]  # only the section's rows are read, each flat once
         estimates = []
-        for first, second in zip(staged[:-1], staged[1:]):
+        for first, second in zip(cut[:-1], cut[1:]):
             try:
-                estimates.append(gain_from_pairs(first.read(), second.read(), b1, b2, section))
+                estimates.append(gain_from_pairs(first, second, None, None, biases=biases))
             except ValueError as exc:
                 self.log.info("a flat pair gives no gain: %s", exc)
         return float(np.median(estimates)) if estimates else None
@@ -690,9 +699,10 @@ def _pixels(section: tuple[slice, slice]) -> int:
     return (section[0].stop - section[0].start) * (section[1].stop - section[1].start)
 
 
-def _binning(frame: RawFrame) -> float:
-    """Detector pixels per pixel of a raw chip frame (8 for a chip shrunk 8 times)."""
-    return get_instrument(frame.instrument.name).chip(frame.chip.name).nx / RawFile.of(frame).geometry.nx
+def _binning(frame: RawFrame, raw: RawFile | None = None) -> float:
+    """Detector pixels per pixel of a raw chip frame (8 for a chip shrunk 8 times); ``raw``: its file, if at hand."""
+    geometry = (raw if raw is not None else RawFile.of(frame)).geometry
+    return get_instrument(frame.instrument.name).chip(frame.chip.name).nx / geometry.nx
 
 
 def _union_mask(maps: Sequence[PixelMap]) -> np.ndarray | None:
