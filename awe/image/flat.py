@@ -26,10 +26,11 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from awe.image.combine import Combiner, _frame_array, _is_reader, _read_block
-from awe.image.stats import MAD_TO_SIGMA, good_values, sigma_clipped_stats, subwin_stats
+from awe.image.stats import MAD_TO_SIGMA, ImStat, good_values, sigma_clipped_stats, subwin_stats
 
 __all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "smooth_large_scale", "master_flat",
-           "FlatQC", "flat_qc", "gain_from_pairs", "BiasPair", "read_noise_from_pairs", "central_section"]
+           "FlatQC", "flat_qc", "normalise_flat_qc", "gain_from_pairs", "BiasPair", "read_noise_from_pairs",
+           "central_section"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,35 @@ def _median_level(image: ArrayLike, mask: ArrayLike | None, what: str) -> float:
     level = float(bn.median(values))
     if not level > 0:
         raise ValueError(f"{what} has median {level}; a flat field must be positive (is it bias-subtracted twice?)")
+    return level
+
+
+def _middle_pair(values: np.ndarray) -> tuple[np.float32, np.float32]:
+    """The two middle values of 1-D float32 ``values`` (the same one twice for an odd count), from a partition of a
+    copy (``values`` keep their order, so sums over them stay the same to the last bit)."""
+    n = values.size
+    if n == 0:
+        return np.float32(np.nan), np.float32(np.nan)
+    work = values.copy()
+    k = n // 2
+    work.partition(k)
+    high = work[k]
+    return (work[:k].max() if n % 2 == 0 else high), high
+
+
+def _values_median(values: np.ndarray, low: Any = None, high: Any = None) -> float:
+    """:func:`_median_level` of good values already picked out (1-D, finite): ``bn.median(values)``, or from their
+    middle pair ``low``, ``high`` (:func:`_middle_pair`) as bottleneck takes it (the mean in float32)."""
+    if values.size == 0:
+        raise ValueError("the flat has no finite unmasked pixel to take a median of")
+    if low is None:
+        level = float(bn.median(values))
+    elif values.size % 2:
+        level = float(high)
+    else:
+        level = float(np.float32(0.5) * (np.float32(low) + np.float32(high)))
+    if not level > 0:
+        raise ValueError(f"the flat has median {level}; a flat field must be positive (is it bias-subtracted twice?)")
     return level
 
 
@@ -306,7 +336,7 @@ def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *,
 
 
 def master_flat(dome: ArrayLike, twilight: ArrayLike, scale_px: int = 64, mask: ArrayLike | None = None,
-                **smooth_options: Any) -> np.ndarray:
+                normalise: bool = True, **smooth_options: Any) -> np.ndarray:
     """Master flat: the dome flat's small scales times the twilight flat's large scales.
 
     Parameters
@@ -317,13 +347,15 @@ def master_flat(dome: ArrayLike, twilight: ArrayLike, scale_px: int = 64, mask: 
         Smoothing scale separating "small" from "large" scales.
     mask : array_like of bool, optional
         Bad pixels, ignored by the smoothing and the normalisation.
+    normalise : bool
+        Divide by the median (False: leave that to :func:`normalise_flat_qc`, which also measures the flat).
     **smooth_options
         Passed to :func:`smooth_large_scale`.
 
     Returns
     -------
     ndarray
-        float32 master flat, median 1.
+        float32 master flat, median 1 (when ``normalise``).
     """
     dome_arr = np.asarray(dome, dtype=np.float32)
     twilight_arr = np.asarray(twilight, dtype=np.float32)
@@ -332,8 +364,9 @@ def master_flat(dome: ArrayLike, twilight: ArrayLike, scale_px: int = 64, mask: 
     dome_large = smooth_large_scale(dome_arr, scale_px, mask, **smooth_options)
     twilight_large = smooth_large_scale(twilight_arr, scale_px, mask, **smooth_options)
     with np.errstate(divide="ignore", invalid="ignore"):
-        combined = dome_arr / dome_large * twilight_large
-    return normalise_flat(combined, mask)
+        combined = dome_arr / dome_large
+        combined *= twilight_large
+    return normalise_flat(combined, mask) if normalise else combined
 
 
 # ----------------------------------------------------------------------- QC
@@ -356,6 +389,9 @@ class FlatQC:
         ``scale_px``) divided by ``level``.
     n_bad : int
         Non-finite or non-positive pixels (masked ones not counted).
+    imstat : ImStat or None
+        :func:`awe.image.stats.imstat` of the flat when its pixels are the good ones (no mask, none bad): the
+        same values, so measured on the same copy; None otherwise.
     """
 
     level: float
@@ -364,6 +400,7 @@ class FlatQC:
     max_subwin_stdev: float
     large_scale_rms: float
     n_bad: int
+    imstat: ImStat | None = None
 
 
 def flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int] = (4, 4),
@@ -385,10 +422,28 @@ def flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int
     -------
     FlatQC
     """
+    return _flat_qc(np.asarray(flat, dtype=np.float32), mask, grid, scale_px)[1]
+
+
+def normalise_flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int] = (4, 4),
+                      scale_px: int = 64) -> tuple[np.ndarray, FlatQC]:
+    """``normalise_flat(flat, mask)`` and the :func:`flat_qc` of the result, in one pass over the good pixels.
+
+    The same values as the two calls (the median of the normalised good pixels is taken of the same
+    divided values), with one copy and one median less when the pixels left out of the normalisation are those
+    :func:`flat_qc` leaves out (none non-positive or infinite beyond the mask); otherwise the two calls.
+    """
     arr = np.asarray(flat, dtype=np.float32)
+    return _flat_qc(arr, mask, grid, scale_px, normalise=True)
+
+
+def _flat_qc(arr: np.ndarray, mask: ArrayLike | None, grid: tuple[int, int], scale_px: int,
+             normalise: bool = False) -> tuple[np.ndarray, FlatQC]:
+    """The (normalised, when ``normalise``) flat and its :class:`FlatQC`."""
     with np.errstate(invalid="ignore"):
         invalid = ~(arr > 0)  # non-finite (NaN compares false; inf is caught below) or not positive
     invalid |= np.isinf(arr)
+    bad = None
     if mask is None:
         n_bad = int(np.count_nonzero(invalid))
         excluded = invalid
@@ -399,18 +454,32 @@ def flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int
                              "pass a boolean mask of the image's shape")
         excluded = bad | invalid
         n_bad = int(np.count_nonzero(excluded)) - int(np.count_nonzero(bad))
+    if normalise and n_bad:  # the normalisation's good pixels are not the QC's: one after the other
+        arr = normalise_flat(arr, mask)
+        return _flat_qc(arr, mask, grid, scale_px)
     values = arr[~excluded]  # the good pixels, once for the level and the spread
-    if values.size == 0:
-        raise ValueError("the flat has no finite unmasked pixel to take a median of")
-    level = float(bn.median(values))
-    if not level > 0:
-        raise ValueError(f"the flat has median {level}; a flat field must be positive (is it bias-subtracted twice?)")
-    stdev = float(np.std(values, dtype=np.float64)) / level
+    low, high = _middle_pair(values)
+    level = _values_median(values, low, high)
+    if normalise:  # normalise_flat's median and division, of the same values
+        scale = np.float32(level)
+        arr = arr / scale
+        with np.errstate(invalid="ignore"):
+            if np.count_nonzero(~(arr[~excluded] > 0) | np.isinf(arr[~excluded])):  # under- or overflow
+                return _flat_qc(arr, mask, grid, scale_px)
+        values /= scale
+        # dividing by a positive number keeps the order: the middle pair of the divided values, divided
+        level = _values_median(values, low / scale, high / scale)
+    spread = float(np.std(values, dtype=np.float64))
+    stats = None
+    if mask is None and n_bad == 0:  # imstat's values are these (every pixel, in the same order)
+        stats = ImStat(mean=float(np.mean(values, dtype=np.float64)), median=level, stdev=spread,
+                       min=float(bn.nanmin(values)), max=float(bn.nanmax(values)))
     del values
     sub = subwin_stats(arr, grid, excluded)
     large = smooth_large_scale(arr, scale_px, excluded)
-    return FlatQC(level=level, stdev=stdev, flatness=sub.flatness / level, max_subwin_stdev=sub.max_stdev / level,
-                  large_scale_rms=float(np.std(large, dtype=np.float64)) / level, n_bad=n_bad)
+    return arr, FlatQC(level=level, stdev=spread / level, flatness=sub.flatness / level,
+                       max_subwin_stdev=sub.max_stdev / level,
+                       large_scale_rms=float(np.std(large, dtype=np.float64)) / level, n_bad=n_bad, imstat=stats)
 
 
 # ------------------------------------------------------ gain and read noise
@@ -531,7 +600,8 @@ def _signal_ratio(s1: np.ndarray, s2: np.ndarray, block: int, degree: int) -> np
     return ratio
 
 
-def _clipped_sorted(values: np.ndarray, sigma: float = _PAIR_CLIP_SIGMA, maxiters: int = 10) -> tuple[float, float, int]:
+def _clipped_sorted(values: np.ndarray, sigma: float = _PAIR_CLIP_SIGMA,
+                    maxiters: int = 10) -> tuple[float, float, int]:
     """Median, standard deviation and count of ``values`` after kappa-sigma clipping around the median: what
     :func:`awe.image.stats.sigma_clipped_stats` (astropy's ``sigma_clip``: median centre, standard deviation
     width, both sides, the clipped values removed at each iteration) gives, from one sort.

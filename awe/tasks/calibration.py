@@ -40,7 +40,7 @@ from awe.db.schema import DBObject
 from awe.db.session import current_session
 from awe.image.combine import CombineResult, Combiner
 from awe.image.flat import BiasPair, central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, \
-    normalise_flat, read_noise_from_pairs
+    normalise_flat_qc, read_noise_from_pairs
 from awe.image.overscan import OverscanCorrector
 from awe.image.pixels import cold_pixels, hot_pixels
 from awe.image.stats import difference_stdev, imstat, sigma_clipped_stats, subwin_stats
@@ -417,9 +417,11 @@ class _CalibrationTask(Task):
                                 **attributes)
 
     def _finish(self, product: CalibrationFrame, data: np.ndarray, checks: Sequence[Check],
-                header: dict[str, Any], dtype: Any = np.float32) -> list[tuple[DBObject, Path | None]]:
-        """Statistics, QC, the file in the working folder and the QA figure."""
-        product.imstat = imstat(data)
+                header: dict[str, Any], dtype: Any = np.float32,
+                stats: Any = None) -> list[tuple[DBObject, Path | None]]:
+        """Statistics (``stats``: the ``imstat`` of ``data`` measured already), QC, the file in the working folder
+        and the QA figure."""
+        product.imstat = stats if stats is not None else imstat(data)
         apply_checks(product, checks, self.log)
         cards = {
             "OBJECT": (product.OBJECT or "", "what this calibration is"),
@@ -447,13 +449,22 @@ class _CalibrationTask(Task):
     def _figure(self, product: CalibrationFrame) -> None:
         self.save_figure(product, lambda path: product.inspect(path=path))
 
-    def _flat_checks(self, product: FlatFrame, flat: np.ndarray, bad: np.ndarray | None, p: Any) -> list[Check]:
-        """Flatness figures of a normalised flat (stored on the product) and their checks."""
-        qc = flat_qc(flat, mask=bad, grid=SUBWIN_GRID, scale_px=self._scaled(256, product, flat.shape))
+    def _flat_checks(self, product: FlatFrame, flat: np.ndarray, bad: np.ndarray | None, p: Any,
+                     normalise: bool = False) -> tuple[np.ndarray, list[Check], Any]:
+        """Flatness figures of a normalised flat (stored on the product) and their checks; with ``normalise``
+        the flat is normalised first (:func:`~awe.image.flat.normalise_flat_qc`: one pass over the good pixels).
+
+        Returns the (normalised) flat, the checks and its ``imstat`` when measured with the figures (else None).
+        """
+        scale = self._scaled(256, product, flat.shape)
+        if normalise:
+            flat, qc = normalise_flat_qc(flat, mask=bad, grid=SUBWIN_GRID, scale_px=scale)
+        else:
+            qc = flat_qc(flat, mask=bad, grid=SUBWIN_GRID, scale_px=scale)
         product.flat_stdev, product.flatness, product.large_scale_rms = qc.stdev, qc.flatness, qc.large_scale_rms
-        return [Check("stdev", qc.stdev, p.MAXIMUM_STDEV, "MAXIMUM_STDEV", QualityFlags.TOO_NOISY),
-                Check("sub-window flatness", qc.flatness, p.MAXIMUM_SUBWIN_FLATNESS, "MAXIMUM_SUBWIN_FLATNESS",
-                      QualityFlags.NOT_FLAT)]
+        return flat, [Check("stdev", qc.stdev, p.MAXIMUM_STDEV, "MAXIMUM_STDEV", QualityFlags.TOO_NOISY),
+                      Check("sub-window flatness", qc.flatness, p.MAXIMUM_SUBWIN_FLATNESS,
+                            "MAXIMUM_SUBWIN_FLATNESS", QualityFlags.NOT_FLAT)], qc.imstat
 
     def _overscan_check(self, mode: int) -> Callable[[Any], str | None]:
         def check(bias: Any) -> str | None:
@@ -637,19 +648,18 @@ class _FlatTask(_CalibrationTask):
             result = combine_flats(staged, bias_data, statistic="mean", reject_stars=True, sigma=p.SIGMA_CLIP,
                                    shape=staged[0].image_shape)
             product.gain = self._gain(staged, bias, mode, p.GAIN_SECTION, _binning(first, raw_files[0]))
-        flat = normalise_flat(result.data, bad) if bad is not None else result.data
         levels = [float(v) for v in result.levels]
         product.levels, product.level, product.n_rejected = levels, float(np.mean(levels)), result.n_rejected
         self.log.info("%s: levels %s ADU, %d values clipped, gain %s e-/ADU", self.product.__name__,
                       [round(v, 1) for v in levels], result.n_rejected,
                       f"{product.gain:.3f}" if product.gain else "not measured")
-        checks = self._flat_checks(product, flat, bad, p)
+        flat, checks, stats = self._flat_checks(product, result.data, bad, p, normalise=bad is not None)
         checks += [Check("lowest level of the raw flats", min(levels), p.MINIMUM_LEVEL, "MINIMUM_LEVEL",
                          QualityFlags.WRONG_LEVEL, minimum=True),
                    Check("highest level of the raw flats", max(levels), p.MAXIMUM_LEVEL, "MAXIMUM_LEVEL",
                          QualityFlags.WRONG_LEVEL)]
         gain_card = (product.gain or 0.0, "[e-/ADU] from flat/bias pairs, 0: none")
-        return self._finish(product, flat, checks, {"GAIN": gain_card})
+        return self._finish(product, flat, checks, {"GAIN": gain_card}, stats=stats)
 
     def _gain(self, staged: list[RowFile], bias: BiasFrame, mode: int, size: Sequence[float],
               binning: float) -> float | None:
@@ -724,7 +734,7 @@ class DomeFlatTask(_FlatTask):
     product = DomeFlatFrame
     inputs = (Input(RawDomeFlatFrame, "raw_dome_flat_frames", kind="raw", filter=True), Input(BiasFrame, "bias"),
               Input(HotPixelMap, "hot_pixels", optional=True))
-    version = "2"  # 2: gain from the central GAIN_SECTION (was the whole frame)
+    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: gain's clipping from one sort
     algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
                          "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Dome", "DOME FLAT"
@@ -747,7 +757,7 @@ class TwilightFlatTask(_FlatTask):
     inputs = (Input(RawTwilightFlatFrame, "raw_twilight_flat_frames", kind="raw", filter=True),
               Input(BiasFrame, "bias"), Input(HotPixelMap, "hot_pixels", optional=True),
               Input(ColdPixelMap, "cold_pixels", filter=True, optional=True))
-    version = "2"  # 2: gain from the central GAIN_SECTION (was the whole frame)
+    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: gain's clipping from one sort
     algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
                          "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Twi", "TWILIGHT FLAT"
@@ -830,10 +840,12 @@ class MasterFlatTask(_CalibrationTask):
             raise TaskError(f"the dome flat {dome.filename} {dome_data.shape} and the twilight flat "
                             f"{twilight.filename} {twilight_data.shape} differ in shape")
         scale = self._scaled(p.SMOOTHING_SCALE, dome, dome_data.shape)
-        flat = master_flat(dome_data, twilight_data, scale_px=scale)
+        combined = master_flat(dome_data, twilight_data, scale_px=scale, normalise=False)
+        del dome_data, twilight_data
         product.smoothing_scale_pix = scale
         self.log.info("master flat: dome %s below %d pixels, twilight %s above", dome.filename, scale,
                       twilight.filename)
-        checks = self._flat_checks(product, flat, None, p)
+        flat, checks, stats = self._flat_checks(product, combined, None, p, normalise=True)
         return self._finish(product, flat, checks, {"SMOOTHSC": (scale, "smoothing scale [pixels]"),
-                                                    "GAIN": (product.gain or 0.0, "gain of the dome flat [e-/ADU]")})
+                                                    "GAIN": (product.gain or 0.0, "gain of the dome flat [e-/ADU]")},
+                            stats=stats)
