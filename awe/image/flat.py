@@ -631,9 +631,82 @@ def _clipped_sorted(values: np.ndarray, sigma: float = _PAIR_CLIP_SIGMA,
     return 0.5 * (float(run[(m - 1) // 2]) + float(run[m // 2])), float(np.std(run, dtype=np.float64)), int(m)
 
 
-def _pair_var(diff: np.ndarray) -> float:
-    """The clipped variance of a difference image (:func:`_clipped_sorted`)."""
-    _, std, n = _clipped_sorted(diff.ravel())
+#: fewest values :func:`_clipped_stats` takes through a partition rather than a sort
+_BAND_MIN_VALUES = 100_000
+
+
+def _clipped_stats(values: np.ndarray, sigma: float = _PAIR_CLIP_SIGMA,
+                   maxiters: int = 10) -> tuple[float, float, int]:
+    """:func:`_clipped_sorted`'s figures without sorting all the values (4 times faster for 2 million).
+
+    One partition gives the values ranked within 1.5 % of the middle (sorted: every median the clipping
+    can come to) and a robust sigma (half the 16-84 % range); the values more than 0.4 ``sigma`` robust sigmas
+    from the median (2 for 5-sigma clipping) are sorted with running sums of them, and the sums of the others
+    taken once: each iteration is then two binary searches in the outer values. When the clipping would come
+    closer to the median than that, or the median would leave the middle values, :func:`_clipped_sorted` is
+    used instead: the same figures (to rounding), always.
+    """
+    data = values[np.isfinite(values)]
+    n = data.size
+    if n < _BAND_MIN_VALUES:
+        return _clipped_sorted(data, sigma, maxiters)
+    k = n // 2
+    w = max(2048, n // 64)
+    band_lo, band_hi = k - w, min(n - 1, k + w)
+    r16, r84 = int(0.1587 * n), int(0.8413 * n)  # one Gaussian sigma either side: how wide the core may be
+    part = np.partition(data, [r16, band_lo, band_hi, r84])
+    band = np.sort(part[band_lo:band_hi + 1])
+    robust = 0.5 * (float(part[r84]) - float(part[r16]))
+    del part
+
+    def ranked(r: int) -> float | None:
+        return float(band[r - band_lo]) if band_lo <= r <= band_hi else None
+
+    centre = 0.5 * (float(band[(n - 1) // 2 - band_lo]) + float(band[n // 2 - band_lo]))
+    std = float(np.std(data, dtype=np.float64))
+    origin = centre  # the sums are of the values minus the first median (precise: small numbers)
+    # the core, summed once: within 0.4 sigma (robust) of the median, where a sigma-clipping is hardly to come
+    half = 0.4 * sigma * min(robust, std)
+    inner_lo, inner_hi = centre - half, centre + half
+    low = np.sort(data[data < inner_lo]).astype(np.float64) - origin
+    high = np.sort(data[data > inner_hi]).astype(np.float64) - origin
+    core = data[(data >= inner_lo) & (data <= inner_hi)].astype(np.float64) - origin
+    n_core, s1_core, s2_core = core.size, float(np.sum(core)), float(np.sum(core * core))
+    del core
+    low_s1 = np.concatenate(([0.0], np.cumsum(low)))  # sums of low[:i]
+    low_s2 = np.concatenate(([0.0], np.cumsum(low * low)))
+    high_s1 = np.concatenate(([0.0], np.cumsum(high)))  # sums of high[:j]
+    high_s2 = np.concatenate(([0.0], np.cumsum(high * high)))
+    n_low = low.size
+    first, last = 0, high.size  # kept: low[first:], the core, high[:last]
+    for _ in range(maxiters):
+        lower, upper = centre - sigma * std, centre + sigma * std
+        if lower > inner_lo or upper < inner_hi:
+            return _clipped_sorted(data, sigma, maxiters)
+        new_first = max(first, int(np.searchsorted(low, lower - origin, side="left")))
+        new_last = min(last, int(np.searchsorted(high, upper - origin, side="right")))
+        if (new_first, new_last) == (first, last):
+            break
+        first, last = new_first, new_last
+        m = (n_low - first) + n_core + last
+        if m < 1:
+            return _clipped_sorted(data, sigma, maxiters)
+        s1 = s1_core + (low_s1[-1] - low_s1[first]) + high_s1[last]
+        s2 = s2_core + (low_s2[-1] - low_s2[first]) + high_s2[last]
+        mean = s1 / m  # of the kept values minus origin
+        std = math.sqrt(max(s2 / m - mean * mean, 0.0))
+        a, b = ranked(first + (m - 1) // 2), ranked(first + m // 2)
+        if a is None or b is None:
+            return _clipped_sorted(data, sigma, maxiters)
+        centre = 0.5 * (a + b)
+    m = (n_low - first) + n_core + last
+    return centre, std, int(m)
+
+
+def _pair_var(diff: np.ndarray, sort: bool = False) -> float:
+    """The clipped variance of a difference image (:func:`_clipped_stats`; ``sort``: :func:`_clipped_sorted`,
+    faster for the few distinct values of a difference of biases)."""
+    _, std, n = (_clipped_sorted if sort else _clipped_stats)(diff.ravel())
     if n < 2:
         raise ValueError("too few usable pixels to measure a variance; enlarge the section")
     return std ** 2
@@ -656,7 +729,7 @@ class BiasPair:
         # levels from every 4th row and column: an error in the bias level cancels in the difference and is
         # 1e-5 of the signal
         level = 0.5 * (_sample_median(b1) + _sample_median(b2))
-        return cls(level=level, var=_pair_var(b1 - b2), shape=(int(b1.shape[0]), int(b1.shape[1])))
+        return cls(level=level, var=_pair_var(b1 - b2, sort=True), shape=(int(b1.shape[0]), int(b1.shape[1])))
 
 
 def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike | None, bias2: ArrayLike | None,
@@ -716,7 +789,7 @@ def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike | None,
         raise ValueError(f"flat signals above bias are {level1:.1f} and {level2:.1f} ADU; need two exposed flats")
     ratio = _signal_ratio(s1, s2, int(block), int(degree))
     diff = s1 - ratio * s2
-    centre, spread, _ = _clipped_sorted(diff.ravel())
+    centre, spread, _ = _clipped_stats(diff.ravel())
     with np.errstate(invalid="ignore"):
         outliers = ~np.isfinite(diff) | (np.abs(diff - np.float32(centre)) > _PAIR_CLIP_SIGMA * spread)
     bad = ndimage.binary_dilation(outliers, iterations=2)
