@@ -34,7 +34,8 @@ def _image_hdu(hdul: fits.HDUList, path: Path) -> fits.ImageHDU | fits.PrimaryHD
 
 
 #: big-endian dtypes of the BITPIX values :func:`_direct_pixels` reads itself
-_DIRECT_DTYPES = {8: np.dtype("u1"), 16: np.dtype(">i2"), -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+_DIRECT_DTYPES: dict[int, np.dtype] = {8: np.dtype("u1"), 16: np.dtype(">i2"), -32: np.dtype(">f4"),
+                                        -64: np.dtype(">f8")}
 
 
 def _direct_pixels(path: Path, hdu: Any) -> np.ndarray | None:
