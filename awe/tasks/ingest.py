@@ -378,8 +378,7 @@ class _Buffer(io.RawIOBase):
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
-        self._data = bytearray(capacity)
-        self._view = memoryview(self._data)
+        self._view = np.empty(capacity, dtype=np.uint8).data  # not zeroed: every byte kept is written
         self._pos = 0
 
     def writable(self) -> bool:
@@ -394,10 +393,10 @@ class _Buffer(io.RawIOBase):
     def write(self, b: Any) -> int:
         chunk = memoryview(b).cast("B")
         end = self._pos + chunk.nbytes
-        if end > len(self._data):
-            self._view.release()
-            self._data.extend(bytes(end - len(self._data)))
-            self._view = memoryview(self._data)
+        if end > self._view.nbytes:
+            grown = np.empty(max(end, 2 * self._view.nbytes), dtype=np.uint8).data
+            grown[:self._pos] = self._view[:self._pos]
+            self._view = grown
         self._view[self._pos:end] = chunk
         self._pos = end
         return chunk.nbytes
