@@ -25,10 +25,12 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
+from awe._threads import blas_threads
 from awe.image.combine import Combiner, _frame_array, _is_reader, _read_block
 from awe.image.stats import MAD_TO_SIGMA, ImStat, good_values, sigma_clipped_stats, subwin_stats
 
-__all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "smooth_large_scale", "master_flat",
+__all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "flat_level", "smooth_large_scale",
+           "master_flat",
            "FlatQC", "flat_qc", "normalise_flat_qc", "gain_from_pairs", "BiasPair", "read_noise_from_pairs",
            "central_section"]
 
@@ -213,7 +215,8 @@ def smooth_large_scale(image: ArrayLike, scale_px: int, mask: ArrayLike | None =
         grid = ndimage.median_filter(grid, size=int(filter_size), mode="nearest")
     wy = _interpolation_matrix(oy + (np.arange(nby) + 0.5) * by - 0.5, ny)
     wx = _interpolation_matrix(ox + (np.arange(nbx) + 0.5) * bx - 0.5, nx)
-    return (wy @ grid @ wx.T).astype(np.float32)
+    with blas_threads(1):  # one thread: OpenBLAS's idle threads would spin for more CPU than the product takes
+        return (wy @ grid @ wx.T).astype(np.float32)
 
 
 # ---------------------------------------------------------------- combining
@@ -257,6 +260,17 @@ def _subsample(frame: Any, shape: tuple[int, int], step: int, block_rows: int = 
     return np.concatenate(parts)
 
 
+def flat_level(frame: ArrayLike, masterbias: ArrayLike | None = None, step: int = 4,
+               what: str = "flat frame") -> float:
+    """The level :func:`combine_flats` scales a frame by: the median of every ``step``-th row and column of
+    ``frame - masterbias`` (ValueError unless positive)."""
+    arr = np.asarray(frame)
+    sample = np.asarray(arr[::step, ::step], dtype=np.float32)
+    if masterbias is not None:
+        sample = sample - np.asarray(masterbias, dtype=np.float32)[::step, ::step]
+    return _median_level(sample, None, what)
+
+
 def _debiased(frame: Any, bias: np.ndarray | None) -> Any:
     """A row reader giving ``frame - bias`` (or the frame itself without a bias)."""
     if bias is None:
@@ -272,7 +286,8 @@ def _debiased(frame: Any, bias: np.ndarray | None) -> Any:
 def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *, statistic: str = "mean",
                   reject_stars: bool = True, sigma: float | tuple[float, float] = 3.0, maxiters: int = 5,
                   masks: Sequence[Any] | None = None, level_step: int = 4, block_rows: int | None = None,
-                  shape: tuple[int, int] | None = None, **combiner_options: Any) -> FlatCombineResult:
+                  shape: tuple[int, int] | None = None, levels: Sequence[float] | None = None,
+                  **combiner_options: Any) -> FlatCombineResult:
     """Combine flat-field exposures into one normalised flat.
 
     Each frame is de-biased, divided by its own median (so exposures of
@@ -298,6 +313,9 @@ def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *,
         Per-frame boolean bad-pixel masks (``True`` = bad).
     level_step : int
         Frame levels are medians of every ``level_step``-th row and column.
+    levels : sequence of float, optional
+        The frames' levels measured already (:func:`flat_level` of each frame, e.g. while it was in memory):
+        then the frames are not read for them.
     block_rows, shape
         Passed to the combiner (``shape`` is needed when all frames are readers).
     **combiner_options
@@ -322,8 +340,13 @@ def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *,
         if bias.shape != frame_shape:
             raise ValueError(f"master bias shape {bias.shape} differs from the flat frames' {frame_shape}")
     sources = [_debiased(f, bias) for f in frames]
-    levels = np.array([_median_level(_subsample(s, frame_shape, level_step), None, f"flat frame {k}")
-                       for k, s in enumerate(sources)])
+    if levels is not None:
+        if len(levels) != len(frames):
+            raise ValueError(f"levels has {len(levels)} values for {len(frames)} frames; give one per frame")
+        levels = np.asarray(levels, dtype=np.float64)
+    else:
+        levels = np.array([_median_level(_subsample(s, frame_shape, level_step), None, f"flat frame {k}")
+                           for k, s in enumerate(sources)])
     log.info("flat levels (ADU): %s", np.array2string(levels, precision=1))
     method = ("clipped_" if reject_stars else "") + statistic
     combiner = Combiner(method=method, sigma=sigma, maxiters=maxiters, block_rows=block_rows, **combiner_options)
@@ -584,14 +607,15 @@ def _signal_ratio(s1: np.ndarray, s2: np.ndarray, block: int, degree: int) -> np
         raise ValueError("the two flats have no block with a finite signal ratio; are they exposed?")
     design = np.stack([xx ** i * yy ** j for i, j in powers], axis=-1)
     coef = np.zeros(len(powers))
-    for _ in range(5):
-        coef = np.linalg.lstsq(design[keep], medians[keep], rcond=None)[0]
-        residual = medians - design @ coef
-        spread = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
-        new = np.isfinite(medians) & (np.abs(residual) <= 5.0 * spread if spread > 0 else np.isfinite(medians))
-        if np.array_equal(new, keep) or new.sum() < len(powers):
-            break
-        keep = new
+    with blas_threads(1):  # small products: OpenBLAS's spinning threads would cost more than they do
+        for _ in range(5):
+            coef = np.linalg.lstsq(design[keep], medians[keep], rcond=None)[0]
+            residual = medians - design @ coef
+            spread = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
+            new = np.isfinite(medians) & (np.abs(residual) <= 5.0 * spread if spread > 0 else np.isfinite(medians))
+            if np.array_equal(new, keep) or new.sum() < len(powers):
+                break
+            keep = new
     x = (np.arange(nx) + 0.5) / nx - 0.5
     y = (np.arange(ny) + 0.5) / ny - 0.5
     ratio = np.zeros((ny, nx), dtype=np.float32)

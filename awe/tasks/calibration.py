@@ -39,8 +39,8 @@ from awe.db.query import night_of, observing_night
 from awe.db.schema import DBObject
 from awe.db.session import current_session
 from awe.image.combine import CombineResult, Combiner
-from awe.image.flat import BiasPair, central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, \
-    normalise_flat_qc, read_noise_from_pairs
+from awe.image.flat import BiasPair, central_section, combine_flats, flat_level, flat_qc, gain_from_pairs, \
+    master_flat, normalise_flat_qc, read_noise_from_pairs
 from awe.image.overscan import OverscanCorrector
 from awe.image.pixels import cold_pixels, hot_pixels
 from awe.image.stats import difference_stdev, imstat, sigma_clipped_stats, subwin_stats
@@ -150,8 +150,11 @@ class RowFile:
         return self(slice(None))
 
 
-def stage_corrected(raws: Sequence[RawFile], mode: int, folder: str | Path) -> list[RowFile]:
+def stage_corrected(raws: Sequence[RawFile], mode: int, folder: str | Path,
+                    measure: Callable[[int, np.ndarray], Any] | None = None) -> list[RowFile]:
     """Overscan-correct and trim each raw file into a float32 file in ``folder``, one frame in memory at a time.
+
+    ``measure(k, pixels)``, when given, is called with each corrected frame while it is in memory.
 
     Raises
     ------
@@ -166,6 +169,8 @@ def stage_corrected(raws: Sequence[RawFile], mode: int, folder: str | Path) -> l
                             f"{raws[0].name} {staged[0].image_shape[1]} x {staged[0].image_shape[0]}: "
                             "frames of different binning or window cannot be combined")
         staged.append(RowFile.write(Path(folder) / f"frame{k:04d}.f32", data))
+        if measure is not None:
+            measure(k, data)
         del data
     return staged
 
@@ -640,13 +645,19 @@ class _FlatTask(_CalibrationTask):
         self.log.info("combining %d %s with OVERSCAN_CORRECTION=%d, SIGMA_CLIP=%g, master bias %s: %s", len(raws),
                       self.what, mode, p.SIGMA_CLIP, bias.filename, [f.filename for f in raws])
         raw_files = [RawFile.of(f) for f in raws]
+        frame_levels: dict[int, float] = {}
+
+        def level(k: int, data: np.ndarray) -> None:  # each frame's level while it is in memory
+            if data.shape == bias_data.shape:
+                frame_levels[k] = flat_level(data, bias_data, what=f"flat frame {k}")
+
         with self._temporary() as tmp:
-            staged = stage_corrected(raw_files, mode, tmp)
+            staged = stage_corrected(raw_files, mode, tmp, measure=level)
             if staged[0].image_shape != bias_data.shape:
                 raise TaskError(f"the {self.what} are {staged[0].image_shape} after trimming but the master bias "
                                 f"{bias.filename} is {bias_data.shape}; make a master bias of the same layout")
             result = combine_flats(staged, bias_data, statistic="mean", reject_stars=True, sigma=p.SIGMA_CLIP,
-                                   shape=staged[0].image_shape)
+                                   shape=staged[0].image_shape, levels=[frame_levels[k] for k in range(len(staged))])
             product.gain = self._gain(staged, bias, mode, p.GAIN_SECTION, _binning(first, raw_files[0]))
         levels = [float(v) for v in result.levels]
         product.levels, product.level, product.n_rejected = levels, float(np.mean(levels)), result.n_rejected
