@@ -88,8 +88,16 @@ class RawFile:
         path = frame.local_path()
         return cls(Path(path), raw_geometry(frame, read_header(path)), frame.filename)
 
-    def corrected(self, mode: int) -> np.ndarray:
-        """The overscan-corrected (OVERSCAN_CORRECTION ``mode``), trimmed float32 pixels."""
+    @property
+    def trimmed_shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the trimmed frame."""
+        rows, columns = self.geometry.trim
+        ny, nx = self.geometry.shape
+        return len(range(*rows.indices(ny))), len(range(*columns.indices(nx)))
+
+    def corrected(self, mode: int, rows: slice | None = None) -> np.ndarray:
+        """The overscan-corrected (OVERSCAN_CORRECTION ``mode``), trimmed float32 pixels (``rows``: only those rows
+        of the trimmed frame)."""
         g = self.geometry
         raw = read_image(self.path)
         if raw.shape != g.shape:
@@ -98,7 +106,7 @@ class RawFile:
         try:
             corrector = OverscanCorrector(g.overscan_x if g.n_overscan_x else None, g.trim, mode,
                                           prescan_cols=g.prescan_x if g.n_prescan_x else None)
-            return corrector(raw)
+            return corrector(raw, rows=rows)
         except ValueError as exc:
             raise TaskError(f"{self.name}: overscan correction {mode} failed: {exc}") from None
 
@@ -680,8 +688,8 @@ class _FlatTask(_CalibrationTask):
         if len(staged) < 2 or len(raw_biases) < 2:
             self.log.info("gain not measured: needs two flats and two raw biases of %s visible here", bias.filename)
             return None
-        b1, b2 = overscan_corrected(raw_biases[0], mode), overscan_corrected(raw_biases[1], mode)
-        if b1.shape != staged[0].image_shape:
+        pair = [RawFile.of(f) for f in raw_biases[:2]]
+        if any(r.trimmed_shape != staged[0].image_shape for r in pair):
             self.log.info("gain not measured: the raw biases of %s have another layout", bias.filename)
             return None
         try:
@@ -693,13 +701,14 @@ class _FlatTask(_CalibrationTask):
                           "pixels (fewer than %d)", staged[0].image_shape[1], staged[0].image_shape[0],
                           _pixels(section), MINIMUM_GAIN_PIXELS)
             section = None
+        rows, columns = section if section is not None else (slice(None), slice(None))
+        b1, b2 = (r.corrected(mode, rows=rows)[:, columns] for r in pair)  # the section's rows corrected only
         try:  # the bias pair's level and variance: measured once for all the flat pairs
-            biases = BiasPair.of(b1, b2, section)
+            biases = BiasPair.of(b1, b2)
         except ValueError as exc:
             self.log.info("gain not measured: the raw biases of %s give no variance: %s", bias.filename, exc)
             return None
         del b1, b2
-        rows, columns = section if section is not None else (slice(None), slice(None))
         cut = [f(rows)[:, columns] for f in staged]  # only the section's rows are read, each flat once
         estimates = []
         for first, second in zip(cut[:-1], cut[1:]):
