@@ -754,7 +754,7 @@ class DomeFlatTask(_FlatTask):
     product = DomeFlatFrame
     inputs = (Input(RawDomeFlatFrame, "raw_dome_flat_frames", kind="raw", filter=True), Input(BiasFrame, "bias"),
               Input(HotPixelMap, "hot_pixels", optional=True))
-    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: gain's clipping from one sort
+    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: its clipping sort-based (1e-10 off)
     algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
                          "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Dome", "DOME FLAT"
@@ -777,7 +777,7 @@ class TwilightFlatTask(_FlatTask):
     inputs = (Input(RawTwilightFlatFrame, "raw_twilight_flat_frames", kind="raw", filter=True),
               Input(BiasFrame, "bias"), Input(HotPixelMap, "hot_pixels", optional=True),
               Input(ColdPixelMap, "cold_pixels", filter=True, optional=True))
-    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: gain's clipping from one sort
+    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: its clipping sort-based (1e-10 off)
     algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
                          "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Twi", "TWILIGHT FLAT"
