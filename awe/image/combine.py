@@ -57,6 +57,10 @@ _QUANTILE = 0.15865525393145707
 #: Largest stack depth whose normalisation is computed by Monte Carlo (above: Blom's approximation).
 _MC_MAX_DEPTH = 64
 _MC_SAMPLES = 20000
+#: Deepest stack sorted by a sorting network of element-wise minima and maxima (deeper: ``np.sort``). Along
+#: the frame axis ``np.sort`` sorts each pixel's few values separately (~50 ms a million pixels whatever the
+#: depth); the network's compare-exchanges run over whole frame rows: 1 ms for 3 frames, 18 ms for 10, 37 ms for 16.
+_NETWORK_MAX_DEPTH = 16
 
 def threads() -> int:
     """Threads a combination uses: ``AWE_THREADS`` from the environment, else 2 (at most the cores there are).
@@ -180,6 +184,48 @@ def pooled_norm(m: int) -> float:
     rng = np.random.default_rng(12345 + m)
     sample = np.sort(rng.standard_normal((_MC_SAMPLES, m)), axis=1)
     return float(np.median(sample[:, j] - sample[:, i]))
+
+
+@lru_cache(maxsize=None)
+def _sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Compare-exchange pairs ``(a, b)``, ``a < b``, of Batcher's odd-even merge sort of ``n`` items.
+
+    Built for the next power of two and the pairs reaching past ``n`` dropped (as if padded with +inf).
+    """
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
+
+
+def _sort_frames(stack: np.ndarray, nvalid: np.ndarray) -> None:
+    """Sort a ``(depth, npix)`` stack in place along the frame axis, NaN last: what ``stack.sort(axis=0)``
+    gives, by a sorting network for shallow stacks (``nvalid``: the finite-or-inf values of each pixel)."""
+    depth = stack.shape[0]
+    if depth > _NETWORK_MAX_DEPTH:
+        stack.sort(axis=0)
+        return
+    missing = bool(depth and nvalid.min() < depth)
+    if missing:  # NaN sorts last: as +inf through the network, then NaN again after each pixel's values
+        np.copyto(stack, np.float32(np.inf), where=np.isnan(stack))
+    tmp = np.empty_like(stack[0])
+    for a, b in _sorting_network(depth):
+        np.minimum(stack[a], stack[b], out=tmp)
+        np.maximum(stack[a], stack[b], out=stack[b])
+        stack[a] = tmp
+    if missing:
+        stack[np.arange(depth)[:, None] >= nvalid[None]] = np.nan
 
 
 def _rows_at(stack: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -353,7 +399,7 @@ class Combiner:
             data = bn.nanmean(flat, axis=0) if self.method == "mean" else bn.nanmedian(flat, axis=0)
             stdev = self._full_stdev(flat, nvalid) if self.return_stdev else None
             return self._shaped(data, nvalid, stdev, shape) + (0,)
-        flat.sort(axis=0)  # NaN last: a pixel's kept values are always a run [lo, hi) of its sorted values
+        _sort_frames(flat, nvalid)  # NaN last: a pixel's kept values are always a run [lo, hi) of its sorted values
         lo = np.zeros_like(nvalid)
         hi = nvalid.copy()
         center = _range_median(flat, lo, hi)

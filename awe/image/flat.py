@@ -25,11 +25,14 @@ from numpy.typing import ArrayLike
 from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
+from awe._threads import blas_threads
 from awe.image.combine import Combiner, _frame_array, _is_reader, _read_block
-from awe.image.stats import MAD_TO_SIGMA, good_values, sigma_clipped_stats, subwin_stats
+from awe.image.stats import MAD_TO_SIGMA, ImStat, good_values, sigma_clipped_stats, subwin_stats
 
-__all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "smooth_large_scale", "master_flat",
-           "FlatQC", "flat_qc", "gain_from_pairs", "read_noise_from_pairs", "central_section"]
+__all__ = ["normalise_flat", "FlatCombineResult", "combine_flats", "flat_level", "smooth_large_scale",
+           "master_flat",
+           "FlatQC", "flat_qc", "normalise_flat_qc", "gain_from_pairs", "BiasPair", "read_noise_from_pairs",
+           "central_section"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,35 @@ def _median_level(image: ArrayLike, mask: ArrayLike | None, what: str) -> float:
     level = float(bn.median(values))
     if not level > 0:
         raise ValueError(f"{what} has median {level}; a flat field must be positive (is it bias-subtracted twice?)")
+    return level
+
+
+def _middle_pair(values: np.ndarray) -> tuple[np.float32, np.float32]:
+    """The two middle values of 1-D float32 ``values`` (the same one twice for an odd count), from a partition of a
+    copy (``values`` keep their order, so sums over them stay the same to the last bit)."""
+    n = values.size
+    if n == 0:
+        return np.float32(np.nan), np.float32(np.nan)
+    work = values.copy()
+    k = n // 2
+    work.partition(k)
+    high = work[k]
+    return (work[:k].max() if n % 2 == 0 else high), high
+
+
+def _values_median(values: np.ndarray, low: Any = None, high: Any = None) -> float:
+    """:func:`_median_level` of good values already picked out (1-D, finite): ``bn.median(values)``, or from their
+    middle pair ``low``, ``high`` (:func:`_middle_pair`) as bottleneck takes it (the mean in float32)."""
+    if values.size == 0:
+        raise ValueError("the flat has no finite unmasked pixel to take a median of")
+    if low is None:
+        level = float(bn.median(values))
+    elif values.size % 2:
+        level = float(high)
+    else:
+        level = float(np.float32(0.5) * (np.float32(low) + np.float32(high)))
+    if not level > 0:
+        raise ValueError(f"the flat has median {level}; a flat field must be positive (is it bias-subtracted twice?)")
     return level
 
 
@@ -104,6 +136,18 @@ def _interpolation_matrix(centres: np.ndarray, n: int) -> np.ndarray:
     return weights
 
 
+def _block_medians(blocks: np.ndarray) -> np.ndarray:
+    """``bn.median(blocks, axis=-1)`` of finite float32 values, reordering ``blocks`` (a partition in place; the
+    mean of the middle pair in float32, as bottleneck takes it)."""
+    n = blocks.shape[-1]
+    k = n // 2
+    blocks.partition(k, axis=-1)
+    high = blocks[..., k]
+    if n % 2:
+        return high.copy()
+    return np.float32(0.5) * (blocks[..., :k].max(axis=-1) + high)
+
+
 def _block_grid(n: int, scale: int) -> tuple[int, int, int]:
     """Block size, number of blocks and offset covering ``n`` pixels symmetrically."""
     size = min(scale, n)
@@ -142,7 +186,9 @@ def smooth_large_scale(image: ArrayLike, scale_px: int, mask: ArrayLike | None =
     extrapolated linearly from the spline.  Cost: one pass of block medians
     plus two small matrix products (~0.2 s for 2k x 4k).
     """
-    arr = _as_float_image(image, mask, "the image to smooth")
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise ValueError(f"the image to smooth must be a 2-D image, got shape {arr.shape}")
     scale = int(scale_px)
     if scale < 1:
         raise ValueError(f"scale_px must be a positive number of pixels, got {scale_px!r}")
@@ -151,10 +197,28 @@ def smooth_large_scale(image: ArrayLike, scale_px: int, mask: ArrayLike | None =
     ny, nx = arr.shape
     by, nby, oy = _block_grid(ny, scale)
     bx, nbx, ox = _block_grid(nx, scale)
-    blocks = arr[oy:oy + nby * by, ox:ox + nbx * bx].reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(nby, nbx, by * bx)
-    grid = bn.nanmedian(blocks, axis=-1).astype(np.float64)
-    ngood = np.count_nonzero(np.isfinite(blocks), axis=-1)
+
+    def tiled(a: np.ndarray, dtype: Any) -> np.ndarray:
+        """The blocks' pixels, one block after the other: ``(nby, nbx, by * bx)`` (one copy)."""
+        cut = a[oy:oy + nby * by, ox:ox + nbx * bx].reshape(nby, by, nbx, bx).transpose(0, 2, 1, 3)
+        out = np.empty((nby, nbx, by, bx), dtype=dtype)
+        out[...] = cut
+        return out.reshape(nby, nbx, by * bx)
+
+    blocks = tiled(arr, np.float32)
+    unusable = ~np.isfinite(blocks)  # masked and non-finite pixels do not count
+    if mask is not None:
+        bad_pixels = np.asarray(mask, dtype=bool)
+        if bad_pixels.shape != arr.shape:
+            raise ValueError(f"the mask of the image to smooth has shape {bad_pixels.shape}, the image {arr.shape}")
+        unusable |= tiled(bad_pixels, bool)
+    if unusable.any():
+        blocks[unusable] = np.nan
+        grid = bn.nanmedian(blocks, axis=-1).astype(np.float64)
+    else:  # every pixel counts: bottleneck's medians from a partition of the blocks in place (1.5 times faster)
+        grid = _block_medians(blocks).astype(np.float64)
+    ngood = by * bx - np.count_nonzero(unusable, axis=-1)
+    del blocks, unusable
     grid[ngood < min_fraction * by * bx] = np.nan
     bad = ~np.isfinite(grid)
     if bad.all():
@@ -166,7 +230,8 @@ def smooth_large_scale(image: ArrayLike, scale_px: int, mask: ArrayLike | None =
         grid = ndimage.median_filter(grid, size=int(filter_size), mode="nearest")
     wy = _interpolation_matrix(oy + (np.arange(nby) + 0.5) * by - 0.5, ny)
     wx = _interpolation_matrix(ox + (np.arange(nbx) + 0.5) * bx - 0.5, nx)
-    return (wy @ grid @ wx.T).astype(np.float32)
+    with blas_threads(1):  # one thread: OpenBLAS's idle threads would spin for more CPU than the product takes
+        return (wy @ grid @ wx.T).astype(np.float32)
 
 
 # ---------------------------------------------------------------- combining
@@ -210,6 +275,17 @@ def _subsample(frame: Any, shape: tuple[int, int], step: int, block_rows: int = 
     return np.concatenate(parts)
 
 
+def flat_level(frame: ArrayLike, masterbias: ArrayLike | None = None, step: int = 4,
+               what: str = "flat frame") -> float:
+    """The level :func:`combine_flats` scales a frame by: the median of every ``step``-th row and column of
+    ``frame - masterbias`` (ValueError unless positive)."""
+    arr = np.asarray(frame)
+    sample = np.asarray(arr[::step, ::step], dtype=np.float32)
+    if masterbias is not None:
+        sample = sample - np.asarray(masterbias, dtype=np.float32)[::step, ::step]
+    return _median_level(sample, None, what)
+
+
 def _debiased(frame: Any, bias: np.ndarray | None) -> Any:
     """A row reader giving ``frame - bias`` (or the frame itself without a bias)."""
     if bias is None:
@@ -225,7 +301,8 @@ def _debiased(frame: Any, bias: np.ndarray | None) -> Any:
 def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *, statistic: str = "mean",
                   reject_stars: bool = True, sigma: float | tuple[float, float] = 3.0, maxiters: int = 5,
                   masks: Sequence[Any] | None = None, level_step: int = 4, block_rows: int | None = None,
-                  shape: tuple[int, int] | None = None, **combiner_options: Any) -> FlatCombineResult:
+                  shape: tuple[int, int] | None = None, levels: Sequence[float] | None = None,
+                  **combiner_options: Any) -> FlatCombineResult:
     """Combine flat-field exposures into one normalised flat.
 
     Each frame is de-biased, divided by its own median (so exposures of
@@ -251,6 +328,9 @@ def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *,
         Per-frame boolean bad-pixel masks (``True`` = bad).
     level_step : int
         Frame levels are medians of every ``level_step``-th row and column.
+    levels : sequence of float, optional
+        The frames' levels measured already (:func:`flat_level` of each frame, e.g. while it was in memory):
+        then the frames are not read for them.
     block_rows, shape
         Passed to the combiner (``shape`` is needed when all frames are readers).
     **combiner_options
@@ -275,8 +355,13 @@ def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *,
         if bias.shape != frame_shape:
             raise ValueError(f"master bias shape {bias.shape} differs from the flat frames' {frame_shape}")
     sources = [_debiased(f, bias) for f in frames]
-    levels = np.array([_median_level(_subsample(s, frame_shape, level_step), None, f"flat frame {k}")
-                       for k, s in enumerate(sources)])
+    if levels is not None:
+        if len(levels) != len(frames):
+            raise ValueError(f"levels has {len(levels)} values for {len(frames)} frames; give one per frame")
+        levels = np.asarray(levels, dtype=np.float64)
+    else:
+        levels = np.array([_median_level(_subsample(s, frame_shape, level_step), None, f"flat frame {k}")
+                           for k, s in enumerate(sources)])
     log.info("flat levels (ADU): %s", np.array2string(levels, precision=1))
     method = ("clipped_" if reject_stars else "") + statistic
     combiner = Combiner(method=method, sigma=sigma, maxiters=maxiters, block_rows=block_rows, **combiner_options)
@@ -289,7 +374,7 @@ def combine_flats(frames: Sequence[Any], masterbias: ArrayLike | None = None, *,
 
 
 def master_flat(dome: ArrayLike, twilight: ArrayLike, scale_px: int = 64, mask: ArrayLike | None = None,
-                **smooth_options: Any) -> np.ndarray:
+                normalise: bool = True, **smooth_options: Any) -> np.ndarray:
     """Master flat: the dome flat's small scales times the twilight flat's large scales.
 
     Parameters
@@ -300,13 +385,15 @@ def master_flat(dome: ArrayLike, twilight: ArrayLike, scale_px: int = 64, mask: 
         Smoothing scale separating "small" from "large" scales.
     mask : array_like of bool, optional
         Bad pixels, ignored by the smoothing and the normalisation.
+    normalise : bool
+        Divide by the median (False: leave that to :func:`normalise_flat_qc`, which also measures the flat).
     **smooth_options
         Passed to :func:`smooth_large_scale`.
 
     Returns
     -------
     ndarray
-        float32 master flat, median 1.
+        float32 master flat, median 1 (when ``normalise``).
     """
     dome_arr = np.asarray(dome, dtype=np.float32)
     twilight_arr = np.asarray(twilight, dtype=np.float32)
@@ -315,8 +402,9 @@ def master_flat(dome: ArrayLike, twilight: ArrayLike, scale_px: int = 64, mask: 
     dome_large = smooth_large_scale(dome_arr, scale_px, mask, **smooth_options)
     twilight_large = smooth_large_scale(twilight_arr, scale_px, mask, **smooth_options)
     with np.errstate(divide="ignore", invalid="ignore"):
-        combined = dome_arr / dome_large * twilight_large
-    return normalise_flat(combined, mask)
+        combined = dome_arr / dome_large
+        combined *= twilight_large
+    return normalise_flat(combined, mask) if normalise else combined
 
 
 # ----------------------------------------------------------------------- QC
@@ -339,6 +427,9 @@ class FlatQC:
         ``scale_px``) divided by ``level``.
     n_bad : int
         Non-finite or non-positive pixels (masked ones not counted).
+    imstat : ImStat or None
+        :func:`awe.image.stats.imstat` of the flat when its pixels are the good ones (no mask, none bad): the
+        same values, so measured on the same copy; None otherwise.
     """
 
     level: float
@@ -347,6 +438,7 @@ class FlatQC:
     max_subwin_stdev: float
     large_scale_rms: float
     n_bad: int
+    imstat: ImStat | None = None
 
 
 def flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int] = (4, 4),
@@ -368,25 +460,77 @@ def flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int
     -------
     FlatQC
     """
+    return _flat_qc(np.asarray(flat, dtype=np.float32), mask, grid, scale_px)[1]
+
+
+def normalise_flat_qc(flat: ArrayLike, mask: ArrayLike | None = None, grid: tuple[int, int] = (4, 4),
+                      scale_px: int = 64) -> tuple[np.ndarray, FlatQC]:
+    """``normalise_flat(flat, mask)`` and the :func:`flat_qc` of the result, in one pass over the good pixels.
+
+    The same values as the two calls (the median of the normalised good pixels is taken of the same
+    divided values), with one copy and one median less when the pixels left out of the normalisation are those
+    :func:`flat_qc` leaves out (none non-positive or infinite beyond the mask); otherwise the two calls.
+    """
     arr = np.asarray(flat, dtype=np.float32)
-    bad = np.zeros(arr.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    invalid = ~np.isfinite(arr) | (arr <= 0)
-    n_bad = int(np.count_nonzero(invalid & ~bad))
-    level = _median_level(arr, bad | invalid, "the flat")
-    values = good_values(arr, bad | invalid)
-    sub = subwin_stats(arr, grid, bad | invalid)
-    large = smooth_large_scale(arr, scale_px, bad | invalid)
-    return FlatQC(level=level, stdev=float(np.std(values, dtype=np.float64)) / level,
-                  flatness=sub.flatness / level, max_subwin_stdev=sub.max_stdev / level,
-                  large_scale_rms=float(np.std(large, dtype=np.float64)) / level, n_bad=n_bad)
+    return _flat_qc(arr, mask, grid, scale_px, normalise=True)
+
+
+def _flat_qc(arr: np.ndarray, mask: ArrayLike | None, grid: tuple[int, int], scale_px: int,
+             normalise: bool = False) -> tuple[np.ndarray, FlatQC]:
+    """The (normalised, when ``normalise``) flat and its :class:`FlatQC`."""
+    with np.errstate(invalid="ignore"):
+        invalid = ~(arr > 0)  # non-finite (NaN compares false; inf is caught below) or not positive
+    invalid |= np.isinf(arr)
+    bad = None
+    if mask is None:
+        n_bad = int(np.count_nonzero(invalid))
+        excluded = invalid
+    else:
+        bad = np.asarray(mask, dtype=bool)
+        if bad.shape != arr.shape:
+            raise ValueError(f"mask shape {bad.shape} differs from data shape {arr.shape}; "
+                             "pass a boolean mask of the image's shape")
+        excluded = bad | invalid
+        n_bad = int(np.count_nonzero(excluded)) - int(np.count_nonzero(bad))
+    if normalise and n_bad:  # the normalisation's good pixels are not the QC's: one after the other
+        arr = normalise_flat(arr, mask)
+        return _flat_qc(arr, mask, grid, scale_px)
+    every = not excluded.any()
+    arr = np.ascontiguousarray(arr)
+    values = arr.reshape(-1) if every else arr[~excluded]  # the good pixels, once for the level and the spread
+    low, high = _middle_pair(values)
+    level = _values_median(values, low, high)
+    if normalise:  # normalise_flat's median and division, of the same values
+        scale = np.float32(level)
+        arr = arr / scale
+        if every:
+            values = arr.reshape(-1)
+        else:
+            values /= scale  # the same divisions as arr's
+        with np.errstate(invalid="ignore"):
+            if np.count_nonzero(~(values > 0) | np.isinf(values)):  # under- or overflow
+                return _flat_qc(arr, mask, grid, scale_px)
+        # dividing by a positive number keeps the order: the middle pair of the divided values, divided
+        level = _values_median(values, low / scale, high / scale)
+    spread = float(np.std(values, dtype=np.float64))
+    stats = None
+    if mask is None and n_bad == 0:  # imstat's values are these (every pixel, in the same order)
+        stats = ImStat(mean=float(np.mean(values, dtype=np.float64)), median=level, stdev=spread,
+                       min=float(bn.nanmin(values)), max=float(bn.nanmax(values)))
+    del values
+    sub = subwin_stats(arr, grid, excluded)
+    large = smooth_large_scale(arr, scale_px, excluded)
+    return arr, FlatQC(level=level, stdev=spread / level, flatness=sub.flatness / level,
+                       max_subwin_stdev=sub.max_stdev / level,
+                       large_scale_rms=float(np.std(large, dtype=np.float64)) / level, n_bad=n_bad, imstat=stats)
 
 
 # ------------------------------------------------------ gain and read noise
-def _section(image: ArrayLike, section: tuple[slice, slice] | None, what: str) -> np.ndarray:
+def _section(image: ArrayLike, section: tuple[slice, slice] | None, what: str, dtype: Any = np.float64) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim != 2:
         raise ValueError(f"{what} must be a 2-D image, got shape {arr.shape}")
-    return np.asarray(arr if section is None else arr[section], dtype=np.float64)
+    return np.asarray(arr if section is None else arr[section], dtype=dtype)
 
 
 def central_section(shape: tuple[int, int], size: Sequence[float] | None, binning: float = 1.0
@@ -465,7 +609,7 @@ def _signal_ratio(s1: np.ndarray, s2: np.ndarray, block: int, degree: int) -> np
     """
     ny, nx = s1.shape
     with np.errstate(divide="ignore", invalid="ignore"):
-        q = (s1 / s2).astype(np.float32)
+        q = np.divide(s1, s2, dtype=np.float32)
     q[~np.isfinite(q)] = np.nan
     by, nby, oy = _block_grid(ny, block)
     bx, nbx, ox = _block_grid(nx, block)
@@ -483,14 +627,15 @@ def _signal_ratio(s1: np.ndarray, s2: np.ndarray, block: int, degree: int) -> np
         raise ValueError("the two flats have no block with a finite signal ratio; are they exposed?")
     design = np.stack([xx ** i * yy ** j for i, j in powers], axis=-1)
     coef = np.zeros(len(powers))
-    for _ in range(5):
-        coef = np.linalg.lstsq(design[keep], medians[keep], rcond=None)[0]
-        residual = medians - design @ coef
-        spread = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
-        new = np.isfinite(medians) & (np.abs(residual) <= 5.0 * spread if spread > 0 else np.isfinite(medians))
-        if np.array_equal(new, keep) or new.sum() < len(powers):
-            break
-        keep = new
+    with blas_threads(1):  # small products: OpenBLAS's spinning threads would cost more than they do
+        for _ in range(5):
+            coef = np.linalg.lstsq(design[keep], medians[keep], rcond=None)[0]
+            residual = medians - design @ coef
+            spread = MAD_TO_SIGMA * float(np.median(np.abs(residual[keep])))
+            new = np.isfinite(medians) & (np.abs(residual) <= 5.0 * spread if spread > 0 else np.isfinite(medians))
+            if np.array_equal(new, keep) or new.sum() < len(powers):
+                break
+            keep = new
     x = (np.arange(nx) + 0.5) / nx - 0.5
     y = (np.arange(ny) + 0.5) / ny - 0.5
     ratio = np.zeros((ny, nx), dtype=np.float32)
@@ -499,8 +644,141 @@ def _signal_ratio(s1: np.ndarray, s2: np.ndarray, block: int, degree: int) -> np
     return ratio
 
 
-def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike, bias2: ArrayLike,
-                    section: tuple[slice, slice] | None = None, degree: int = 2, block: int = 16) -> float:
+def _clipped_sorted(values: np.ndarray, sigma: float = _PAIR_CLIP_SIGMA,
+                    maxiters: int = 10) -> tuple[float, float, int]:
+    """Median, standard deviation and count of ``values`` after kappa-sigma clipping around the median: what
+    :func:`awe.image.stats.sigma_clipped_stats` (astropy's ``sigma_clip``: median centre, standard deviation
+    width, both sides, the clipped values removed at each iteration) gives, from one sort.
+
+    The values kept are always those within a range of values, so in sorted order a run ``[lo, hi)``: each
+    iteration is two binary searches and the standard deviation of that run (astropy takes a median and
+    filters a copy of all the values each time: 3 times slower for the 2 million pixels of a gain section).
+    """
+    data = np.sort(values[np.isfinite(values)])
+    lo, hi = 0, data.size
+    for _ in range(maxiters):
+        if hi - lo < 1:
+            break
+        run = data[lo:hi]
+        m = hi - lo
+        centre = 0.5 * (float(run[(m - 1) // 2]) + float(run[m // 2]))
+        std = float(np.std(run, dtype=np.float64))
+        new_lo = lo + int(np.searchsorted(run, centre - sigma * std, side="left"))
+        new_hi = lo + int(np.searchsorted(run, centre + sigma * std, side="right"))
+        if (new_lo, new_hi) == (lo, hi):
+            break
+        lo, hi = new_lo, new_hi
+    run = data[lo:hi]
+    if run.size == 0:
+        return math.nan, math.nan, 0
+    m = run.size
+    return 0.5 * (float(run[(m - 1) // 2]) + float(run[m // 2])), float(np.std(run, dtype=np.float64)), int(m)
+
+
+#: fewest values :func:`_clipped_stats` takes through a partition rather than a sort
+_BAND_MIN_VALUES = 100_000
+
+
+def _clipped_stats(values: np.ndarray, sigma: float = _PAIR_CLIP_SIGMA,
+                   maxiters: int = 10) -> tuple[float, float, int]:
+    """:func:`_clipped_sorted`'s figures without sorting all the values (4 times faster for 2 million).
+
+    One partition gives the values ranked within 1.5 % of the middle (sorted: every median the clipping
+    can come to) and a robust sigma (half the 16-84 % range); the values more than 0.4 ``sigma`` robust sigmas
+    from the median (2 for 5-sigma clipping) are sorted with running sums of them, and the sums of the others
+    taken once: each iteration is then two binary searches in the outer values. When the clipping would come
+    closer to the median than that, or the median would leave the middle values, :func:`_clipped_sorted` is
+    used instead: the same figures (to rounding), always.
+    """
+    data = values[np.isfinite(values)]
+    n = data.size
+    if n < _BAND_MIN_VALUES:
+        return _clipped_sorted(data, sigma, maxiters)
+    k = n // 2
+    w = max(2048, n // 64)
+    band_lo, band_hi = k - w, min(n - 1, k + w)
+    r16, r84 = int(0.1587 * n), int(0.8413 * n)  # one Gaussian sigma either side: how wide the core may be
+    part = np.partition(data, [r16, band_lo, band_hi, r84])
+    band = np.sort(part[band_lo:band_hi + 1])
+    robust = 0.5 * (float(part[r84]) - float(part[r16]))
+    del part
+
+    def ranked(r: int) -> float | None:
+        return float(band[r - band_lo]) if band_lo <= r <= band_hi else None
+
+    centre = 0.5 * (float(band[(n - 1) // 2 - band_lo]) + float(band[n // 2 - band_lo]))
+    std = float(np.std(data, dtype=np.float64))
+    origin = centre  # the sums are of the values minus the first median (precise: small numbers)
+    # the core, summed once: within 0.4 sigma (robust) of the median, where a sigma-clipping is hardly to come
+    half = 0.4 * sigma * min(robust, std)
+    inner_lo, inner_hi = centre - half, centre + half
+    low = np.sort(data[data < inner_lo]).astype(np.float64) - origin
+    high = np.sort(data[data > inner_hi]).astype(np.float64) - origin
+    core = data[(data >= inner_lo) & (data <= inner_hi)].astype(np.float64) - origin
+    n_core, s1_core, s2_core = core.size, float(np.sum(core)), float(np.sum(core * core))
+    del core
+    low_s1 = np.concatenate(([0.0], np.cumsum(low)))  # sums of low[:i]
+    low_s2 = np.concatenate(([0.0], np.cumsum(low * low)))
+    high_s1 = np.concatenate(([0.0], np.cumsum(high)))  # sums of high[:j]
+    high_s2 = np.concatenate(([0.0], np.cumsum(high * high)))
+    n_low = low.size
+    first, last = 0, high.size  # kept: low[first:], the core, high[:last]
+    for _ in range(maxiters):
+        lower, upper = centre - sigma * std, centre + sigma * std
+        if lower > inner_lo or upper < inner_hi:
+            return _clipped_sorted(data, sigma, maxiters)
+        new_first = max(first, int(np.searchsorted(low, lower - origin, side="left")))
+        new_last = min(last, int(np.searchsorted(high, upper - origin, side="right")))
+        if (new_first, new_last) == (first, last):
+            break
+        first, last = new_first, new_last
+        m = (n_low - first) + n_core + last
+        if m < 1:
+            return _clipped_sorted(data, sigma, maxiters)
+        s1 = s1_core + (low_s1[-1] - low_s1[first]) + high_s1[last]
+        s2 = s2_core + (low_s2[-1] - low_s2[first]) + high_s2[last]
+        mean = s1 / m  # of the kept values minus origin
+        std = math.sqrt(max(s2 / m - mean * mean, 0.0))
+        a, b = ranked(first + (m - 1) // 2), ranked(first + m // 2)
+        if a is None or b is None:
+            return _clipped_sorted(data, sigma, maxiters)
+        centre = 0.5 * (a + b)
+    m = (n_low - first) + n_core + last
+    return centre, std, int(m)
+
+
+def _pair_var(diff: np.ndarray, sort: bool = False) -> float:
+    """The clipped variance of a difference image (:func:`_clipped_stats`; ``sort``: :func:`_clipped_sorted`,
+    faster for the few distinct values of a difference of biases)."""
+    _, std, n = (_clipped_sorted if sort else _clipped_stats)(diff.ravel())
+    if n < 2:
+        raise ValueError("too few usable pixels to measure a variance; enlarge the section")
+    return std ** 2
+
+
+@dataclass(frozen=True)
+class BiasPair:
+    """What the gain needs of two bias frames (in the section of the flats): their mean level and the clipped
+    variance of their difference; measured once for all the flat pairs of a flat field."""
+
+    level: float
+    var: float
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, bias1: ArrayLike, bias2: ArrayLike, section: tuple[slice, slice] | None = None) -> "BiasPair":
+        b1, b2 = _section(bias1, section, "bias1"), _section(bias2, section, "bias2")
+        if b1.shape != b2.shape:
+            raise ValueError(f"the two biases differ in shape: {b1.shape} and {b2.shape}")
+        # levels from every 4th row and column: an error in the bias level cancels in the difference and is
+        # 1e-5 of the signal
+        level = 0.5 * (_sample_median(b1) + _sample_median(b2))
+        return cls(level=level, var=_pair_var(b1 - b2, sort=True), shape=(int(b1.shape[0]), int(b1.shape[1])))
+
+
+def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike | None, bias2: ArrayLike | None,
+                    section: tuple[slice, slice] | None = None, degree: int = 2, block: int = 16,
+                    biases: BiasPair | None = None) -> float:
     """Gain (e-/ADU) from two flats and two biases: Janesick's photon-transfer method.
 
     ``gain = <S1 (1 + r)> / (var(S1 - r S2) - <(1 + r^2) / 2> var(B1 - B2))`` with
@@ -528,37 +806,43 @@ def gain_from_pairs(flat1: ArrayLike, flat2: ArrayLike, bias1: ArrayLike, bias2:
         Degree of the polynomial surface of the signal ratio (0: one scale factor).
     block : int
         Block size (pixels) of the medians the surface is fitted to.
+    biases : BiasPair, optional
+        ``BiasPair.of(bias1, bias2, section)`` measured beforehand (then ``bias1``, ``bias2`` may be None):
+        the same for every pair of flats of a flat field.
 
     Returns
     -------
     float
         Gain in electrons per ADU.
     """
-    f1, f2 = _section(flat1, section, "flat1"), _section(flat2, section, "flat2")
-    b1, b2 = _section(bias1, section, "bias1"), _section(bias2, section, "bias2")
-    if not f1.shape == f2.shape == b1.shape == b2.shape:
-        raise ValueError(f"flats and biases differ in shape: {f1.shape}, {f2.shape}, {b1.shape}, {b2.shape}")
+    f1, f2 = _section(flat1, section, "flat1", np.float32), _section(flat2, section, "flat2", np.float32)
+    if biases is None:
+        if bias1 is None or bias2 is None:
+            raise ValueError("gain_from_pairs needs two bias frames (bias1, bias2) or biases=BiasPair.of(...)")
+        biases = BiasPair.of(bias1, bias2, section)
+    if not f1.shape == f2.shape == biases.shape:
+        raise ValueError(f"flats and biases differ in shape: {f1.shape}, {f2.shape}, {biases.shape}")
     if int(degree) != degree or degree < 0 or int(block) != block or block < 2:
         raise ValueError(f"degree must be an integer >= 0 and block one >= 2, got {degree!r} and {block!r}")
-    # levels from every 4th row and column: an error in the bias level cancels in the difference and is
-    # 1e-5 of the signal; the flats' levels only check that they are exposed
-    bias_level = 0.5 * (_sample_median(b1) + _sample_median(b2))
-    s1 = (f1 - bias_level).astype(np.float32)
-    s2 = (f2 - bias_level).astype(np.float32)
+    # the flats' levels only check that they are exposed
+    s1, s2 = (np.subtract(f, biases.level, dtype=np.float64, out=np.empty(f.shape, np.float32), casting="unsafe")
+              for f in (f1, f2))  # the subtraction in float64, no float64 copy of the frames
+    del f1, f2
     level1, level2 = _sample_median(s1), _sample_median(s2)
     if not (level1 > 0 and level2 > 0):
         raise ValueError(f"flat signals above bias are {level1:.1f} and {level2:.1f} ADU; need two exposed flats")
     ratio = _signal_ratio(s1, s2, int(block), int(degree))
     diff = s1 - ratio * s2
-    stats = sigma_clipped_stats(diff, sigma=_PAIR_CLIP_SIGMA, maxiters=10)
+    centre, spread, _ = _clipped_stats(diff.ravel())
     with np.errstate(invalid="ignore"):
-        outliers = ~np.isfinite(diff) | (np.abs(diff - np.float32(stats.median)) > _PAIR_CLIP_SIGMA * stats.stdev)
+        outliers = ~np.isfinite(diff) | (np.abs(diff - np.float32(centre)) > _PAIR_CLIP_SIGMA * spread)
     bad = ndimage.binary_dilation(outliers, iterations=2)
-    var_flat = _clipped_var(np.where(bad, np.float32(np.nan), diff))
-    var_bias = _clipped_var(b1 - b2)
     good = ~bad
-    signal = float(np.mean(s1[good] * (1.0 + ratio[good]), dtype=np.float64))
-    bias_weight = float(np.mean(0.5 * (1.0 + ratio[good].astype(np.float64) ** 2)))
+    var_flat = _pair_var(diff[good])
+    var_bias = biases.var
+    kept_ratio = ratio[good].astype(np.float64)
+    signal = float(np.mean(s1[good] * (1.0 + kept_ratio)))
+    bias_weight = float(np.mean(0.5 * (1.0 + kept_ratio ** 2)))
     photon_var = var_flat - bias_weight * var_bias
     if not photon_var > 0:
         raise ValueError("the flat-pair variance does not exceed the bias-pair variance; "

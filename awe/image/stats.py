@@ -131,7 +131,11 @@ def imstat(data: ArrayLike, mask: ArrayLike | None = None) -> ImStat:
         All fields NaN if no pixel is usable.  ``stdev`` is the population
         standard deviation (``ddof=0``).
     """
-    values = good_values(data, mask)
+    arr = np.asarray(data)
+    if mask is None and arr.dtype.kind == "f" and arr.flags.c_contiguous and bool(np.isfinite(arr).all()):
+        values = arr.reshape(-1)  # every pixel counts: the pixels themselves, in the same order (no copy)
+    else:
+        values = good_values(arr, mask)
     if values.size == 0:
         nan = math.nan
         return ImStat(nan, nan, nan, nan, nan)
@@ -244,12 +248,24 @@ def subwin_stats(data: ArrayLike, grid: tuple[int, int] = (4, 4), mask: ArrayLik
             window = (slice(yedges[j], yedges[j + 1]), slice(xedges[i], xedges[i + 1]))
             values = good_values(arr[window], None if bad is None else bad[window])
             if values.size:
-                medians[j, i] = bn.median(values)
                 stdevs[j, i] = np.std(values, dtype=np.float64)
+                medians[j, i] = _median_in_place(values) if values.dtype == np.float32 else bn.median(values)
     finite = np.isfinite(medians)
     flatness = float(medians[finite].max() - medians[finite].min()) if finite.any() else math.nan
     max_stdev = float(stdevs[finite].max()) if finite.any() else math.nan
     return SubwinStats(medians=medians, stdevs=stdevs, flatness=flatness, max_stdev=max_stdev)
+
+
+def _median_in_place(values: np.ndarray) -> float:
+    """``bn.median(values)`` of a float32 1-D copy that may be reordered: a partition of it in place (the mean of
+    the middle pair taken in float32, as bottleneck does), saving bottleneck's own copy."""
+    n = values.size
+    k = n // 2
+    values.partition(k)
+    high = values[k]
+    if n % 2:
+        return float(high)
+    return float(np.float32(0.5) * (values[:k].max() + high))
 
 
 _THRESHOLD_SAMPLE = 2_000_000

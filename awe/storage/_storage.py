@@ -12,7 +12,7 @@ import tempfile
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, cast
 from uuid import uuid4
 
 from awe.storage._backends import make_backend
@@ -128,7 +128,7 @@ class DataStorage:
 
         def digest() -> tuple[str, int]:
             return checksum or hashlib.sha256(view).hexdigest(), view.nbytes
-        return self._store(filename, lambda: io.BytesIO(view), digest, expected=checksum)
+        return self._store(filename, lambda: cast(BinaryIO, _MemoryReader(view)), digest, expected=checksum)
 
     def _store(self, filename: str, opener: Callable[[], BinaryIO], digest: Callable[[], tuple[str, int]],
                expected: str | None = None) -> str:
@@ -421,3 +421,27 @@ def _check_digest(checksum: str | None, filename: str) -> str | None:
 
 def _rebuild(url: str, cache_dir: Path | None, options: dict) -> DataStorage:
     return DataStorage(url, cache_dir, **options)
+
+
+class _MemoryReader(io.RawIOBase):
+    """A binary file reading a buffer in place: ``read`` gives read-only slices of it, not copies (an
+    ``io.BytesIO`` of a buffer copies all of it first, and each read once more)."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view = view.toreadonly()
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = self._view.nbytes if size is None or size < 0 else min(self._view.nbytes, self._pos + size)
+        chunk = self._view[self._pos:end]
+        self._pos = end
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[:chunk.nbytes] = chunk
+        return chunk.nbytes

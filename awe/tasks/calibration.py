@@ -39,8 +39,8 @@ from awe.db.query import night_of, observing_night
 from awe.db.schema import DBObject
 from awe.db.session import current_session
 from awe.image.combine import CombineResult, Combiner
-from awe.image.flat import central_section, combine_flats, flat_qc, gain_from_pairs, master_flat, normalise_flat, \
-    read_noise_from_pairs
+from awe.image.flat import BiasPair, central_section, combine_flats, flat_level, flat_qc, gain_from_pairs, \
+    master_flat, normalise_flat_qc, read_noise_from_pairs
 from awe.image.overscan import OverscanCorrector
 from awe.image.pixels import cold_pixels, hot_pixels
 from awe.image.stats import difference_stdev, imstat, sigma_clipped_stats, subwin_stats
@@ -88,8 +88,16 @@ class RawFile:
         path = frame.local_path()
         return cls(Path(path), raw_geometry(frame, read_header(path)), frame.filename)
 
-    def corrected(self, mode: int) -> np.ndarray:
-        """The overscan-corrected (OVERSCAN_CORRECTION ``mode``), trimmed float32 pixels."""
+    @property
+    def trimmed_shape(self) -> tuple[int, int]:
+        """``(ny, nx)`` of the trimmed frame."""
+        rows, columns = self.geometry.trim
+        ny, nx = self.geometry.shape
+        return len(range(*rows.indices(ny))), len(range(*columns.indices(nx)))
+
+    def corrected(self, mode: int, rows: slice | None = None) -> np.ndarray:
+        """The overscan-corrected (OVERSCAN_CORRECTION ``mode``), trimmed float32 pixels (``rows``: only those rows
+        of the trimmed frame)."""
         g = self.geometry
         raw = read_image(self.path)
         if raw.shape != g.shape:
@@ -98,7 +106,7 @@ class RawFile:
         try:
             corrector = OverscanCorrector(g.overscan_x if g.n_overscan_x else None, g.trim, mode,
                                           prescan_cols=g.prescan_x if g.n_prescan_x else None)
-            return corrector(raw)
+            return corrector(raw, rows=rows)
         except ValueError as exc:
             raise TaskError(f"{self.name}: overscan correction {mode} failed: {exc}") from None
 
@@ -150,8 +158,11 @@ class RowFile:
         return self(slice(None))
 
 
-def stage_corrected(raws: Sequence[RawFile], mode: int, folder: str | Path) -> list[RowFile]:
+def stage_corrected(raws: Sequence[RawFile], mode: int, folder: str | Path,
+                    measure: Callable[[int, np.ndarray], Any] | None = None) -> list[RowFile]:
     """Overscan-correct and trim each raw file into a float32 file in ``folder``, one frame in memory at a time.
+
+    ``measure(k, pixels)``, when given, is called with each corrected frame while it is in memory.
 
     Raises
     ------
@@ -166,6 +177,8 @@ def stage_corrected(raws: Sequence[RawFile], mode: int, folder: str | Path) -> l
                             f"{raws[0].name} {staged[0].image_shape[1]} x {staged[0].image_shape[0]}: "
                             "frames of different binning or window cannot be combined")
         staged.append(RowFile.write(Path(folder) / f"frame{k:04d}.f32", data))
+        if measure is not None:
+            measure(k, data)
         del data
     return staged
 
@@ -417,9 +430,11 @@ class _CalibrationTask(Task):
                                 **attributes)
 
     def _finish(self, product: CalibrationFrame, data: np.ndarray, checks: Sequence[Check],
-                header: dict[str, Any], dtype: Any = np.float32) -> list[tuple[DBObject, Path | None]]:
-        """Statistics, QC, the file in the working folder and the QA figure."""
-        product.imstat = imstat(data)
+                header: dict[str, Any], dtype: Any = np.float32,
+                stats: Any = None) -> list[tuple[DBObject, Path | None]]:
+        """Statistics (``stats``: the ``imstat`` of ``data`` measured already), QC, the file in the working folder
+        and the QA figure."""
+        product.imstat = stats if stats is not None else imstat(data)
         apply_checks(product, checks, self.log)
         cards = {
             "OBJECT": (product.OBJECT or "", "what this calibration is"),
@@ -447,13 +462,22 @@ class _CalibrationTask(Task):
     def _figure(self, product: CalibrationFrame) -> None:
         self.save_figure(product, lambda path: product.inspect(path=path))
 
-    def _flat_checks(self, product: FlatFrame, flat: np.ndarray, bad: np.ndarray | None, p: Any) -> list[Check]:
-        """Flatness figures of a normalised flat (stored on the product) and their checks."""
-        qc = flat_qc(flat, mask=bad, grid=SUBWIN_GRID, scale_px=self._scaled(256, product, flat.shape))
+    def _flat_checks(self, product: FlatFrame, flat: np.ndarray, bad: np.ndarray | None, p: Any,
+                     normalise: bool = False) -> tuple[np.ndarray, list[Check], Any]:
+        """Flatness figures of a normalised flat (stored on the product) and their checks; with ``normalise``
+        the flat is normalised first (:func:`~awe.image.flat.normalise_flat_qc`: one pass over the good pixels).
+
+        Returns the (normalised) flat, the checks and its ``imstat`` when measured with the figures (else None).
+        """
+        scale = self._scaled(256, product, flat.shape)
+        if normalise:
+            flat, qc = normalise_flat_qc(flat, mask=bad, grid=SUBWIN_GRID, scale_px=scale)
+        else:
+            qc = flat_qc(flat, mask=bad, grid=SUBWIN_GRID, scale_px=scale)
         product.flat_stdev, product.flatness, product.large_scale_rms = qc.stdev, qc.flatness, qc.large_scale_rms
-        return [Check("stdev", qc.stdev, p.MAXIMUM_STDEV, "MAXIMUM_STDEV", QualityFlags.TOO_NOISY),
-                Check("sub-window flatness", qc.flatness, p.MAXIMUM_SUBWIN_FLATNESS, "MAXIMUM_SUBWIN_FLATNESS",
-                      QualityFlags.NOT_FLAT)]
+        return flat, [Check("stdev", qc.stdev, p.MAXIMUM_STDEV, "MAXIMUM_STDEV", QualityFlags.TOO_NOISY),
+                      Check("sub-window flatness", qc.flatness, p.MAXIMUM_SUBWIN_FLATNESS,
+                            "MAXIMUM_SUBWIN_FLATNESS", QualityFlags.NOT_FLAT)], qc.imstat
 
     def _overscan_check(self, mode: int) -> Callable[[Any], str | None]:
         def check(bias: Any) -> str | None:
@@ -628,27 +652,33 @@ class _FlatTask(_CalibrationTask):
         bad = _union_mask([m for role, m in inputs.items() if role.endswith("_pixels") and m is not None])
         self.log.info("combining %d %s with OVERSCAN_CORRECTION=%d, SIGMA_CLIP=%g, master bias %s: %s", len(raws),
                       self.what, mode, p.SIGMA_CLIP, bias.filename, [f.filename for f in raws])
+        raw_files = [RawFile.of(f) for f in raws]
+        frame_levels: dict[int, float] = {}
+
+        def level(k: int, data: np.ndarray) -> None:  # each frame's level while it is in memory
+            if data.shape == bias_data.shape:
+                frame_levels[k] = flat_level(data, bias_data, what=f"flat frame {k}")
+
         with self._temporary() as tmp:
-            staged = stage_corrected([RawFile.of(f) for f in raws], mode, tmp)
+            staged = stage_corrected(raw_files, mode, tmp, measure=level)
             if staged[0].image_shape != bias_data.shape:
                 raise TaskError(f"the {self.what} are {staged[0].image_shape} after trimming but the master bias "
                                 f"{bias.filename} is {bias_data.shape}; make a master bias of the same layout")
             result = combine_flats(staged, bias_data, statistic="mean", reject_stars=True, sigma=p.SIGMA_CLIP,
-                                   shape=staged[0].image_shape)
-            product.gain = self._gain(staged, bias, mode, p.GAIN_SECTION, _binning(first))
-        flat = normalise_flat(result.data, bad) if bad is not None else result.data
+                                   shape=staged[0].image_shape, levels=[frame_levels[k] for k in range(len(staged))])
+            product.gain = self._gain(staged, bias, mode, p.GAIN_SECTION, _binning(first, raw_files[0]))
         levels = [float(v) for v in result.levels]
         product.levels, product.level, product.n_rejected = levels, float(np.mean(levels)), result.n_rejected
         self.log.info("%s: levels %s ADU, %d values clipped, gain %s e-/ADU", self.product.__name__,
                       [round(v, 1) for v in levels], result.n_rejected,
                       f"{product.gain:.3f}" if product.gain else "not measured")
-        checks = self._flat_checks(product, flat, bad, p)
+        flat, checks, stats = self._flat_checks(product, result.data, bad, p, normalise=bad is not None)
         checks += [Check("lowest level of the raw flats", min(levels), p.MINIMUM_LEVEL, "MINIMUM_LEVEL",
                          QualityFlags.WRONG_LEVEL, minimum=True),
                    Check("highest level of the raw flats", max(levels), p.MAXIMUM_LEVEL, "MAXIMUM_LEVEL",
                          QualityFlags.WRONG_LEVEL)]
         gain_card = (product.gain or 0.0, "[e-/ADU] from flat/bias pairs, 0: none")
-        return self._finish(product, flat, checks, {"GAIN": gain_card})
+        return self._finish(product, flat, checks, {"GAIN": gain_card}, stats=stats)
 
     def _gain(self, staged: list[RowFile], bias: BiasFrame, mode: int, size: Sequence[float],
               binning: float) -> float | None:
@@ -658,8 +688,8 @@ class _FlatTask(_CalibrationTask):
         if len(staged) < 2 or len(raw_biases) < 2:
             self.log.info("gain not measured: needs two flats and two raw biases of %s visible here", bias.filename)
             return None
-        b1, b2 = overscan_corrected(raw_biases[0], mode), overscan_corrected(raw_biases[1], mode)
-        if b1.shape != staged[0].image_shape:
+        pair = [RawFile.of(f) for f in raw_biases[:2]]
+        if any(r.trimmed_shape != staged[0].image_shape for r in pair):
             self.log.info("gain not measured: the raw biases of %s have another layout", bias.filename)
             return None
         try:
@@ -671,10 +701,19 @@ class _FlatTask(_CalibrationTask):
                           "pixels (fewer than %d)", staged[0].image_shape[1], staged[0].image_shape[0],
                           _pixels(section), MINIMUM_GAIN_PIXELS)
             section = None
+        rows, columns = section if section is not None else (slice(None), slice(None))
+        b1, b2 = (r.corrected(mode, rows=rows)[:, columns] for r in pair)  # the section's rows corrected only
+        try:  # the bias pair's level and variance: measured once for all the flat pairs
+            biases = BiasPair.of(b1, b2)
+        except ValueError as exc:
+            self.log.info("gain not measured: the raw biases of %s give no variance: %s", bias.filename, exc)
+            return None
+        del b1, b2
+        cut = [f(rows)[:, columns] for f in staged]  # only the section's rows are read, each flat once
         estimates = []
-        for first, second in zip(staged[:-1], staged[1:]):
+        for first, second in zip(cut[:-1], cut[1:]):
             try:
-                estimates.append(gain_from_pairs(first.read(), second.read(), b1, b2, section))
+                estimates.append(gain_from_pairs(first, second, None, None, biases=biases))
             except ValueError as exc:
                 self.log.info("a flat pair gives no gain: %s", exc)
         return float(np.median(estimates)) if estimates else None
@@ -690,9 +729,10 @@ def _pixels(section: tuple[slice, slice]) -> int:
     return (section[0].stop - section[0].start) * (section[1].stop - section[1].start)
 
 
-def _binning(frame: RawFrame) -> float:
-    """Detector pixels per pixel of a raw chip frame (8 for a chip shrunk 8 times)."""
-    return get_instrument(frame.instrument.name).chip(frame.chip.name).nx / RawFile.of(frame).geometry.nx
+def _binning(frame: RawFrame, raw: RawFile | None = None) -> float:
+    """Detector pixels per pixel of a raw chip frame (8 for a chip shrunk 8 times); ``raw``: its file, if at hand."""
+    geometry = (raw if raw is not None else RawFile.of(frame)).geometry
+    return get_instrument(frame.instrument.name).chip(frame.chip.name).nx / geometry.nx
 
 
 def _union_mask(maps: Sequence[PixelMap]) -> np.ndarray | None:
@@ -714,7 +754,7 @@ class DomeFlatTask(_FlatTask):
     product = DomeFlatFrame
     inputs = (Input(RawDomeFlatFrame, "raw_dome_flat_frames", kind="raw", filter=True), Input(BiasFrame, "bias"),
               Input(HotPixelMap, "hot_pixels", optional=True))
-    version = "2"  # 2: gain from the central GAIN_SECTION (was the whole frame)
+    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: its clipping sort-based (1e-10 off)
     algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
                          "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Dome", "DOME FLAT"
@@ -737,7 +777,7 @@ class TwilightFlatTask(_FlatTask):
     inputs = (Input(RawTwilightFlatFrame, "raw_twilight_flat_frames", kind="raw", filter=True),
               Input(BiasFrame, "bias"), Input(HotPixelMap, "hot_pixels", optional=True),
               Input(ColdPixelMap, "cold_pixels", filter=True, optional=True))
-    version = "2"  # 2: gain from the central GAIN_SECTION (was the whole frame)
+    version = "3"  # 2: gain from the central GAIN_SECTION (was the whole frame); 3: its clipping sort-based (1e-10 off)
     algorithm_modules = ("awe.image.flat", "awe.image.overscan", "awe.image.combine", "awe.image.stats",
                          "awe.tasks.base", "awe.tasks.calibration")
     step, object_name = "Twi", "TWILIGHT FLAT"
@@ -820,10 +860,12 @@ class MasterFlatTask(_CalibrationTask):
             raise TaskError(f"the dome flat {dome.filename} {dome_data.shape} and the twilight flat "
                             f"{twilight.filename} {twilight_data.shape} differ in shape")
         scale = self._scaled(p.SMOOTHING_SCALE, dome, dome_data.shape)
-        flat = master_flat(dome_data, twilight_data, scale_px=scale)
+        combined = master_flat(dome_data, twilight_data, scale_px=scale, normalise=False)
+        del dome_data, twilight_data
         product.smoothing_scale_pix = scale
         self.log.info("master flat: dome %s below %d pixels, twilight %s above", dome.filename, scale,
                       twilight.filename)
-        checks = self._flat_checks(product, flat, None, p)
+        flat, checks, stats = self._flat_checks(product, combined, None, p, normalise=True)
         return self._finish(product, flat, checks, {"SMOOTHSC": (scale, "smoothing scale [pixels]"),
-                                                    "GAIN": (product.gain or 0.0, "gain of the dome flat [e-/ADU]")})
+                                                    "GAIN": (product.gain or 0.0, "gain of the dome flat [e-/ADU]")},
+                            stats=stats)
