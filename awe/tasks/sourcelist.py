@@ -166,7 +166,12 @@ def fill_saturated(data: np.ndarray, saturated: np.ndarray) -> np.ndarray:
         return data
     labels, n = ndi.label(ndi.binary_dilation(saturated, structure=np.ones((3, 3), bool)))
     ring = np.where(saturated, 0, labels)
-    top = np.asarray(ndi.maximum(data, labels=ring, index=np.arange(1, n + 1)), dtype=np.float32)
+    # each region's brightest ring pixel, from the ring pixels alone (scipy's labelled maximum sorts the whole
+    # frame: 24 s of a full-size coadd)
+    where = np.flatnonzero(ring)
+    top = np.full(n, -np.inf, dtype=np.float32)
+    with np.errstate(invalid="ignore"):  # a NaN stays NaN (then 0), as in scipy's
+        np.maximum.at(top, ring.ravel()[where] - 1, np.asarray(data, dtype=np.float32).ravel()[where])
     top = np.where(np.isfinite(top), top, 0.0).astype(np.float32)
     out = data.copy()
     values = np.nan_to_num(out[saturated], nan=0.0)
