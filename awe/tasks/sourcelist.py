@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from awe.db.schema import DBObject
+from awe.image.weights import grow_mask
 from awe.model.frames import BaseFrame, QualityFlags
 from awe.model.science import ReducedScienceFrame
 from awe.model.sourcelist import N_APERTURES, AssociateList, SourceList, image_wcs
@@ -164,7 +165,7 @@ def fill_saturated(data: np.ndarray, saturated: np.ndarray) -> np.ndarray:
     from scipy import ndimage as ndi
     if not saturated.any():
         return data
-    labels, n = ndi.label(ndi.binary_dilation(saturated, structure=np.ones((3, 3), bool)))
+    labels, n = ndi.label(grow_mask(saturated, 1))
     ring = np.where(saturated, 0, labels)
     # each region's brightest ring pixel, from the ring pixels alone (scipy's labelled maximum sorts the whole
     # frame: 24 s of a full-size coadd)
@@ -281,7 +282,7 @@ class SourceListTask(Task):
     #: 2: a regridded frame's or coadd's own WEIGHT and FLAGS extensions and grid WCS (saturated cores filled);
     #: 3: FLUX_RADIUS (and FWHM, the windowed centroid) from a growth curve bounded by the AUTO aperture
     version = "3"
-    algorithm_modules = ("awe.image.extract", "awe.image.stellarity", "awe.tasks.sourcelist")
+    algorithm_modules = ("awe.image.extract", "awe.image.stellarity", "awe.image.weights", "awe.tasks.sourcelist")
     selection = {"filenames": "file names of the image products (reduced, regridded or coadded frames)"}
 
     def unit_selections(self) -> list[dict[str, Any]]:
