@@ -447,7 +447,9 @@ def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple
 @click.option("--proxy-headers", is_flag=True, help="Trust X-Forwarded-For/-Proto from the proxy on 127.0.0.1.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes (one core each: as many as the machine's cores for many users).")
-def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool, workers: int) -> None:
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256),
+              help="Requests each process runs at once (the others wait their turn).")
+def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool, workers: int, threads: int) -> None:
     """The web application (DB viewer, lineage, previews, validity editor, publishing) on the prompt's database.
 
     On PostgreSQL the server logs in as AWE_USER/AWE_PASSWORD, which should be an authenticator role
@@ -456,9 +458,9 @@ def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool, worke
     from awe.config import load_settings
     from awe.web.app import serve as run
     settings = load_settings()
-    click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}, {workers} worker(s)); "
-               "Ctrl-C stops it")
-    run(host, port, workers=workers, https_only=secure_cookies, proxy_headers=proxy_headers)
+    click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}, {workers} worker(s) of "
+               f"{threads} thread(s)); Ctrl-C stops it")
+    run(host, port, workers=workers, threads=threads, https_only=secure_cookies, proxy_headers=proxy_headers)
 # ----------------------------------------------------------------- the DPU and target processing
 from awe.dpu.cli import dpu_group, make_command  # noqa: E402
 

@@ -179,6 +179,32 @@ def test_sqlite_cone_uses_the_sky_index(sqlite_db, sky):
     assert "ix_test_rows_sources_healpix" in plan and "SLID_id_row_id" not in plan, plan
 
 
+def test_cone_statement_compiled_once_per_shape(db, sky):
+    """Cones of the same number of pixel ranges share one compiled statement (their numbers are filled in when
+    it runs); the rows as plain values (what the web's pages show) are those of the table."""
+    sl = _list("sl-cache.fits")
+    RowsTestSource.insert(sl, sky)
+    by_shape: dict[int, list] = {}
+    for ra in 150.0 + 0.01 * np.arange(40):
+        by_shape.setdefault(len(_Cone(RowsTestSource, ra, 2.0, 60.0).ranges), []).append(float(ra))
+    shape, centres = max(by_shape.items(), key=lambda kv: len(kv[1]))
+    assert len(centres) >= 2
+    first, second = (RowsTestSource.cone(ra, 2.0, 60.0)._select()[0]._generate_cache_key() for ra in centres[:2])
+    assert first == second  # one shape ...
+    assert [b.value for b in first.bindparams] != [b.value for b in second.bindparams]  # ... its own numbers
+    before = len(rows_module._COMPILED)
+    columns = ["NUMBER", "MAG_AUTO", "IS_STAR", "NAME", "EXTRA"]
+    for ra in centres:
+        q = RowsTestSource.cone(ra, 2.0, 60.0) & (RowsTestSource.SLID == sl)
+        assert _numbers(q) == _brute_cone(sky, ra, 2.0, 60.0 / 3600), (ra, shape)
+        q.order_by("MAG_AUTO")
+        table, values = q._table(columns, None, None), q._values(columns, None, None)
+        assert [v[0] for v in values] == list(table["NUMBER"])
+        assert all(isinstance(v[0], int) and isinstance(v[1], float) for v in values)
+    if context.engine.dialect.name == "postgresql":  # the driver's own statements: compiled once for the shape
+        assert len(rows_module._COMPILED) - before <= 2  # one for the rows, one for len()'s count at most
+
+
 def test_columns_units_and_nulls(db):
     sl = _list("sl-units.fits")
     t = Table()

@@ -60,6 +60,8 @@ import itertools
 import json
 import logging
 import math
+import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -866,39 +868,56 @@ def _box_discs(lo: float, span: float, dec_min: float, dec_max: float) -> list[t
 
 
 class _Inline(sa.ColumnElement[bool]):
-    """A condition written as SQL around column references, with inline numbers (computed here: pixel numbers,
-    unit vectors; never a user's text). A cone's SQL this way is built and compiled in a fraction of the time
-    SQLAlchemy takes for the same tree of operators (dozens of them). Not cached: its numbers differ on every
-    query (a cached compilation would never be used again, and would push out those that are)."""
+    """A condition written as SQL around column references and numbers (computed here: pixel numbers, unit
+    vectors; never a user's text). A cone's SQL this way is built and compiled in a fraction of the time
+    SQLAlchemy takes for the same tree of operators (dozens of them).
 
-    inherit_cache = False
+    ``parts`` are SQL fragments (str), columns and :func:`_value` numbers. The fragments and the columns are the
+    cache key; the numbers are parameters rendered into the SQL when it runs (``literal_execute``: the planner
+    sees them), so a page's statement is compiled once for every cone of the same number of pixel ranges.
+    """
+
+    inherit_cache = True
+    _traverse_internals = [("texts", InternalTraversal.dp_string_list),
+                           ("elements", InternalTraversal.dp_clauseelement_list)]
     type = sa.Boolean()
     _is_implicitly_boolean = True  # a condition: SQLite gets it as it is, not as "(...) = 1" (no index then)
 
     def __init__(self, *parts: str | sa.ColumnElement) -> None:
-        self.parts = parts
+        texts, elements = [""], []
+        for part in parts:
+            if isinstance(part, str):
+                texts[-1] += part
+            else:
+                elements.append(part)
+                texts.append("")
+        self.texts, self.elements = texts, elements
 
 
 @compiles(_Inline)
 def _compile_inline(element: _Inline, compiler: Any, **kw: Any) -> str:
-    return "".join(p if isinstance(p, str) else compiler.process(p, **kw) for p in element.parts)
+    out = [element.texts[0]]
+    for part, text in zip(element.elements, element.texts[1:]):
+        out += [compiler.process(part, **kw), text]
+    return "".join(out)
 
 
-def _number(value: Any) -> str:
-    """A finite float as an SQL literal (round-trip exact)."""
-    value = float(value)
+def _value(value: Any, integer: bool = False) -> sa.BindParameter:
+    """A finite number of an :class:`_Inline` condition (rendered exactly, in parentheses by the caller)."""
+    value = int(value) if integer else float(value)
     if not math.isfinite(value):
         raise ValueError(f"not a finite number: {value}")
-    return f"({value!r})"
+    return sa.bindparam(None, value, type_=sa.BigInteger() if integer else sa.Float(), unique=True,
+                        literal_execute=True)
 
 
 def _in_ranges(column: sa.ColumnElement, ranges: list[tuple[int, int]]) -> sa.ColumnElement:
-    """``column`` in any of the ranges; the pixel numbers are inline integers (the planner sees them)."""
+    """``column`` in any of the ranges (one statement shape per number of ranges)."""
     if not ranges:
         return sa.false()
     parts: list[str | sa.ColumnElement] = ["("]
     for i, (a, b) in enumerate(ranges):
-        parts += [" OR " if i else "", column, f" = {int(a)}" if a == b else f" BETWEEN {int(a)} AND {int(b)}"]
+        parts += [" OR " if i else "", column, " BETWEEN ", _value(a, True), " AND ", _value(b, True)]
     return _Inline(*parts, ")")
 
 
@@ -914,11 +933,11 @@ class _Cone(_Cond):
 
     def sql(self, comp: _Compiler) -> sa.ColumnElement:
         base = comp.base
-        x, y, z = (_number(v) for v in _unit_vectors(self.ra, self.dec))
+        x, y, z = (_value(v) for v in _unit_vectors(self.ra, self.dec))
         chord = 2.0 * math.sin(math.radians(min(self.radius_deg, 180.0)) / 2.0)
         cx, cy, cz = base.c.cx, base.c.cy, base.c.cz  # the squared chord to the centre, at most the radius's
-        cut = _Inline("((", cx, f" - {x}) * (", cx, f" - {x}) + (", cy, f" - {y}) * (", cy, f" - {y}) + (",
-                      cz, f" - {z}) * (", cz, f" - {z}) <= {_number(chord * chord)})")
+        cut = _Inline("((", cx, " - (", x, ")) * (", cx, " - (", x, ")) + (", cy, " - (", y, ")) * (", cy, " - (", y,
+                      ")) + (", cz, " - (", z, ")) * (", cz, " - (", z, ")) <= (", _value(chord * chord), "))")
         return cut if self.ranges is None else sa.and_(_in_ranges(base.c.healpix, self.ranges), cut)
 
 
@@ -1074,39 +1093,47 @@ class RowQuery(Query):
         return self._table(columns, None, None)
 
     def _table(self, columns: Sequence[str] | None, offset: int | None, limit: int | None) -> "Table":
+        attrs, rows = self._rows(columns, offset, limit)
+        return _build_table(attrs, rows)
+
+    def _values(self, columns: Sequence[str] | None, offset: int | None, limit: int | None) -> list[tuple]:
+        """The rows as tuples of plain Python values (None where NULL) in the order of ``columns``: what a web page
+        shows, without building a Table."""
+        attrs, rows = self._rows(columns, offset, limit)
+        return _python_values(attrs, rows)
+
+    def _rows(self, columns: Sequence[str] | None, offset: int | None, limit: int | None, count: bool = False
+              ) -> tuple[list[tuple[str, Attr, _Col | None]], Sequence[tuple]]:
         attrs = self._attributes(columns)
-        stmt, _ = self._select(lambda comp: [a._sql(comp).label(f"c{i}") for i, (_, a, _) in enumerate(attrs)])
+        stmt, _ = self._select(lambda comp: [a._sql(comp).label(f"c{i}") for i, (_, a, _) in enumerate(attrs)]
+                               + ([sa.func.count().over().label("total")] if count else []))
         if offset:
             stmt = stmt.offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
-        return _build_table(attrs, self._fetch(stmt))
+        return attrs, self._fetch(stmt)
 
-    def _table_and_count(self, columns: Sequence[str] | None, limit: int) -> tuple["Table", int]:
-        """The first ``limit`` rows and the number of all rows, in one statement (``count(*) OVER ()``: one pass
-        over the selection instead of two; for a small selection such as a cone, which the database collects
-        and sorts anyway)."""
-        attrs = self._attributes(columns)
-        stmt, _ = self._select(lambda comp: [a._sql(comp).label(f"c{i}") for i, (_, a, _) in enumerate(attrs)]
-                               + [sa.func.count().over().label("total")])
-        rows = self._fetch(stmt.limit(limit))
+    def _values_and_count(self, columns: Sequence[str] | None, limit: int) -> tuple[list[tuple], int]:
+        """The first ``limit`` rows (as :meth:`_values`) and the number of all rows, in one statement
+        (``count(*) OVER ()``: one pass over the selection instead of two; for a small selection such as a cone,
+        which the database collects and sorts anyway)."""
+        attrs, rows = self._rows(columns, None, limit, count=True)
         if not rows:
-            return _build_table(attrs, rows), 0
-        return _build_table(attrs, [row[:-1] for row in rows]), int(rows[0][-1])
+            return [], 0
+        return _python_values(attrs, [row[:-1] for row in rows]), int(rows[0][-1])
 
     def _fetch(self, stmt: sa.Select) -> Sequence[tuple]:
         """The driver's tuples (no per-row processing by SQLAlchemy); PostgreSQL sends them in binary."""
         with self.session.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
-                compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-                params = compiled.params
+                sql, params = _driver_statement(stmt, conn.dialect)
                 if all(_plain_param(v) for v in params.values()):
                     raw: Any = conn.connection.driver_connection
                     if _PIPELINE and raw.info.transaction_status == _IDLE:
-                        return _fetch_pipelined(conn, raw, str(compiled), params)
+                        return _fetch_pipelined(conn, raw, sql, params)
                     conn.begin()  # the "begin" event runs first (a session of Session.open_as: SET LOCAL ROLE)
                     with raw.cursor(binary=True) as cursor:
-                        cursor.execute(str(compiled), params)
+                        cursor.execute(sql, params)
                         return cursor.fetchall()
             return conn.execute(stmt).cursor.fetchall()
 
@@ -1168,6 +1195,35 @@ def _pipeline_supported() -> bool:
 
 _PIPELINE = _pipeline_supported()
 _IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+_COMPILED: "OrderedDict[Any, Any]" = OrderedDict()
+_COMPILED_LOCK = threading.Lock()
+_COMPILED_SIZE = 500
+
+
+def _driver_statement(stmt: sa.Select, dialect: Any) -> tuple[str, dict[str, Any]]:
+    """The SQL text and parameters of ``stmt`` for the driver itself, compiled once per statement shape as
+    SQLAlchemy's own execution does (by the statement's cache key, in a cache of :data:`_COMPILED_SIZE`); each
+    execution fills in its own values, the IN lists and the numbers rendered into the text."""
+    key = stmt._generate_cache_key()
+    if key is None:  # a construct that cannot be cached
+        once = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        return str(once), dict(once.params)
+    full = (id(dialect), key.key)
+    with _COMPILED_LOCK:
+        compiled = _COMPILED.get(full)
+        if compiled is not None:
+            _COMPILED.move_to_end(full)
+    if compiled is None:
+        compiled = stmt.compile(dialect=dialect, cache_key=key)
+        with _COMPILED_LOCK:
+            _COMPILED[full] = compiled
+            while len(_COMPILED) > _COMPILED_SIZE:
+                _COMPILED.popitem(last=False)
+    values = compiled.construct_params(extracted_parameters=key.bindparams, escape_names=False)
+    state = compiled.construct_expanded_state(values)
+    return state.statement, dict(state.parameters)
 
 
 def _fetch_pipelined(conn: sa.Connection, raw: Any, sql: str, params: Any) -> Sequence[tuple]:
@@ -1248,6 +1304,28 @@ def _column_values(kind: str | None, values: np.ndarray) -> Any:
         obj[_is_none(obj)] = ""
         return obj.astype(str)
     return obj
+
+
+def _python_values(attrs: list[tuple[str, Attr, _Col | None]], rows: Sequence[tuple]) -> list[tuple]:
+    """Fetched tuples as plain Python values of each column's kind (None where NULL or NaN)."""
+    def number(v: Any) -> Any:
+        return None if v is None or v != v else float(v)
+
+    def integer(v: Any) -> Any:
+        return None if v is None else int(v)
+
+    def flag(v: Any) -> Any:
+        return None if v is None else bool(v)
+
+    def js(v: Any) -> Any:
+        return json.loads(v) if isinstance(v, (str, bytes)) else v
+
+    def same(v: Any) -> Any:
+        return v
+
+    by_kind = {"f8": number, "f4": number, "i2": integer, "i4": integer, "i8": integer, "bool": flag, "json": js}
+    convert = [by_kind.get(col.kind, same) if col is not None else same for _, _, col in attrs]
+    return [tuple(f(v) for f, v in zip(convert, row)) for row in rows]
 
 
 def _build_table(attrs: list[tuple[str, Attr, _Col | None]], rows: Sequence[tuple]) -> "Table":

@@ -14,6 +14,7 @@ pool, one session per request.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import io
 import logging
@@ -23,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Callable, overload
+from typing import Any, AsyncIterator, Callable, overload
 
 import sqlalchemy as sa
 from markupsafe import Markup, escape
@@ -65,6 +66,9 @@ SEEK_EVERY = 250
 SEEK_TTL_S = 600.0
 COUNT_TTL_S = 30.0
 MAX_JOBS = 500
+#: requests a server process runs at once (bench_web.py, 20 clients on 2 cores: p95 of the cone page 225 ms with
+#: 40 threads, 144 ms with 4, 118 ms with 1 on SQLite; 256 ms with 40, 185 ms with 6 on PostgreSQL)
+THREADS = 4
 _figure_lock = threading.Lock()
 
 
@@ -153,7 +157,7 @@ def no_jit(engine: sa.Engine) -> None:
 
 def create_app(settings: Settings | None = None, database: Database | None = None, *, secret: str | None = None,
                https_only: bool = False, max_age_s: int = SESSION_MAX_AGE_S,
-               limiter: LoginLimiter | None = None) -> Starlette:
+               limiter: LoginLimiter | None = None, threads: int = THREADS) -> Starlette:
     """The web application on ``database`` (default: opened from ``settings``, default the prompt's settings).
 
     Parameters
@@ -164,6 +168,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         Send the cookie over HTTPS only (behind a TLS reverse proxy: ``awe serve --secure-cookies``).
     max_age_s : int
         Lifetime of a login [s].
+    threads : int
+        Requests of this process run at once (its thread pool; the others wait their turn, first come first
+        served). Python runs one thread at a time: more threads than the requests that wait on the database or
+        the storage at a time only share the core among more requests, each then slower; a few keep the
+        event loop answering (:data:`THREADS`).
     """
     import awe
     awe.choose_backend()  # a server draws its figures off screen (Agg where there is no display)
@@ -202,7 +211,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     ]
     middleware = [Middleware(SessionMiddleware, secret_key=key, session_cookie="awe_session", max_age=max_age_s,
                              same_site="strict", https_only=https_only)]
-    app = Starlette(routes=routes, middleware=middleware,
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        import anyio.to_thread
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: web.http_error, forms.FormError: web.server_error,
                                         QueryError: web.server_error, PermissionError: web.server_error,
                                         Exception: web.server_error})
@@ -212,8 +228,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1, https_only: bool = False,
-          proxy_headers: bool = False, log_level: str = "info", access_log: bool = True) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1, threads: int = THREADS,
+          https_only: bool = False, proxy_headers: bool = False, log_level: str = "info",
+          access_log: bool = True) -> None:
     """Run the application with uvicorn on ``host:port`` (what ``awe serve`` does).
 
     ``workers`` > 1 runs that many server processes on one socket (each with its own database connections
@@ -226,17 +243,19 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1, https_
     options: dict[str, Any] = dict(host=host, port=port, proxy_headers=proxy_headers,
                                    forwarded_allow_ips="127.0.0.1", log_level=log_level, access_log=access_log)
     if workers <= 1:
-        uvicorn.run(create_app(https_only=https_only), **options)
+        uvicorn.run(create_app(https_only=https_only, threads=threads), **options)
         return
     load_secret(load_settings().home)  # made once, here, before the workers read it
     os.environ["AWE_WEB_SECURE_COOKIES"] = "1" if https_only else ""
+    os.environ["AWE_WEB_THREADS"] = str(threads)
     uvicorn.run("awe.web.app:worker_app", factory=True, workers=workers, **options)
 
 
 def worker_app() -> Starlette:
     """The application of one worker process of :func:`serve` (settings from the environment, as the parent's)."""
     import os
-    return create_app(https_only=os.environ.get("AWE_WEB_SECURE_COOKIES") == "1")
+    return create_app(https_only=os.environ.get("AWE_WEB_SECURE_COOKIES") == "1",
+                      threads=int(os.environ.get("AWE_WEB_THREADS") or THREADS))
 
 
 class _SecurityHeaders:
@@ -450,10 +469,10 @@ class _Web:
             fetched = [sort, "row_id"] if sort != "row_id" else ["row_id"]
             known = points.get(start)
             if known is not None:
-                table = _keyset_page(rcls, query, sort, desc, known, fetched, 1, session, skip=skip)
+                rows = _keyset_page(rcls, query, sort, desc, known, fetched, 1, session, skip=skip)
             else:
-                table = query._table(fetched, skip, 1)
-            found = (_plain(table[sort][0]), int(table["row_id"][0])) if len(table) else None
+                rows = query._values(fetched, skip, 1)
+            found = (_plain(rows[0][0]), int(rows[0][-1])) if rows else None
             with self._counts_lock:
                 points[point] = found
         return found
@@ -726,32 +745,33 @@ class _Web:
             offset = (page - 1) * per
             with_count = bool(info.get("cone")) and after is None and not offset
             total = self.counted(session, key) if with_count else None
-            table = None
+            rows: list[tuple] | None = None
             if with_count and total is None:  # a cone's rows are collected and sorted anyway: counted at once
-                table, found = query._table_and_count(fetched, per)
+                rows, found = query._values_and_count(fetched, per)
                 total = self.counted(session, key, lambda: found)
             elif total is None:
                 total = self.counted(session, key, query.count)
-            if table is not None:
+            if rows is not None:
                 pass
             elif after is not None:  # keyset: the rows after the previous page's last one (deep pages stay fast)
-                table = _keyset_page(rcls, query, sort, desc, after, fetched, per, session)
+                rows = _keyset_page(rcls, query, sort, desc, after, fetched, per, session)
             elif offset >= max(SEEK_FROM, SEEK_EVERY):  # a deep page by number: from its seek point, keyset
                 point = offset // SEEK_EVERY
                 start = self.seek_point(session, key + (sort, desc, total), rcls, query, sort, desc, point)
                 if start is not None:
-                    table = _keyset_page(rcls, query, sort, desc, start, fetched, per, session,
-                                         skip=offset - point * SEEK_EVERY)
+                    rows = _keyset_page(rcls, query, sort, desc, start, fetched, per, session,
+                                        skip=offset - point * SEEK_EVERY)
                 else:  # beyond the end
-                    table = query._table(fetched, offset, per)
+                    rows = query._values(fetched, offset, per)
             else:
-                table = query._table(fetched, offset, per)
-            if not len(table) and "parent" in info:
+                rows = query._values(fetched, offset, per)
+            if not rows and "parent" in info:
                 self.check_visible(session, info["parent"])
-            values = {c: [_plain(v) for v in table[c].tolist()] for c in fetched}
-            last = (values[sort][-1], values["row_id"][-1]) if len(table) else None
+            data = [[_plain(v) for v in row] for row in rows]
+            last = (data[-1][fetched.index(sort)], data[-1][fetched.index("row_id")]) if data else None
             next_after = f"{last[0]!r}:{int(last[1])}" if last is not None and page * per < total else ""
-            data = [list(row) for row in zip(*(values[c] for c in columns))] if len(table) else []
+            if len(fetched) > len(columns):
+                data = [row[:len(columns)] for row in data]
             units = {c: str(col.unit) if col.unit else "" for c, col in
                      ((c, rcls._columns[c]) for c in columns)}
             body = _rows_html(data, columns, rcls._parents[0].column, _row_stamps(rcls, columns))
@@ -1149,15 +1169,13 @@ def _cursor(text: str | None, kind: str) -> tuple[Any, int] | None:  # noqa: C90
 
 
 def _keyset_page(rcls: type[Rows], query: Query, sort: str, desc: bool, after: tuple[Any, int],
-                 columns: list[str], per: int, session: Session, skip: int = 0) -> Any:
-    """The ``per`` rows after ``after`` = (value, row_id) in the order (sort, row_id), in the query language
-    (after the first ``skip`` of them).
+                 columns: list[str], per: int, session: Session, skip: int = 0) -> list[tuple]:
+    """The ``per`` rows (tuples of ``columns``) after ``after`` = (value, row_id) in the order (sort, row_id), in
+    the query language (after the first ``skip`` of them).
 
     Each condition is a range of the (parent, sort, row_id) index: the rest of the cursor's zone (the rows with a
     value, or those without, which row queries sort last), then the zone after it.
     """
-    from astropy.table import vstack
-
     from awe.db.query import Attr
     value, row_id = after
     column = getattr(rcls, sort)
@@ -1172,19 +1190,19 @@ def _keyset_page(rcls: type[Rows], query: Query, sort: str, desc: bool, after: t
             beyond = (column <= value) & ((column < value) | (rid > row_id)) if desc else \
                 (column >= value) & ((column > value) | (rid > row_id))
             zones = [(beyond, None), (column == None, None)]  # noqa: E711
-    parts = []
+    parts: list[tuple] = []
     wanted = per
     for i, (cond, _) in enumerate(zones):
         part_query = (query & cond).using(session)
         part_query.order_by(sort, descending=desc)
-        part = part_query._table(columns, skip or None, wanted)  # type: ignore[attr-defined]  # a RowQuery
-        parts.append(part)
+        part = part_query._values(columns, skip or None, wanted)  # type: ignore[attr-defined]  # a RowQuery
+        parts += part
         wanted -= len(part)
         if wanted <= 0 or i == len(zones) - 1:
             break
         if skip:  # the rows skipped that were in this zone (fewer than skip + per: a short range to count)
             skip = max(0, skip - part_query.count())
-    return parts[0] if len(parts) == 1 else vstack(parts)
+    return parts
 
 
 def _rows_html(data: list[list[Any]], columns: list[str], parent_column: str,
