@@ -447,17 +447,19 @@ def demo(ctx: click.Context, outdir: Path, scale: float, seed: int, chips: tuple
 @click.option("--proxy-headers", is_flag=True, help="Trust X-Forwarded-For/-Proto from the proxy on 127.0.0.1.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Server processes (one core each: as many as the machine's cores for many users).")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256),
-              help="Requests each process runs at once (the others wait their turn).")
-def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool, workers: int, threads: int) -> None:
+@click.option("--threads", default=None, type=click.IntRange(1, 256),
+              help="Requests each process runs at once, the others waiting their turn (default: 2).")
+def serve(host: str, port: int, secure_cookies: bool, proxy_headers: bool, workers: int, threads: int | None
+          ) -> None:
     """The web application (DB viewer, lineage, previews, validity editor, publishing) on the prompt's database.
 
     On PostgreSQL the server logs in as AWE_USER/AWE_PASSWORD, which should be an authenticator role
     (`awe db authenticator NAME`): each request then acts as the logged-in user (row-level security).
     """
     from awe.config import load_settings
-    from awe.web.app import serve as run
+    from awe.web.app import THREADS, serve as run
     settings = load_settings()
+    threads = threads or THREADS
     click.echo(f"awe web on http://{host}:{port}/ (database {settings.database_url}, {workers} worker(s) of "
                f"{threads} thread(s)); Ctrl-C stops it")
     run(host, port, workers=workers, threads=threads, https_only=secure_cookies, proxy_headers=proxy_headers)

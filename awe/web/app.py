@@ -66,9 +66,10 @@ SEEK_EVERY = 250
 SEEK_TTL_S = 600.0
 COUNT_TTL_S = 30.0
 MAX_JOBS = 500
-#: requests a server process runs at once (bench_web.py, 20 clients on 2 cores: p95 of the cone page 225 ms with
-#: 40 threads, 144 ms with 4, 118 ms with 1 on SQLite; 256 ms with 40, 185 ms with 6 on PostgreSQL)
-THREADS = 4
+#: requests a server process runs at once (bench_web.py, 20 clients on 2 cores, another job on the machine: p95
+#: of the cone page 225 ms with 40 threads, 144 ms with 4, 115 ms with 2, 118 ms with 1 on SQLite; 256 ms with 40,
+#: 185 ms with 6, 202 ms with 2 on PostgreSQL, where 2 threads gave the other pages 90-114 ms against 112-140)
+THREADS = 2
 _figure_lock = threading.Lock()
 
 
@@ -182,6 +183,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["ut"] = _ut
     templates.env.globals["flag_names"] = _flag_names
+    templates.env.globals["options"] = _options
     web = _Web(settings, database, templates, limiter or SharedLoginLimiter(database), max_age_s)
     routes = [
         Route("/", web.home),
@@ -291,6 +293,13 @@ def _ut(value: Any) -> str:
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S UT")
     return "" if value is None else str(value)
+
+
+def _options(names: Any, selected: Any = None) -> Markup:
+    """The ``<option>`` elements of a ``<select>`` of ``names``, ``selected`` marked (one string: a form has
+    several selects of every column, which as Jinja loops cost more than the page's query)."""
+    return Markup("".join(f'<option value="{e}" selected>{e}</option>' if name == selected else
+                          f'<option value="{e}">{e}</option>' for name, e in ((n, escape(n)) for n in names)))
 
 
 def _flag_names(flags: int | None) -> str:
@@ -767,7 +776,7 @@ class _Web:
                 rows = query._values(fetched, offset, per)
             if not rows and "parent" in info:
                 self.check_visible(session, info["parent"])
-            data = [[_plain(v) for v in row] for row in rows]
+            data = [[v if type(v) in _PLAIN_TYPES else _plain(v) for v in row] for row in rows]
             last = (data[-1][fetched.index(sort)], data[-1][fetched.index("row_id")]) if data else None
             next_after = f"{last[0]!r}:{int(last[1])}" if last is not None and page * per < total else ""
             if len(fetched) > len(columns):
@@ -1257,6 +1266,10 @@ def _value_of(obj: Any, path: str) -> Any:
         if value is None:
             return None
     return value
+
+
+#: values :func:`_plain` leaves as they are (a float NaN excepted, which catalogue rows give as None already)
+_PLAIN_TYPES = frozenset({int, float, str, bool, type(None)})
 
 
 def _plain(value: Any) -> Any:
