@@ -58,6 +58,7 @@ def test_rows_cone_magnitude_and_sort(web):
     params = {"parent": str(cat), "ra": "150.02", "dec": "2.02", "radius": "60", "mag_max": "16", "sort": "mag"}
     r = alice.get("/rows/ReferenceSource", params=params)
     assert r.status_code == 200
+    assert r.headers.get("connection") != "close"  # one server process: connections are kept alive
     text = _python(r.text)
     assert text == (f"((ReferenceSource.catalog == {cat}) & ReferenceSource.cone(150.02, 2.02, 60.0) & "
                     "(ReferenceSource.mag <= 16.0)).order_by('mag')")
@@ -132,7 +133,8 @@ def test_eclipsed_parts():
 
 
 def test_awe_serve_starts_on_the_prompts_settings(tmp_path):
-    """`awe serve` in a child process: the embedded database of AWE_HOME, the login page on 127.0.0.1."""
+    """`awe serve` in a child process: the embedded database of AWE_HOME, the login page on 127.0.0.1; with two
+    server processes every response ends its connection (the next request goes to whichever is free)."""
     import os
     import socket
     import subprocess
@@ -146,8 +148,8 @@ def test_awe_serve_starts_on_the_prompts_settings(tmp_path):
     env = dict(os.environ, AWE_HOME=str(tmp_path / "home"))
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        child = subprocess.Popen([sys.executable, "-m", "awe.cli", "serve", "--port", str(port)], env=env,
-                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        child = subprocess.Popen([sys.executable, "-m", "awe.cli", "serve", "--port", str(port), "--workers", "2",
+                                  "--threads", "3"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
     try:
         for _ in range(300):
             try:
@@ -157,7 +159,9 @@ def test_awe_serve_starts_on_the_prompts_settings(tmp_path):
                 assert child.poll() is None, log.read_text()
                 time.sleep(0.1)
         assert r.status_code == 200 and 'name="username"' in r.text
+        assert r.headers["connection"] == "close"
         assert httpx.get(f"http://127.0.0.1:{port}/classes").status_code == 401
+        assert "2 worker(s) of 3 thread(s)" in log.read_text()
         assert (tmp_path / "home" / "web-secret").stat().st_mode & 0o077 == 0  # the cookie key: owner only
     finally:
         child.terminate()
